@@ -1,0 +1,62 @@
+# dnd-service: one entry point for running, testing and generating code.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROTO_FILES := $(shell find protos -name '*.proto')
+PROTOC := $(BIN)/python -m grpc_tools.protoc -Iprotos \
+	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
+	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
+
+.PHONY: run migrate test lint typecheck proto proto-check pytest bench clean
+
+$(BIN)/dnd-server: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[server,dev]'
+	@touch $@
+
+venv: $(BIN)/dnd-server
+
+## Start the service on 127.0.0.1:50051 (embedded PostgreSQL unless DND_DATABASE_URL is set).
+run: venv
+	$(BIN)/dnd-server serve
+
+## Apply database migrations and exit.
+migrate: venv
+	$(BIN)/dnd-server migrate
+
+## Lint, type-check, check generated code and run the test suite.
+test: venv lint typecheck proto-check pytest
+
+lint: venv
+	$(BIN)/ruff check server client tests bench
+	$(BIN)/ruff format --check server client tests bench
+
+typecheck: venv
+	$(BIN)/mypy server/dnd_server client/dnd_client
+
+pytest: venv
+	$(BIN)/pytest
+
+## Regenerate generated/ from protos/.
+proto: venv
+	rm -rf generated/dnd
+	$(PROTOC) \
+		--python_out=generated --grpc_python_out=generated \
+		--mypy_out=generated --mypy_grpc_out=generated $(PROTO_FILES)
+	touch generated/dnd/__init__.py generated/dnd/v1/__init__.py generated/dnd/v1/py.typed
+
+## Fail when generated/ differs from what protos/ produce.
+proto-check: venv
+	rm -rf .proto-check && mkdir -p .proto-check
+	$(PROTOC) \
+		--python_out=.proto-check --grpc_python_out=.proto-check \
+		--mypy_out=.proto-check --mypy_grpc_out=.proto-check $(PROTO_FILES)
+	touch .proto-check/dnd/__init__.py .proto-check/dnd/v1/__init__.py .proto-check/dnd/v1/py.typed
+	@diff -r generated/dnd .proto-check/dnd -x __pycache__ \
+		|| (echo "generated/ is out of date: run 'make proto' and commit" && rm -rf .proto-check && exit 1)
+	@rm -rf .proto-check
+	@echo "generated code is up to date"
+
+clean:
+	rm -rf $(VENV) .proto-check .mypy_cache .ruff_cache .pytest_cache

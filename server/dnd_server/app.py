@@ -1,0 +1,171 @@
+"""Wiring: database, migrations, gRPC server with health and reflection, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+import asyncpg
+import grpc
+import structlog
+from dnd.v1 import dnd_pb2, dnd_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from dnd_server.config import Config
+from dnd_server.domain.errors import Unavailable
+from dnd_server.rpc.servicer import DndServicer
+from dnd_server.service import DndService
+from dnd_server.storage.embedded import start_embedded_postgres
+from dnd_server.storage.migrations import migrate
+from dnd_server.storage.store import Store
+
+log = structlog.get_logger("dnd_server.app")
+
+SERVICE_NAME = dnd_pb2.DESCRIPTOR.services_by_name["DndService"].full_name
+_SERVICES_WITH_HEALTH = ("", SERVICE_NAME)
+
+
+def database_url(config: Config) -> tuple[str, Any]:
+    """The configured database URL, or the embedded PostgreSQL's (started now)."""
+    if config.database_url:
+        return config.database_url, None
+    log.info(
+        "embedded_postgres_selected",
+        detail="DND_DATABASE_URL is not set: using the embedded PostgreSQL",
+        data_dir=str(config.data_dir),
+    )
+    url, server = start_embedded_postgres(config.data_dir)
+    return url, server
+
+
+async def create_pool(url: str, config: Config) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=config.db_pool_min,
+        max_size=config.db_pool_max,
+        timeout=config.db_timeout_seconds,
+        server_settings={"application_name": "dnd-service"},
+    )
+    assert pool is not None
+    return pool
+
+
+async def run_migrations(url: str, timeout: float) -> list[int]:
+    conn = await asyncpg.connect(url, timeout=timeout)
+    try:
+        applied: list[int] = await migrate(conn)
+        return applied
+    finally:
+        await conn.close()
+
+
+class App:
+    """One server process: owns the gRPC server, the pool and the health state."""
+
+    def __init__(self, config: Config, url: str) -> None:
+        self.config = config
+        self.url = url
+        self.servicer = DndServicer(read_sample_rate=config.log_read_sample_rate)
+        self.health = HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.pool: asyncpg.Pool | None = None
+        self.port: int = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        server = grpc.aio.server()
+        dnd_pb2_grpc.add_DndServiceServicer_to_server(self.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        self.port = server.add_insecure_port(self.config.grpc_addr)
+        if self.port == 0:
+            raise RuntimeError(f"cannot listen on DND_GRPC_ADDR={self.config.grpc_addr}")
+        for name in _SERVICES_WITH_HEALTH:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        self.server = server
+        log.info("server_listening", addr=self.config.grpc_addr, port=self.port)
+        self._tasks.append(asyncio.create_task(self._connect_and_monitor()))
+
+    async def _connect_and_monitor(self) -> None:
+        """Connect and migrate (retrying with backoff), then keep health in step with the
+        database: SERVING only while it answers."""
+        url = self.url
+        delay = 0.2
+        while self.pool is None:
+            try:
+                applied = (
+                    await run_migrations(url, self.config.db_timeout_seconds)
+                    if (self.config.migrate_on_start)
+                    else []
+                )
+                self.pool = await create_pool(url, self.config)
+                log.info("database_ready", migrations_applied=applied)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("database_unreachable", error=type(exc).__name__, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        store = Store(self.pool, timeout=self.config.db_timeout_seconds)
+        self.servicer.service = DndService(store)
+        serving: bool | None = None
+        while not self._stopping.is_set():
+            try:
+                await store.ping()
+                healthy = True
+            except Unavailable:
+                healthy = False
+            if healthy != serving:
+                serving = healthy
+                state = (
+                    health_pb2.HealthCheckResponse.SERVING
+                    if healthy
+                    else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+                for name in _SERVICES_WITH_HEALTH:
+                    await self.health.set(name, state)
+                log.info("health_changed", serving=healthy)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._stopping.wait(), timeout=self.config.health_interval_seconds
+                )
+
+    async def stop(self) -> None:
+        """Graceful stop: NOT_SERVING, refuse new calls, let in-flight ones finish."""
+        log.info("server_stopping", grace_seconds=self.config.shutdown_grace_seconds)
+        self._stopping.set()
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(self.config.shutdown_grace_seconds)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.pool is not None:
+            await self.pool.close()
+        log.info("server_stopped")
+
+
+async def serve(config: Config) -> None:
+    # The embedded PostgreSQL starts before any gRPC object exists (it forks processes).
+    url, _embedded = database_url(config)
+    app = App(config, url)
+    await app.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await app.stop()

@@ -1,0 +1,99 @@
+"""Configuration from ``DND_*`` environment variables (each documented in the README)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the service cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    # PostgreSQL URL; empty means start the embedded PostgreSQL under ``data_dir``.
+    database_url: str = ""
+    data_dir: Path = Path(".dnd-data")
+    grpc_addr: str = "127.0.0.1:50051"
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    # Upper bound of any one database operation (a hung database answers UNAVAILABLE).
+    db_timeout_seconds: float = 5.0
+    health_interval_seconds: float = 1.0
+    shutdown_grace_seconds: float = 10.0
+    log_level: str = "INFO"
+    # Fraction of successful hot reads (CheckSend, GetStatus) logged; failures always are.
+    log_read_sample_rate: float = 0.0
+    # Whether the server applies migrations at start.
+    migrate_on_start: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            database_url=env.get("DND_DATABASE_URL", d.database_url).strip(),
+            data_dir=Path(env.get("DND_DATA_DIR", str(d.data_dir))),
+            grpc_addr=env.get("DND_GRPC_ADDR", d.grpc_addr),
+            db_pool_min=_int(env, "DND_DB_POOL_MIN", d.db_pool_min, minimum=0),
+            db_pool_max=_int(env, "DND_DB_POOL_MAX", d.db_pool_max, minimum=1),
+            db_timeout_seconds=_float(env, "DND_DB_TIMEOUT_SECONDS", d.db_timeout_seconds),
+            health_interval_seconds=_float(
+                env, "DND_HEALTH_INTERVAL_SECONDS", d.health_interval_seconds
+            ),
+            shutdown_grace_seconds=_float(
+                env, "DND_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
+            ),
+            log_level=env.get("DND_LOG_LEVEL", d.log_level).upper(),
+            log_read_sample_rate=_float(
+                env, "DND_LOG_READ_SAMPLE_RATE", d.log_read_sample_rate, maximum=1.0, minimum=0.0
+            ),
+            migrate_on_start=_bool(env, "DND_MIGRATE_ON_START", d.migrate_on_start),
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    minimum: float = 0.0,
+    maximum: float | None = None,
+) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")

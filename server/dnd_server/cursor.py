@@ -1,0 +1,25 @@
+"""Change-stream cursors: opaque to clients, a log sequence number inside."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from dnd_server.domain.errors import InvalidArgument
+
+_PREFIX = b"dnd1:"
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(_PREFIX + str(seq).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, field: str = "cursor") -> int:
+    """The sequence number inside ``cursor``; InvalidArgument naming ``field`` if malformed."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    if raw.startswith(_PREFIX) and raw[len(_PREFIX) :].isdigit():
+        return int(raw[len(_PREFIX) :])
+    raise InvalidArgument.one(field, "not a cursor returned by this service")

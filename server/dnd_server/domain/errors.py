@@ -1,0 +1,68 @@
+"""Errors the domain rules raise; the rpc layer maps each to one gRPC status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dnd_server.domain.model import Block
+
+
+class DndError(Exception):
+    """Base of every error the service raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class InvalidArgument(DndError):
+    """The request is malformed; nothing was changed."""
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        self.violations = violations
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+
+    @classmethod
+    def one(cls, field: str, description: str) -> InvalidArgument:
+        return cls([FieldViolation(field, description)])
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One block the caller may not clear, and what would clear it."""
+
+    block: Block
+    why: str
+    what_clears_it: str
+
+
+class ClearNotPermitted(DndError):
+    """A clear touched at least one block the caller's source may not lift."""
+
+    def __init__(self, refusals: list[Refusal]) -> None:
+        self.refusals = refusals
+        parts = [f"{r.block.reason.value} on {_where(r.block)}: {r.why}" for r in refusals]
+        super().__init__("clear refused, nothing was changed: " + "; ".join(parts))
+
+
+class VersionMismatch(DndError):
+    """The caller's expected version is not the contact's current version."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"expected version {expected} but the contact is at version {actual}; "
+            "re-read the status and retry"
+        )
+
+
+class Unavailable(DndError):
+    """The database cannot be reached or did not answer in time; retry later."""
+
+
+def _where(block: Block) -> str:
+    scope = "all channels" if block.scope is None else block.scope.value
+    return f"{block.direction.value.lower()} {scope}"

@@ -1,0 +1,131 @@
+"""Domain types of the DND model: channels, directions, reasons, sources, blocks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+
+
+class Channel(enum.StrEnum):
+    CALL = "CALL"
+    EMAIL = "EMAIL"
+    SMS = "SMS"
+    WHATSAPP = "WHATSAPP"
+    FACEBOOK = "FACEBOOK"
+    GMB = "GMB"
+
+
+ALL_CHANNELS: tuple[Channel, ...] = tuple(Channel)
+
+# Inbound DND blocks these channels (one switch for both).
+INBOUND_CHANNELS: frozenset[Channel] = frozenset({Channel.CALL, Channel.SMS})
+
+
+class Direction(enum.StrEnum):
+    OUTBOUND = "OUTBOUND"
+    INBOUND = "INBOUND"
+
+
+class Reason(enum.StrEnum):
+    MANUAL = "MANUAL"
+    SMS_OPT_OUT_KEYWORD = "SMS_OPT_OUT_KEYWORD"
+    SMS_CARRIER_PERMANENT = "SMS_CARRIER_PERMANENT"
+    SMS_CARRIER_TEMPORARY = "SMS_CARRIER_TEMPORARY"
+    EMAIL_HARD_BOUNCE = "EMAIL_HARD_BOUNCE"
+    EMAIL_GENERIC_FAILURE = "EMAIL_GENERIC_FAILURE"
+    EMAIL_SUPPRESS_BOUNCE = "EMAIL_SUPPRESS_BOUNCE"
+    EMAIL_SUPPRESS_UNSUBSCRIBE = "EMAIL_SUPPRESS_UNSUBSCRIBE"
+    EMAIL_SUPPRESS_COMPLAINT = "EMAIL_SUPPRESS_COMPLAINT"
+    EMAIL_SPAM_COMPLAINT = "EMAIL_SPAM_COMPLAINT"
+    EMAIL_UNSUBSCRIBE_LINK = "EMAIL_UNSUBSCRIBE_LINK"
+
+
+class Source(enum.StrEnum):
+    USER = "USER"
+    WORKFLOW = "WORKFLOW"
+    CONTACT = "CONTACT"
+    SYSTEM = "SYSTEM"
+    SUPPORT = "SUPPORT"
+
+
+class Summary(enum.StrEnum):
+    OFF = "OFF"
+    PARTIAL = "PARTIAL"
+    ON = "ON"
+
+
+# A block's scope: one channel, or None for all channels.
+Scope = Channel | None
+
+ALL = None
+
+
+def scope_name(scope: Scope) -> str:
+    """The scope as stored and shown: a channel name or ``ALL``."""
+    return "ALL" if scope is None else scope.value
+
+
+def parse_scope(name: str) -> Scope:
+    return None if name == "ALL" else Channel(name)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockKey:
+    """What makes a block unique: at most one active block per key."""
+
+    direction: Direction
+    scope: Scope
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One active DND block of a contact."""
+
+    direction: Direction
+    scope: Scope
+    reason: Reason
+    source: Source
+    actor_id: str = ""
+    note: str = ""
+    evidence: str = ""
+    provider_detail: str = ""
+    since: dt.datetime | None = None
+
+    @property
+    def key(self) -> BlockKey:
+        return BlockKey(self.direction, self.scope, self.reason)
+
+    def covers(self, direction: Direction, channel: Channel) -> bool:
+        """Whether this block stops ``channel`` in ``direction``."""
+        if self.direction is not direction:
+            return False
+        if direction is Direction.INBOUND:
+            return channel in INBOUND_CHANNELS
+        return self.scope is None or self.scope is channel
+
+
+def block_sort_key(block: Block) -> tuple[int, int, int]:
+    directions = list(Direction)
+    reasons = list(Reason)
+    scope_index = -1 if block.scope is None else ALL_CHANNELS.index(block.scope)
+    return (directions.index(block.direction), scope_index, reasons.index(block.reason))
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSummary:
+    outbound: Summary
+    inbound: Summary
+    blocked_channels: tuple[Channel, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ContactState:
+    """A contact's DND state at one version."""
+
+    location_id: str
+    contact_id: str
+    blocks: tuple[Block, ...]
+    version: int
+    updated_at: dt.datetime | None = None

@@ -1,0 +1,228 @@
+"""The DND rules, written to read like the spec.
+
+- A channel is blocked while any active block covers it; blocks stack.
+- Adding DND is always allowed; adding an active (direction, scope, reason) changes nothing.
+- Clearing a scope removes every block in it (optionally of one reason), but only when the
+  caller's source may clear each of them (``CLEAR_POLICY``); otherwise nothing changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from dnd_server.domain.errors import ClearNotPermitted, InvalidArgument, Refusal
+from dnd_server.domain.model import (
+    ALL_CHANNELS,
+    INBOUND_CHANNELS,
+    Block,
+    Channel,
+    Direction,
+    Reason,
+    Scope,
+    Source,
+    StatusSummary,
+    Summary,
+)
+
+SMS_REASONS = frozenset(
+    {Reason.SMS_OPT_OUT_KEYWORD, Reason.SMS_CARRIER_PERMANENT, Reason.SMS_CARRIER_TEMPORARY}
+)
+EMAIL_REASONS = frozenset(r for r in Reason if r.value.startswith("EMAIL_"))
+
+
+class Requirement(enum.Enum):
+    """What a source must bring to clear a block."""
+
+    NOTHING = "nothing"
+    EVIDENCE = "non-empty evidence"
+    SUPPRESSION_REMOVED = (
+        "confirmation that the address was removed from the provider's suppression list "
+        "and re-validated (suppression_removal_confirmed)"
+    )
+
+
+_ANYONE_BUT_SYSTEM = {
+    Source.USER: Requirement.NOTHING,
+    Source.WORKFLOW: Requirement.NOTHING,
+    Source.CONTACT: Requirement.NOTHING,
+    Source.SUPPORT: Requirement.NOTHING,
+}
+_PERMANENT_SMS = {
+    Source.CONTACT: Requirement.NOTHING,  # the contact texting START
+    Source.SUPPORT: Requirement.EVIDENCE,  # proof of opt-in
+}
+_EMAIL_SUPPRESSION = {
+    Source.USER: Requirement.SUPPRESSION_REMOVED,
+    Source.SUPPORT: Requirement.SUPPRESSION_REMOVED,
+}
+
+# Who may clear a block of each reason, and what they must bring. A source not listed
+# may never clear it.
+CLEAR_POLICY: dict[Reason, dict[Source, Requirement]] = {
+    Reason.MANUAL: _ANYONE_BUT_SYSTEM,
+    Reason.SMS_CARRIER_TEMPORARY: _ANYONE_BUT_SYSTEM,
+    Reason.SMS_OPT_OUT_KEYWORD: _PERMANENT_SMS,
+    Reason.SMS_CARRIER_PERMANENT: _PERMANENT_SMS,
+    Reason.EMAIL_SPAM_COMPLAINT: {Source.SUPPORT: Requirement.EVIDENCE},
+    Reason.EMAIL_HARD_BOUNCE: _EMAIL_SUPPRESSION,
+    Reason.EMAIL_GENERIC_FAILURE: _EMAIL_SUPPRESSION,
+    Reason.EMAIL_SUPPRESS_BOUNCE: _EMAIL_SUPPRESSION,
+    Reason.EMAIL_SUPPRESS_UNSUBSCRIBE: _EMAIL_SUPPRESSION,
+    Reason.EMAIL_SUPPRESS_COMPLAINT: _EMAIL_SUPPRESSION,
+    Reason.EMAIL_UNSUBSCRIBE_LINK: {
+        Source.USER: Requirement.NOTHING,
+        Source.CONTACT: Requirement.NOTHING,
+        Source.SUPPORT: Requirement.NOTHING,
+    },
+}
+
+
+def what_clears(reason: Reason) -> str:
+    """A one-line description of who may clear a block of ``reason``, from ``CLEAR_POLICY``."""
+    if reason in (Reason.SMS_OPT_OUT_KEYWORD, Reason.SMS_CARRIER_PERMANENT):
+        return "cleared only by the contact texting START, or by SUPPORT with opt-in evidence"
+    parts = []
+    for source, requirement in CLEAR_POLICY[reason].items():
+        if requirement is Requirement.NOTHING:
+            parts.append(source.value)
+        else:
+            parts.append(f"{source.value} with {requirement.value}")
+    return "cleared only by " + ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ClearCredentials:
+    """What a clearing caller brings: who they are and what they attest."""
+
+    source: Source
+    evidence: str = ""
+    suppression_removal_confirmed: bool = False
+
+
+def refusal_for(block: Block, who: ClearCredentials) -> Refusal | None:
+    """Why ``who`` may not clear ``block``, or None when it may."""
+    allowed = CLEAR_POLICY[block.reason]
+    requirement = allowed.get(who.source)
+    if requirement is None:
+        why = f"source {who.source.value} may never clear {block.reason.value}"
+    elif requirement is Requirement.EVIDENCE and not who.evidence.strip():
+        why = f"source {who.source.value} must give {requirement.value}"
+    elif requirement is Requirement.SUPPRESSION_REMOVED and not who.suppression_removal_confirmed:
+        why = f"source {who.source.value} must give {requirement.value}"
+    else:
+        return None
+    return Refusal(block=block, why=why, what_clears_it=what_clears(block.reason))
+
+
+def validate_block_shape(direction: Direction, scope: Scope, reason: Reason) -> None:
+    """Raise InvalidArgument unless a block of ``reason`` may exist on this scope."""
+    if direction is Direction.INBOUND and scope is not None:
+        raise InvalidArgument.one(
+            "scope", "inbound DND covers calls and SMS together and cannot name a channel"
+        )
+    if reason is Reason.MANUAL:
+        return
+    if direction is Direction.INBOUND:
+        raise InvalidArgument.one("reason", f"{reason.value} cannot be inbound; only MANUAL can")
+    if scope is None:
+        raise InvalidArgument.one(
+            "reason", f"{reason.value} cannot cover all channels; only MANUAL can"
+        )
+    if reason in SMS_REASONS and scope is not Channel.SMS:
+        raise InvalidArgument.one("reason", f"{reason.value} exists only on the SMS channel")
+    if reason in EMAIL_REASONS and scope is not Channel.EMAIL:
+        raise InvalidArgument.one("reason", f"{reason.value} exists only on the EMAIL channel")
+
+
+def plan_enable(active: Iterable[Block], new: Block) -> list[Block]:
+    """The blocks to add: ``new``, unless a block with its key is already active."""
+    validate_block_shape(new.direction, new.scope, new.reason)
+    if any(block.key == new.key for block in active):
+        return []
+    return [new]
+
+
+def in_clear_scope(block: Block, direction: Direction, scope: Scope, reason: Reason | None) -> bool:
+    """Whether a clear of (direction, scope, reason) removes ``block``.
+
+    One channel: that channel's own blocks. ALL: every block of the direction.
+    """
+    if block.direction is not direction:
+        return False
+    if scope is not None and block.scope is not scope:
+        return False
+    return reason is None or block.reason is reason
+
+
+def plan_disable(
+    active: Iterable[Block],
+    direction: Direction,
+    scope: Scope,
+    reason: Reason | None,
+    who: ClearCredentials,
+) -> list[Block]:
+    """The blocks a clear removes; raises ClearNotPermitted (changing nothing) if any of
+    them may not be cleared by ``who``."""
+    if direction is Direction.INBOUND and scope is not None:
+        raise InvalidArgument.one(
+            "scope", "inbound DND covers calls and SMS together and cannot name a channel"
+        )
+    if reason is not None and reason is not Reason.MANUAL and scope is not None:
+        validate_block_shape(direction, scope, reason)
+    doomed = [b for b in active if in_clear_scope(b, direction, scope, reason)]
+    refusals = [r for r in (refusal_for(b, who) for b in doomed) if r is not None]
+    if refusals:
+        raise ClearNotPermitted(refusals)
+    return doomed
+
+
+def summarize(blocks: Sequence[Block]) -> StatusSummary:
+    blocked = tuple(
+        channel
+        for channel in ALL_CHANNELS
+        if any(b.covers(Direction.OUTBOUND, channel) for b in blocks)
+    )
+    all_block = any(b.direction is Direction.OUTBOUND and b.scope is None for b in blocks)
+    if all_block or len(blocked) == len(ALL_CHANNELS):
+        outbound = Summary.ON
+    elif blocked:
+        outbound = Summary.PARTIAL
+    else:
+        outbound = Summary.OFF
+    inbound = Summary.ON if any(b.direction is Direction.INBOUND for b in blocks) else Summary.OFF
+    return StatusSummary(outbound=outbound, inbound=inbound, blocked_channels=blocked)
+
+
+@dataclass(frozen=True, slots=True)
+class SendDecision:
+    allowed: bool
+    denied_by: tuple[Block, ...]
+    explanation: str
+
+
+def decide_send(blocks: Sequence[Block], channel: Channel, direction: Direction) -> SendDecision:
+    """May a message go out (or come in) on ``channel``? Manual and automated sends alike."""
+    denied_by = tuple(b for b in blocks if b.covers(direction, channel))
+    if denied_by:
+        return SendDecision(False, denied_by, explain_denial(denied_by[0], channel, direction))
+    if direction is Direction.INBOUND and channel not in INBOUND_CHANNELS:
+        why = f"inbound DND never covers {channel.value}"
+    else:
+        why = f"no active DND covers {direction.value.lower()} {channel.value}"
+    return SendDecision(True, (), f"allowed: {why}")
+
+
+def explain_denial(block: Block, channel: Channel, direction: Direction) -> str:
+    scope = "all channels" if block.scope is None else block.scope.value
+    since = f" since {_iso(block.since)}" if block.since else ""
+    return (
+        f"denied: {direction.value.lower()} {channel.value} is blocked by {block.reason.value} "
+        f"on {scope} (set by {block.source.value}{since}); {what_clears(block.reason)}"
+    )
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,1 @@
+"""gRPC edge: validation, protobuf ⇄ domain mapping, error statuses, servicers."""

@@ -1,0 +1,96 @@
+"""Mapping between protobuf messages and domain types."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from dnd.v1 import dnd_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from dnd_server.domain.model import (
+    Block,
+    Channel,
+    ContactState,
+    Direction,
+    Reason,
+    Scope,
+    Source,
+    StatusSummary,
+    Summary,
+)
+from dnd_server.domain.rules import summarize
+
+CHANNEL_TO_PB: dict[Channel, pb.Channel.ValueType] = {
+    c: pb.Channel.Value(f"CHANNEL_{c.value}") for c in Channel
+}
+DIRECTION_TO_PB: dict[Direction, pb.Direction.ValueType] = {
+    d: pb.Direction.Value(f"DIRECTION_{d.value}") for d in Direction
+}
+REASON_TO_PB: dict[Reason, pb.Reason.ValueType] = {
+    r: pb.Reason.Value(f"REASON_{r.value}") for r in Reason
+}
+SOURCE_TO_PB: dict[Source, pb.Source.ValueType] = {
+    s: pb.Source.Value(f"SOURCE_{s.value}") for s in Source
+}
+SUMMARY_TO_PB: dict[Summary, pb.DndStatus.ValueType] = {
+    s: pb.DndStatus.Value(f"DND_STATUS_{s.value}") for s in Summary
+}
+
+CHANNEL_FROM_PB: dict[int, Channel] = {int(v): k for k, v in CHANNEL_TO_PB.items()}
+DIRECTION_FROM_PB: dict[int, Direction] = {int(v): k for k, v in DIRECTION_TO_PB.items()}
+REASON_FROM_PB: dict[int, Reason] = {int(v): k for k, v in REASON_TO_PB.items()}
+SOURCE_FROM_PB: dict[int, Source] = {int(v): k for k, v in SOURCE_TO_PB.items()}
+
+
+def timestamp(when: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(when.astimezone(dt.UTC))
+    return ts
+
+
+def scope_to_pb(scope: Scope) -> pb.Scope:
+    if scope is None:
+        return pb.Scope(all_channels=True)
+    return pb.Scope(channel=CHANNEL_TO_PB[scope])
+
+
+def block_to_pb(block: Block) -> pb.Block:
+    message = pb.Block(
+        direction=DIRECTION_TO_PB[block.direction],
+        scope=scope_to_pb(block.scope),
+        reason=REASON_TO_PB[block.reason],
+        source=SOURCE_TO_PB[block.source],
+        actor_id=block.actor_id,
+        note=block.note,
+        evidence=block.evidence,
+        provider_detail=block.provider_detail,
+    )
+    if block.since is not None:
+        message.since.CopyFrom(timestamp(block.since))
+    return message
+
+
+def summary_fields(summary: StatusSummary) -> dict[str, object]:
+    return {
+        "outbound": SUMMARY_TO_PB[summary.outbound],
+        "inbound": SUMMARY_TO_PB[summary.inbound],
+        "blocked_channels": [CHANNEL_TO_PB[c] for c in summary.blocked_channels],
+    }
+
+
+def status_to_pb(state: ContactState) -> pb.ContactStatus:
+    from dnd_server.domain.model import block_sort_key
+
+    summary = summarize(state.blocks)
+    message = pb.ContactStatus(
+        location_id=state.location_id,
+        contact_id=state.contact_id,
+        outbound=SUMMARY_TO_PB[summary.outbound],
+        inbound=SUMMARY_TO_PB[summary.inbound],
+        blocked_channels=[CHANNEL_TO_PB[c] for c in summary.blocked_channels],
+        blocks=[block_to_pb(b) for b in sorted(state.blocks, key=block_sort_key)],
+        version=state.version,
+    )
+    if state.updated_at is not None:
+        message.updated_at.CopyFrom(timestamp(state.updated_at))
+    return message

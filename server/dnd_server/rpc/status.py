@@ -1,0 +1,107 @@
+"""Domain errors → gRPC status codes with google.rpc details, in one place."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from dnd_server.domain.errors import (
+    ClearNotPermitted,
+    DndError,
+    InvalidArgument,
+    Unavailable,
+    VersionMismatch,
+)
+from dnd_server.domain.model import scope_name
+
+DOMAIN = "dnd.v1"
+
+
+def _pack(*details: object) -> list[any_pb2.Any]:
+    packed = []
+    for detail in details:
+        message = any_pb2.Any()
+        message.Pack(detail)  # type: ignore[arg-type]
+        packed.append(message)
+    return packed
+
+
+def _status(code: int, message: str, *details: object) -> grpc.Status:
+    return rpc_status.to_status(
+        status_pb2.Status(code=code, message=message, details=_pack(*details))
+    )
+
+
+def _info(reason: str, **metadata: str) -> error_details_pb2.ErrorInfo:
+    return error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata)
+
+
+def status_for(error: DndError) -> grpc.Status:
+    if isinstance(error, InvalidArgument):
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        return _status(
+            code_pb2.INVALID_ARGUMENT,
+            f"invalid request: {error}",
+            bad,
+            _info("INVALID_ARGUMENT", fields=",".join(v.field for v in error.violations)),
+        )
+    if isinstance(error, ClearNotPermitted):
+        failure = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type=r.block.reason.value,
+                    subject=f"{r.block.direction.value}/{scope_name(r.block.scope)}",
+                    description=f"{r.why}; {r.what_clears_it}",
+                )
+                for r in error.refusals
+            ]
+        )
+        return _status(
+            code_pb2.FAILED_PRECONDITION,
+            str(error),
+            failure,
+            _info(
+                "CLEAR_NOT_PERMITTED",
+                reasons=",".join(sorted({r.block.reason.value for r in error.refusals})),
+            ),
+        )
+    if isinstance(error, VersionMismatch):
+        return _status(
+            code_pb2.ABORTED,
+            str(error),
+            _info("VERSION_MISMATCH", expected=str(error.expected), actual=str(error.actual)),
+        )
+    if isinstance(error, Unavailable):
+        return _status(
+            code_pb2.UNAVAILABLE,
+            f"{error}; the call changed nothing and may be retried",
+            _info("DATABASE_UNAVAILABLE"),
+            error_details_pb2.RetryInfo(retry_delay={"nanos": 200_000_000}),
+        )
+    return internal_status()
+
+
+def internal_status() -> grpc.Status:
+    return _status(
+        code_pb2.INTERNAL,
+        "internal error; it was logged and the call changed nothing",
+        _info("INTERNAL"),
+    )
+
+
+def deadline_status() -> grpc.Status:
+    return _status(
+        code_pb2.DEADLINE_EXCEEDED,
+        "the call did not finish before its deadline; nothing was changed unless the "
+        "transaction had committed, re-read before retrying",
+        _info("DEADLINE_EXCEEDED"),
+    )
