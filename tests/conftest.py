@@ -1,0 +1,124 @@
+"""Session fixtures: one real PostgreSQL database and one real server process per test run.
+
+``DND_TEST_DATABASE_URL`` names a PostgreSQL server to use; otherwise the embedded
+PostgreSQL (pgserver) starts in a temporary folder. Either way the session works in a fresh
+database of its own, dropped at the end. Tests isolate themselves by location id.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from dnd.v1 import dnd_pb2_grpc
+
+from tests.support import Database, ServerProcess, new_id, run_async, with_database
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> Iterator[str]:
+    url = os.environ.get("DND_TEST_DATABASE_URL", "").strip()
+    if url:
+        yield url
+        return
+    from pgserver.postgres_server import get_server
+
+    folder = tempfile.mkdtemp(prefix="dnd-test-pg-")
+    os.chmod(folder, 0o755)
+    server = get_server(os.path.join(folder, "pgdata"), cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _create_database(admin: str) -> str:
+    name = f"dnd_test_{uuid.uuid4().hex[:10]}"
+
+    async def go() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    run_async(go())
+    return name
+
+
+def _drop_database(admin: str, name: str) -> None:
+    async def go() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    run_async(go())
+
+
+@pytest.fixture(scope="session")
+def fresh_database(admin_url: str) -> Iterator[Any]:
+    """A factory of new empty databases (dropped at the end of the session)."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = _create_database(admin_url)
+        made.append(name)
+        return with_database(admin_url, name)
+
+    yield make
+    for name in made:
+        try:
+            _drop_database(admin_url, name)
+        except Exception:  # noqa: BLE001 - best effort clean-up
+            pass
+
+
+@pytest.fixture(scope="session")
+def database_url(fresh_database: Any) -> str:
+    return str(fresh_database())
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str) -> Iterator[ServerProcess]:
+    process = ServerProcess(database_url).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def db(server: ServerProcess, database_url: str) -> Database:
+    """The session database (migrated by the server)."""
+    return Database(database_url)
+
+
+@pytest.fixture(scope="session")
+def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.addr) as ch:
+        grpc.channel_ready_future(ch).result(timeout=10)
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def stub(channel: grpc.Channel) -> dnd_pb2_grpc.DndServiceStub:
+    return dnd_pb2_grpc.DndServiceStub(channel)
+
+
+@pytest.fixture
+def loc() -> str:
+    """A location id of this test alone."""
+    return new_id("loc")
+
+
+@pytest.fixture
+def contact() -> str:
+    return new_id("contact")

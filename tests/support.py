@@ -1,0 +1,243 @@
+"""Test support: real PostgreSQL, real server processes, real gRPC channels."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg
+import grpc
+from dnd.v1 import dnd_pb2 as pb
+from dnd.v1 import dnd_pb2_grpc
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_async(coro: Any) -> Any:
+    """Run a coroutine on a fresh loop in another thread (usable from async tests too)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+class Database:
+    """A PostgreSQL database of the test session, reached with plain asyncpg."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async def go() -> list[asyncpg.Record]:
+            conn = await asyncpg.connect(self.url)
+            try:
+                return await conn.fetch(query, *args)
+            finally:
+                await conn.close()
+
+        return run_async(go())
+
+    def fetchval(self, query: str, *args: Any) -> Any:
+        rows = self.fetch(query, *args)
+        return rows[0][0] if rows else None
+
+    def changes(self, location_id: str) -> int:
+        return self.fetchval("SELECT count(*) FROM dnd_changes WHERE location_id = $1", location_id)
+
+    def blocks(self, location_id: str) -> int:
+        return self.fetchval("SELECT count(*) FROM dnd_blocks WHERE location_id = $1", location_id)
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` instead (query string and socket kept)."""
+    base, _, query = url.partition("?")
+    scheme_host, _, _old = base.rpartition("/")
+    return f"{scheme_host}/{name}" + (f"?{query}" if query else "")
+
+
+class ServerProcess:
+    """A ``dnd-server`` process on a free port, its JSON log lines collected."""
+
+    def __init__(self, database_url: str, env: Mapping[str, str] | None = None) -> None:
+        self.database_url = database_url
+        self.extra_env = dict(env or {})
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+        self.logs: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, wait_serving: bool = True, timeout: float = 60) -> ServerProcess:
+        env = {
+            **os.environ,
+            "DND_DATABASE_URL": self.database_url,
+            "DND_GRPC_ADDR": "127.0.0.1:0",
+            "DND_HEALTH_INTERVAL_SECONDS": "0.2",
+            "DND_SHUTDOWN_GRACE_SECONDS": "5",
+            **self.extra_env,
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dnd_server", "serve"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not self.port:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{''.join(self.raw)}")
+            self._drain(deadline)
+            for entry in self.logs:
+                if entry.get("event") == "server_listening":
+                    self.port = int(entry["port"])
+        if wait_serving:
+            self.wait_health("SERVING", timeout=max(1.0, deadline - time.monotonic()))
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _drain(self, deadline: float) -> None:
+        try:
+            line = self._lines.get(timeout=max(0.01, min(0.2, deadline - time.monotonic())))
+        except queue.Empty:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server did not start:\n{''.join(self.raw)}") from None
+            return
+        if line is None:
+            return
+        self.raw.append(line)
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(entry, dict):
+            self.logs.append(entry)
+
+    def collect_logs(self) -> list[dict[str, Any]]:
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                return self.logs
+            if line is None:
+                return self.logs
+            self.raw.append(line)
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                self.logs.append(entry)
+
+    def health(self) -> str:
+        with grpc.insecure_channel(self.addr) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+            except grpc.RpcError as exc:
+                return f"error:{exc.code().name}"
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+
+    def wait_health(self, wanted: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        seen = ""
+        while time.monotonic() < deadline:
+            seen = self.health()
+            if seen == wanted:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"health stayed {seen}, wanted {wanted}:\n{''.join(self.raw[-30:])}")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+@contextmanager
+def running_server(database_url: str, env: Mapping[str, str] | None = None) -> Iterator[ServerProcess]:
+    server = ServerProcess(database_url, env).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def stub_for(channel: grpc.Channel) -> dnd_pb2_grpc.DndServiceStub:
+    return dnd_pb2_grpc.DndServiceStub(channel)
+
+
+def error_details(error: grpc.RpcError) -> dict[str, Any]:
+    """The google.rpc details of a failed call, by type name."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    found: dict[str, Any] = {}
+    if status is None:
+        return found
+    for detail in status.details:
+        for cls in (
+            error_details_pb2.BadRequest,
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.PreconditionFailure,
+            error_details_pb2.RetryInfo,
+        ):
+            if detail.Is(cls.DESCRIPTOR):
+                message = cls()
+                detail.Unpack(message)
+                found[cls.DESCRIPTOR.name] = message
+    return found
+
+
+def bad_fields(error: grpc.RpcError) -> list[str]:
+    bad = error_details(error).get("BadRequest")
+    return [v.field for v in bad.field_violations] if bad else []
+
+
+# Short builders used across tests.
+OUT = pb.DIRECTION_OUTBOUND
+IN = pb.DIRECTION_INBOUND
+ENABLE = pb.DND_ACTION_ENABLE
+DISABLE = pb.DND_ACTION_DISABLE
+
+
+def channel_scope(channel: int) -> pb.Scope:
+    return pb.Scope(channel=channel)  # type: ignore[arg-type]
+
+
+ALL_SCOPE = pb.Scope(all_channels=True)
