@@ -7,6 +7,7 @@ database of its own, dropped at the end. Tests isolate themselves by location id
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -77,10 +78,8 @@ def fresh_database(admin_url: str) -> Iterator[Any]:
 
     yield make
     for name in made:
-        try:
+        with contextlib.suppress(Exception):
             _drop_database(admin_url, name)
-        except Exception:  # noqa: BLE001 - best effort clean-up
-            pass
 
 
 @pytest.fixture(scope="session")

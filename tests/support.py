@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import asyncpg
@@ -79,6 +79,7 @@ class ServerProcess:
         self.logs: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader: threading.Thread | None = None
 
     @property
     def addr(self) -> str:
@@ -101,7 +102,8 @@ class ServerProcess:
             text=True,
             cwd=REPO,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + timeout
         while not self.port:
             if self.proc.poll() is not None:
@@ -177,18 +179,26 @@ class ServerProcess:
         self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 20) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._reader is not None:
+            self._reader.join(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
 
 
 @contextmanager
-def running_server(database_url: str, env: Mapping[str, str] | None = None) -> Iterator[ServerProcess]:
+def running_server(
+    database_url: str, env: Mapping[str, str] | None = None
+) -> Iterator[ServerProcess]:
     server = ServerProcess(database_url, env).start()
     try:
         yield server
@@ -241,3 +251,38 @@ def channel_scope(channel: int) -> pb.Scope:
 
 
 ALL_SCOPE = pb.Scope(all_channels=True)
+
+
+class ControlledPostgres:
+    """A PostgreSQL of one test's own (embedded binaries), which the test may stop and start."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        from pgserver.postgres_server import get_server
+
+        self.folder = tempfile.mkdtemp(prefix="dnd-pg-")
+        os.chmod(self.folder, 0o755)
+        self.pgdata = os.path.join(self.folder, "pgdata")
+        self._server = get_server(self.pgdata, cleanup_mode=None)
+        self.url: str = self._server.get_uri()
+        self._user = self._server.system_user
+
+    def _pg_ctl(self, *args: str) -> None:
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(list(args), pgdata=self.pgdata, user=self._user, timeout=60)
+
+    def stop(self) -> None:
+        self._pg_ctl("-w", "-m", "fast", "stop")
+
+    def start(self) -> None:
+        log = os.path.join(self.pgdata, "log")
+        self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self.pgdata}", "-l", log, "start")
+
+    def destroy(self) -> None:
+        import shutil
+
+        with suppress(Exception):
+            self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)

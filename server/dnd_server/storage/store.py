@@ -24,7 +24,11 @@ from dnd_server.domain.model import (
     scope_name,
 )
 from dnd_server.domain.rules import summarize
-from dnd_server.storage.errors import RETRYABLE_TRANSACTION_ERRORS, translate_errors
+from dnd_server.storage.errors import (
+    CONNECTION_LOST,
+    RETRYABLE_TRANSACTION_ERRORS,
+    translate_errors,
+)
 from dnd_server.storage.sql import QUERIES
 
 _TRANSACTION_ATTEMPTS = 3
@@ -78,14 +82,31 @@ class Store:
                 return seq
 
     async def get_state(self, location_id: str, contact_id: str) -> tuple[ContactState, int]:
-        """The contact's state and the sequence number of its last change."""
-        with translate_errors():
-            async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
-                async with conn.transaction(isolation="repeatable_read", readonly=True):
-                    contact = await conn.fetchrow(QUERIES["get_contact"], location_id, contact_id)
-                    if contact is None:
-                        return ContactState(location_id, contact_id, (), 0, None), 0
-                    rows = await conn.fetch(QUERIES["get_blocks"], location_id, contact_id)
+        """The contact's state and the sequence number of its last change.
+
+        Retried once on a fresh connection when the one used turns out to be lost.
+        """
+        for attempt in (1, 2):
+            try:
+                with translate_errors():
+                    async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
+                        return await self._read_state(conn, location_id, contact_id)
+            except Unavailable as error:
+                if attempt == 2 or not isinstance(error.__cause__, CONNECTION_LOST):
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _read_state(
+        self,
+        conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
+        location_id: str,
+        contact_id: str,
+    ) -> tuple[ContactState, int]:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            contact = await conn.fetchrow(QUERIES["get_contact"], location_id, contact_id)
+            if contact is None:
+                return ContactState(location_id, contact_id, (), 0, None), 0
+            rows = await conn.fetch(QUERIES["get_blocks"], location_id, contact_id)
         state = ContactState(
             location_id,
             contact_id,
@@ -109,15 +130,21 @@ class Store:
         failures and deadlocks; never on cancellation.
         """
         for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
+            committing = _Flag()
             try:
                 with translate_errors():
                     async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
                         return await self._write(
-                            conn, location_id, contact_id, plan, meta, expected_version
+                            conn, location_id, contact_id, plan, meta, expected_version, committing
                         )
             except RETRYABLE_TRANSACTION_ERRORS:
                 if attempt == _TRANSACTION_ATTEMPTS:
                     raise Unavailable("database kept aborting the transaction; retry") from None
+            except Unavailable as error:
+                # A connection lost before COMMIT was sent wrote nothing: retry on another one.
+                lost = isinstance(error.__cause__, CONNECTION_LOST)
+                if committing.value or not lost or attempt == _TRANSACTION_ATTEMPTS:
+                    raise
         raise AssertionError("unreachable")
 
     async def _write(
@@ -128,6 +155,7 @@ class Store:
         plan: Plan,
         meta: ChangeMeta,
         expected_version: int | None,
+        committing: _Flag,
     ) -> WriteResult:
         try:
             async with conn.transaction():
@@ -193,10 +221,15 @@ class Store:
                     now,
                     version,
                 )
+                committing.value = True
         except _NothingToWrite as nothing:
             return nothing.result
         after = ContactState(location_id, contact_id, tuple(blocks), version, now)
         return WriteResult(after, steps, last_seq)
+
+
+class _Flag:
+    value = False
 
 
 class _NothingToWrite(Exception):
