@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+LINT_DIRS := server client tests $(wildcard bench)
 PROTO_FILES := $(shell find protos -name '*.proto')
 PROTOC := $(BIN)/python -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
@@ -29,8 +30,8 @@ migrate: venv
 test: venv lint typecheck proto-check pytest
 
 lint: venv
-	$(BIN)/ruff check server client tests bench
-	$(BIN)/ruff format --check server client tests bench
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 
 typecheck: venv
 	$(BIN)/mypy server/dnd_server client/dnd_client
