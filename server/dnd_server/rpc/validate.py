@@ -158,13 +158,18 @@ def set_dnd(request: pb.SetDndRequest) -> SetDndCommand:
     v.text("provider_detail", request.provider_detail, DETAIL_MAX)
     if request.HasField("expected_version") and request.expected_version < 0:
         v.add("expected_version", "must be >= 0")
-    v.raise_if_any()
-    assert action is not None and direction is not None and source is not None
     if action is Action.ENABLE:
         reason = reason or Reason.MANUAL
-        validate_block_shape(direction, scope, reason)
-    elif reason is not None and scope is not None:
-        validate_block_shape(direction, scope, reason)
+    scope_ok = not any(x.field.startswith("scope") for x in v.items)
+    if direction is not None and scope_ok and reason is not None:
+        # Checked together with the field problems, so all are reported at once.
+        if action is Action.ENABLE or scope is not None:
+            try:
+                validate_block_shape(direction, scope, reason)
+            except InvalidArgument as error:
+                v.items.extend(error.violations)
+    v.raise_if_any()
+    assert action is not None and direction is not None and source is not None
     return SetDndCommand(
         location_id=request.location_id,
         contact_id=request.contact_id,

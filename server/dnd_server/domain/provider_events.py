@@ -1,0 +1,73 @@
+"""What provider reports (carrier error codes, email events) do to a contact's DND.
+
+Each mapping is one data table; an entry missing from a table means "no change".
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from dnd_server.domain.model import Reason, Source
+
+# Carrier / SMS provider error codes that set DND (Twilio's numbering). Temporary: the number
+# cannot receive right now (out of service, filtered, inactive, landline); permanent: the
+# recipient opted out at the carrier (30004) or replied STOP to the provider (21610).
+SMS_ERROR_CODES: dict[str, Reason] = {
+    "30003": Reason.SMS_CARRIER_TEMPORARY,  # unreachable / out of service / carrier filtering
+    "30005": Reason.SMS_CARRIER_TEMPORARY,  # unknown or inactive number
+    "30006": Reason.SMS_CARRIER_TEMPORARY,  # landline or unreachable carrier
+    "30004": Reason.SMS_CARRIER_PERMANENT,  # message blocked: recipient does not want SMS
+    "21610": Reason.SMS_CARRIER_PERMANENT,  # recipient replied STOP to the sender
+}
+
+
+class EmailEvent(enum.StrEnum):
+    """Email provider events (Mailgun's vocabulary)."""
+
+    BOUNCE = "BOUNCE"  # permanent failure, reason bounce
+    GENERIC_FAILURE = "GENERIC_FAILURE"  # permanent failure, reason generic
+    SUPPRESS_BOUNCE = "SUPPRESS_BOUNCE"  # permanent failure, reason suppress-bounce
+    SUPPRESS_UNSUBSCRIBE = "SUPPRESS_UNSUBSCRIBE"  # permanent failure, suppress-unsubscribe
+    SUPPRESS_COMPLAINT = "SUPPRESS_COMPLAINT"  # permanent failure, suppress-complaint
+    SPAM_COMPLAINT = "SPAM_COMPLAINT"  # the recipient marked the email as spam
+    UNSUBSCRIBE_LINK = "UNSUBSCRIBE_LINK"  # the recipient clicked the unsubscribe link
+    LIST_UNSUBSCRIBE_POST = "LIST_UNSUBSCRIBE_POST"  # one-click List-Unsubscribe-Post
+    TEMPORARY_FAILURE = "TEMPORARY_FAILURE"  # soft bounce, will be retried: no change
+
+
+@dataclass(frozen=True, slots=True)
+class EventEffect:
+    reason: Reason
+    source: Source
+
+
+EMAIL_EVENTS: dict[EmailEvent, EventEffect] = {
+    EmailEvent.BOUNCE: EventEffect(Reason.EMAIL_HARD_BOUNCE, Source.SYSTEM),
+    EmailEvent.GENERIC_FAILURE: EventEffect(Reason.EMAIL_GENERIC_FAILURE, Source.SYSTEM),
+    EmailEvent.SUPPRESS_BOUNCE: EventEffect(Reason.EMAIL_SUPPRESS_BOUNCE, Source.SYSTEM),
+    EmailEvent.SUPPRESS_UNSUBSCRIBE: EventEffect(
+        Reason.EMAIL_SUPPRESS_UNSUBSCRIBE, Source.SYSTEM
+    ),
+    EmailEvent.SUPPRESS_COMPLAINT: EventEffect(Reason.EMAIL_SUPPRESS_COMPLAINT, Source.SYSTEM),
+    EmailEvent.SPAM_COMPLAINT: EventEffect(Reason.EMAIL_SPAM_COMPLAINT, Source.SYSTEM),
+    EmailEvent.UNSUBSCRIBE_LINK: EventEffect(Reason.EMAIL_UNSUBSCRIBE_LINK, Source.CONTACT),
+    EmailEvent.LIST_UNSUBSCRIBE_POST: EventEffect(Reason.EMAIL_UNSUBSCRIBE_LINK, Source.CONTACT),
+    # TEMPORARY_FAILURE: deliberately absent, it changes nothing.
+}
+
+# Reasons that, when an event carries the address, also suppress the address itself within
+# the location (every contact holding it): opt-outs and permanent failures.
+ADDRESS_SUPPRESSING_REASONS: frozenset[Reason] = frozenset(
+    {
+        Reason.SMS_OPT_OUT_KEYWORD,
+        Reason.SMS_CARRIER_PERMANENT,
+        Reason.EMAIL_HARD_BOUNCE,
+        Reason.EMAIL_GENERIC_FAILURE,
+        Reason.EMAIL_SUPPRESS_BOUNCE,
+        Reason.EMAIL_SUPPRESS_UNSUBSCRIBE,
+        Reason.EMAIL_SUPPRESS_COMPLAINT,
+        Reason.EMAIL_SPAM_COMPLAINT,
+        Reason.EMAIL_UNSUBSCRIBE_LINK,
+    }
+)
