@@ -8,7 +8,7 @@ PROTOC := $(BIN)/python -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: run migrate test lint typecheck proto proto-check pytest bench clean
+.PHONY: run migrate test lint proto-lint typecheck proto proto-check pytest bench clean venv
 
 $(BIN)/dnd-server: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +27,17 @@ migrate: venv
 	$(BIN)/dnd-server migrate
 
 ## Lint, type-check, check generated code and run the test suite.
-test: venv lint typecheck proto-check pytest
+test: venv lint proto-lint typecheck proto-check pytest
 
 lint: venv
 	$(BIN)/ruff check $(LINT_DIRS)
 	$(BIN)/ruff format --check $(LINT_DIRS)
+
+## buf lint of protos/ (skipped with a note when npm is not installed).
+proto-lint:
+	@if command -v npx >/dev/null 2>&1; then \
+		cd protos && npx --yes @bufbuild/buf@1.75.0 lint && echo "buf lint: clean"; \
+	else echo "buf lint skipped: npx not found"; fi
 
 typecheck: venv
 	$(BIN)/mypy server/dnd_server client/dnd_client
