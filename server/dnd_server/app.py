@@ -69,7 +69,10 @@ class App:
     def __init__(self, config: Config, url: str) -> None:
         self.config = config
         self.url = url
-        self.servicer = DndServicer(read_sample_rate=config.log_read_sample_rate)
+        self.servicer = DndServicer(
+            read_sample_rate=config.log_read_sample_rate,
+            phone_region=config.default_phone_region,
+        )
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.pool: asyncpg.Pool | None = None
@@ -117,7 +120,11 @@ class App:
                 log.warning("database_unreachable", error=type(exc).__name__, retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        store = Store(self.pool, timeout=self.config.db_timeout_seconds)
+        store = Store(
+            self.pool,
+            timeout=self.config.db_timeout_seconds,
+            idempotency_ttl=self.config.idempotency_ttl_seconds,
+        )
         self.servicer.service = DndService(store)
         serving: bool | None = None
         while not self._stopping.is_set():

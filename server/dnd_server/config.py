@@ -29,6 +29,10 @@ class Config:
     log_read_sample_rate: float = 0.0
     # Whether the server applies migrations at start.
     migrate_on_start: bool = True
+    # How long an idempotency key's first answer is replayed.
+    idempotency_ttl_seconds: float = 86400.0
+    # Region assumed for phone numbers written without a country code.
+    default_phone_region: str = "US"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -52,6 +56,10 @@ class Config:
                 env, "DND_LOG_READ_SAMPLE_RATE", d.log_read_sample_rate, maximum=1.0, minimum=0.0
             ),
             migrate_on_start=_bool(env, "DND_MIGRATE_ON_START", d.migrate_on_start),
+            idempotency_ttl_seconds=_float(
+                env, "DND_IDEMPOTENCY_TTL_SECONDS", d.idempotency_ttl_seconds, minimum=1.0
+            ),
+            default_phone_region=_region(env, d.default_phone_region),
         )
 
 
@@ -97,3 +105,10 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw.lower() in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _region(env: Mapping[str, str], default: str) -> str:
+    raw = env.get("DND_DEFAULT_PHONE_REGION", "").strip().upper() or default
+    if len(raw) != 2 or not raw.isalpha():
+        raise ConfigError(f"DND_DEFAULT_PHONE_REGION must be a two-letter region code, got {raw!r}")
+    return raw

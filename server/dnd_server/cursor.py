@@ -23,3 +23,23 @@ def decode_cursor(cursor: str, field: str = "cursor") -> int:
     if raw.startswith(_PREFIX) and raw[len(_PREFIX) :].isdigit():
         return int(raw[len(_PREFIX) :])
     raise InvalidArgument.one(field, "not a cursor returned by this service")
+
+
+_PAGE_PREFIX = b"dndh1:"
+
+
+def encode_page_token(before_version: int) -> str:
+    return (
+        base64.urlsafe_b64encode(_PAGE_PREFIX + str(before_version).encode()).decode().rstrip("=")
+    )
+
+
+def decode_page_token(token: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    body = raw[len(_PAGE_PREFIX) :]
+    if raw.startswith(_PAGE_PREFIX) and body.isdigit() and len(body) < 20:
+        return int(body)
+    raise InvalidArgument.one("page_token", "not a page token returned by ListHistory")

@@ -7,15 +7,35 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dnd_server.domain.model import Block, Channel, ContactState, Direction, Reason, Scope
-from dnd_server.domain.rules import (
-    ClearCredentials,
-    SendDecision,
-    decide_send,
-    plan_disable,
-    plan_enable,
+from dnd_server.domain.keywords import Classification, KeywordKind, KeywordSettings, classify
+from dnd_server.domain.model import (
+    Block,
+    Channel,
+    ContactState,
+    Direction,
+    Reason,
+    Scope,
+    Source,
+    Step,
 )
-from dnd_server.storage.store import ChangeMeta, Step, Store, WriteResult
+from dnd_server.domain.plans import (
+    plan_add,
+    plan_inbound_message,
+    plan_remove,
+    provider_block,
+)
+from dnd_server.domain.provider_events import EMAIL_EVENTS, SMS_ERROR_CODES, EmailEvent
+from dnd_server.domain.rules import ClearCredentials, SendDecision, decide_send
+from dnd_server.storage.store import (
+    Addresses,
+    ChangeMeta,
+    Decision,
+    HistoryRow,
+    Idempotency,
+    Replay,
+    Store,
+    WriteResult,
+)
 
 
 class Action(enum.Enum):
@@ -35,35 +55,146 @@ class SetDndCommand:
     meta: ChangeMeta
     suppression_removal_confirmed: bool = False
     expected_version: int | None = None
+    # Normalised address ("" if none) on the scope's channel.
+    address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    location_id: str
+    contact_id: str
+    channel: Channel
+    body: str
+    # Normalised sender phone ("" if none).
+    from_address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEvent:
+    """A delivery failure or email event: the block it sets, or None when it sets none."""
+
+    location_id: str
+    contact_id: str
+    channel: Channel
+    provider: str
+    detail: str
+    effect: tuple[Reason, Source] | None
+    # Normalised address ("" if none).
+    address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundDecision:
+    """What an inbound message was and did (``WriteResult.detail`` of its write)."""
+
+    keyword: Classification
+    action: KeywordKind
+
+
+def sms_failure_effect(code: str) -> tuple[Reason, Source] | None:
+    reason = SMS_ERROR_CODES.get(code)
+    return None if reason is None else (reason, Source.SYSTEM)
+
+
+def email_event_effect(event: EmailEvent) -> tuple[Reason, Source] | None:
+    effect = EMAIL_EVENTS.get(event)
+    return None if effect is None else (effect.reason, effect.source)
 
 
 class DndService:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def get_status(self, location_id: str, contact_id: str) -> tuple[ContactState, int]:
-        return await self._store.get_state(location_id, contact_id)
+    async def get_status(
+        self, location_id: str, contact_id: str, addresses: Addresses = ()
+    ) -> tuple[ContactState, int]:
+        return await self._store.get_state(location_id, contact_id, addresses)
 
     async def check_send(
-        self, location_id: str, contact_id: str, channel: Channel, direction: Direction
+        self,
+        location_id: str,
+        contact_id: str,
+        channel: Channel,
+        direction: Direction,
+        address: str = "",
     ) -> tuple[SendDecision, ContactState]:
-        state, _ = await self._store.get_state(location_id, contact_id)
-        return decide_send(state.blocks, channel, direction), state
+        addresses = [(channel, address)] if address else []
+        state, _ = await self._store.get_state(location_id, contact_id, addresses)
+        return decide_send(state.blocks, channel, direction, state.suppressions), state
 
-    async def set_dnd(self, cmd: SetDndCommand) -> WriteResult:
+    async def set_dnd(
+        self, cmd: SetDndCommand, idempotency: Idempotency | None = None
+    ) -> WriteResult | Replay:
+        addresses = [(cmd.scope, cmd.address)] if cmd.address and cmd.scope else []
         return await self._store.write(
             cmd.location_id,
             cmd.contact_id,
             lambda state, now: plan_set_dnd(cmd, state, now),
             cmd.meta,
             cmd.expected_version,
+            addresses,
+            idempotency,
         )
+
+    async def inbound_message(
+        self, msg: InboundMessage, idempotency: Idempotency | None = None
+    ) -> WriteResult | Replay:
+        """Classify and apply an inbound text; ``WriteResult.detail`` is an InboundDecision."""
+        if msg.channel is Channel.SMS:
+            keyword = classify(msg.body, await self._store.get_settings(msg.location_id))
+        else:
+            keyword = Classification(KeywordKind.NONE)
+
+        def plan(state: ContactState, now: dt.datetime) -> Decision:
+            outcome = plan_inbound_message(state, keyword, msg.body, msg.from_address, now)
+            return Decision(outcome.steps, InboundDecision(keyword, outcome.action))
+
+        addresses = [(Channel.SMS, msg.from_address)] if msg.from_address else []
+        meta = ChangeMeta(
+            source=Source.CONTACT,
+            actor_id=msg.from_address,
+            evidence=msg.body if keyword.kind is not KeywordKind.NONE else "",
+            provider_detail=f"keyword:{keyword.matched}" if keyword.matched else "",
+        )
+        return await self._store.write(
+            msg.location_id, msg.contact_id, plan, meta, None, addresses, idempotency
+        )
+
+    async def provider_event(
+        self, event: ProviderEvent, idempotency: Idempotency | None = None
+    ) -> WriteResult | Replay:
+        effect = event.effect
+
+        def plan(state: ContactState, now: dt.datetime) -> Sequence[Step]:
+            if effect is None:
+                return []
+            reason, source = effect
+            block = provider_block(event.channel, reason, source, event.provider, event.detail, now)
+            return plan_add(state, block, event.address)
+
+        source = effect[1] if effect else Source.SYSTEM
+        meta = ChangeMeta(source=source, actor_id=event.provider, provider_detail=event.detail)
+        addresses = [(event.channel, event.address)] if event.address else []
+        return await self._store.write(
+            event.location_id, event.contact_id, plan, meta, None, addresses, idempotency
+        )
+
+    async def history(
+        self, location_id: str, contact_id: str, before_version: int, limit: int
+    ) -> list[HistoryRow]:
+        return await self._store.list_history(location_id, contact_id, before_version, limit)
+
+    async def keyword_settings(self, location_id: str) -> KeywordSettings:
+        return await self._store.get_settings(location_id)
+
+    async def update_keyword_settings(self, location_id: str, settings: KeywordSettings) -> None:
+        await self._store.put_settings(location_id, settings)
 
 
 def plan_set_dnd(cmd: SetDndCommand, state: ContactState, now: dt.datetime) -> Sequence[Step]:
     """The steps a SetDnd takes on ``state``: pure, raises domain errors."""
     if cmd.action is Action.ENABLE:
-        new = Block(
+        block = Block(
             direction=cmd.direction,
             scope=cmd.scope,
             reason=cmd.reason or Reason.MANUAL,
@@ -74,11 +205,10 @@ def plan_set_dnd(cmd: SetDndCommand, state: ContactState, now: dt.datetime) -> S
             provider_detail=cmd.meta.provider_detail,
             since=now,
         )
-        return [Step(True, block) for block in plan_enable(state.blocks, new)]
+        return plan_add(state, block, cmd.address)
     who = ClearCredentials(
         source=cmd.meta.source,
         evidence=cmd.meta.evidence,
         suppression_removal_confirmed=cmd.suppression_removal_confirmed,
     )
-    removed = plan_disable(state.blocks, cmd.direction, cmd.scope, cmd.reason, who)
-    return [Step(False, block) for block in removed]
+    return plan_remove(state, cmd.direction, cmd.scope, cmd.reason, who, cmd.address)

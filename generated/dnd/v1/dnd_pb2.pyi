@@ -233,6 +233,108 @@ SEND_KIND_MANUAL: SendKind.ValueType  # 1
 SEND_KIND_AUTOMATED: SendKind.ValueType  # 2
 Global___SendKind: _TypeAlias = SendKind  # noqa: Y015
 
+class _KeywordAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _KeywordActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_KeywordAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    KEYWORD_ACTION_UNSPECIFIED: _KeywordAction.ValueType  # 0
+    KEYWORD_ACTION_NONE: _KeywordAction.ValueType  # 1
+    """Not a keyword (or not processed on this channel): deliver as a normal message."""
+    KEYWORD_ACTION_OPTED_OUT: _KeywordAction.ValueType  # 2
+    KEYWORD_ACTION_OPTED_IN: _KeywordAction.ValueType  # 3
+    KEYWORD_ACTION_HELP: _KeywordAction.ValueType  # 4
+    """HELP / INFO: send the location's help text; no state change."""
+
+class KeywordAction(_KeywordAction, metaclass=_KeywordActionEnumTypeWrapper):
+    """KeywordAction is what an inbound message did."""
+
+KEYWORD_ACTION_UNSPECIFIED: KeywordAction.ValueType  # 0
+KEYWORD_ACTION_NONE: KeywordAction.ValueType  # 1
+"""Not a keyword (or not processed on this channel): deliver as a normal message."""
+KEYWORD_ACTION_OPTED_OUT: KeywordAction.ValueType  # 2
+KEYWORD_ACTION_OPTED_IN: KeywordAction.ValueType  # 3
+KEYWORD_ACTION_HELP: KeywordAction.ValueType  # 4
+"""HELP / INFO: send the location's help text; no state change."""
+Global___KeywordAction: _TypeAlias = KeywordAction  # noqa: Y015
+
+class _EventOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EventOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EVENT_OUTCOME_UNSPECIFIED: _EventOutcome.ValueType  # 0
+    EVENT_OUTCOME_APPLIED: _EventOutcome.ValueType  # 1
+    """A block (and, with an address, a suppression) was added."""
+    EVENT_OUTCOME_ALREADY_ACTIVE: _EventOutcome.ValueType  # 2
+    """The block was already active: nothing changed."""
+    EVENT_OUTCOME_IGNORED: _EventOutcome.ValueType  # 3
+    """The event does not set DND (unknown error code, temporary email failure)."""
+
+class EventOutcome(_EventOutcome, metaclass=_EventOutcomeEnumTypeWrapper):
+    """EventOutcome is what a provider event did."""
+
+EVENT_OUTCOME_UNSPECIFIED: EventOutcome.ValueType  # 0
+EVENT_OUTCOME_APPLIED: EventOutcome.ValueType  # 1
+"""A block (and, with an address, a suppression) was added."""
+EVENT_OUTCOME_ALREADY_ACTIVE: EventOutcome.ValueType  # 2
+"""The block was already active: nothing changed."""
+EVENT_OUTCOME_IGNORED: EventOutcome.ValueType  # 3
+"""The event does not set DND (unknown error code, temporary email failure)."""
+Global___EventOutcome: _TypeAlias = EventOutcome  # noqa: Y015
+
+class _EmailEvent:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EmailEventEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EmailEvent.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EMAIL_EVENT_UNSPECIFIED: _EmailEvent.ValueType  # 0
+    EMAIL_EVENT_BOUNCE: _EmailEvent.ValueType  # 1
+    """Permanent failure, reason bounce."""
+    EMAIL_EVENT_GENERIC_FAILURE: _EmailEvent.ValueType  # 2
+    """Permanent failure, reason generic."""
+    EMAIL_EVENT_SUPPRESS_BOUNCE: _EmailEvent.ValueType  # 3
+    """Permanent failure, reason suppress-bounce."""
+    EMAIL_EVENT_SUPPRESS_UNSUBSCRIBE: _EmailEvent.ValueType  # 4
+    """Permanent failure, reason suppress-unsubscribe."""
+    EMAIL_EVENT_SUPPRESS_COMPLAINT: _EmailEvent.ValueType  # 5
+    """Permanent failure, reason suppress-complaint."""
+    EMAIL_EVENT_SPAM_COMPLAINT: _EmailEvent.ValueType  # 6
+    """The recipient marked the email as spam (complaint)."""
+    EMAIL_EVENT_UNSUBSCRIBE_LINK: _EmailEvent.ValueType  # 7
+    """The recipient clicked the unsubscribe link."""
+    EMAIL_EVENT_LIST_UNSUBSCRIBE_POST: _EmailEvent.ValueType  # 8
+    """One-click unsubscribe (RFC 8058 List-Unsubscribe-Post)."""
+    EMAIL_EVENT_TEMPORARY_FAILURE: _EmailEvent.ValueType  # 9
+    """Temporary failure (soft bounce): no change."""
+
+class EmailEvent(_EmailEvent, metaclass=_EmailEventEnumTypeWrapper):
+    """EmailEvent is an email provider event."""
+
+EMAIL_EVENT_UNSPECIFIED: EmailEvent.ValueType  # 0
+EMAIL_EVENT_BOUNCE: EmailEvent.ValueType  # 1
+"""Permanent failure, reason bounce."""
+EMAIL_EVENT_GENERIC_FAILURE: EmailEvent.ValueType  # 2
+"""Permanent failure, reason generic."""
+EMAIL_EVENT_SUPPRESS_BOUNCE: EmailEvent.ValueType  # 3
+"""Permanent failure, reason suppress-bounce."""
+EMAIL_EVENT_SUPPRESS_UNSUBSCRIBE: EmailEvent.ValueType  # 4
+"""Permanent failure, reason suppress-unsubscribe."""
+EMAIL_EVENT_SUPPRESS_COMPLAINT: EmailEvent.ValueType  # 5
+"""Permanent failure, reason suppress-complaint."""
+EMAIL_EVENT_SPAM_COMPLAINT: EmailEvent.ValueType  # 6
+"""The recipient marked the email as spam (complaint)."""
+EMAIL_EVENT_UNSUBSCRIBE_LINK: EmailEvent.ValueType  # 7
+"""The recipient clicked the unsubscribe link."""
+EMAIL_EVENT_LIST_UNSUBSCRIBE_POST: EmailEvent.ValueType  # 8
+"""One-click unsubscribe (RFC 8058 List-Unsubscribe-Post)."""
+EMAIL_EVENT_TEMPORARY_FAILURE: EmailEvent.ValueType  # 9
+"""Temporary failure (soft bounce): no change."""
+Global___EmailEvent: _TypeAlias = EmailEvent  # noqa: Y015
+
 @_typing.final
 class Scope(_message.Message):
     """Scope is the part of a direction a block covers: one channel or all."""
@@ -276,6 +378,7 @@ class Block(_message.Message):
     EVIDENCE_FIELD_NUMBER: _builtins.int
     PROVIDER_DETAIL_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
     direction: Global___Direction.ValueType
     reason: Global___Reason.ValueType
     source: Global___Source.ValueType
@@ -287,6 +390,8 @@ class Block(_message.Message):
     """Evidence given when the block was set (e.g. the opt-out message)."""
     provider_detail: _builtins.str
     """Provider detail, e.g. a carrier error code or an email event name."""
+    address: _builtins.str
+    """The address (E.164 phone, lower-case email) the event that set the block carried."""
     @_builtins.property
     def scope(self) -> Global___Scope: ...
     @_builtins.property
@@ -303,14 +408,62 @@ class Block(_message.Message):
         evidence: _builtins.str = ...,
         provider_detail: _builtins.str = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
+        address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope", "since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "direction", b"direction", "evidence", b"evidence", "note", b"note", "provider_detail", b"provider_detail", "reason", b"reason", "scope", b"scope", "since", b"since", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "direction", b"direction", "evidence", b"evidence", "note", b"note", "provider_detail", b"provider_detail", "reason", b"reason", "scope", b"scope", "since", b"since", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Block: _TypeAlias = Block  # noqa: Y015
+
+@_typing.final
+class AddressSuppression(_message.Message):
+    """AddressSuppression blocks one address within a location, whichever contact holds it. Opt-outs
+    and permanent failures that carry an address set one beside the contact's block.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_DETAIL_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    """E.164 phone number (SMS) or lower-case email address (EMAIL)."""
+    channel: Global___Channel.ValueType
+    reason: Global___Reason.ValueType
+    source: Global___Source.ValueType
+    actor_id: _builtins.str
+    contact_id: _builtins.str
+    """The contact whose event set it."""
+    provider_detail: _builtins.str
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
+        reason: Global___Reason.ValueType = ...,
+        source: Global___Source.ValueType = ...,
+        actor_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        provider_detail: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "channel", b"channel", "contact_id", b"contact_id", "provider_detail", b"provider_detail", "reason", b"reason", "since", b"since", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddressSuppression: _TypeAlias = AddressSuppression  # noqa: Y015
 
 @_typing.final
 class ContactStatus(_message.Message):
@@ -326,6 +479,7 @@ class ContactStatus(_message.Message):
     BLOCKS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    ADDRESS_SUPPRESSIONS_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     contact_id: _builtins.str
     outbound: Global___DndStatus.ValueType
@@ -346,6 +500,10 @@ class ContactStatus(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """Time of the last effective change; unset for version 0."""
 
+    @_builtins.property
+    def address_suppressions(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddressSuppression]:
+        """Suppressions of the addresses named in the request (GetStatus) or involved in the call."""
+
     def __init__(
         self,
         *,
@@ -357,10 +515,11 @@ class ContactStatus(_message.Message):
         blocks: _abc.Iterable[Global___Block] | None = ...,
         version: _builtins.int = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        address_suppressions: _abc.Iterable[Global___AddressSuppression] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_channels", b"blocked_channels", "blocks", b"blocks", "contact_id", b"contact_id", "inbound", b"inbound", "location_id", b"location_id", "outbound", b"outbound", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_suppressions", b"address_suppressions", "blocked_channels", b"blocked_channels", "blocks", b"blocks", "contact_id", b"contact_id", "inbound", b"inbound", "location_id", b"location_id", "outbound", b"outbound", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -372,17 +531,29 @@ class GetStatusRequest(_message.Message):
 
     LOCATION_ID_FIELD_NUMBER: _builtins.int
     CONTACT_ID_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBERS_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESSES_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     contact_id: _builtins.str
+    @_builtins.property
+    def phone_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The contact's known phone numbers: their SMS suppressions are shown."""
+
+    @_builtins.property
+    def email_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The contact's known email addresses: their EMAIL suppressions are shown."""
+
     def __init__(
         self,
         *,
         location_id: _builtins.str = ...,
         contact_id: _builtins.str = ...,
+        phone_numbers: _abc.Iterable[_builtins.str] | None = ...,
+        email_addresses: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "location_id", b"location_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "email_addresses", b"email_addresses", "location_id", b"location_id", "phone_numbers", b"phone_numbers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -425,6 +596,8 @@ class SetDndRequest(_message.Message):
     PROVIDER_DETAIL_FIELD_NUMBER: _builtins.int
     SUPPRESSION_REMOVAL_CONFIRMED_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     contact_id: _builtins.str
     action: Global___DndAction.ValueType
@@ -455,6 +628,16 @@ class SetDndRequest(_message.Message):
     """When set, the change applies only if the contact's version still equals
     this value; otherwise ABORTED.
     """
+    idempotency_key: _builtins.str
+    """Optional (<= 128 chars). A retry with the same key within the retention (24 h by
+    default) returns the first answer and writes nothing; the same key with a different
+    request is INVALID_ARGUMENT.
+    """
+    address: _builtins.str
+    """Optional address (phone for SMS, email for EMAIL). ENABLE with an opt-out or permanent
+    failure reason also suppresses the address; DISABLE also clears the address's
+    suppressions in the scope, under the same clear rules.
+    """
     @_builtins.property
     def scope(self) -> Global___Scope:
         """Required for OUTBOUND. For INBOUND, leave unset or set all_channels;
@@ -477,10 +660,12 @@ class SetDndRequest(_message.Message):
         provider_detail: _builtins.str = ...,
         suppression_removal_confirmed: _builtins.bool = ...,
         expected_version: _builtins.int | None = ...,
+        idempotency_key: _builtins.str = ...,
+        address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version", "scope", b"scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "action", b"action", "actor_id", b"actor_id", "contact_id", b"contact_id", "direction", b"direction", "evidence", b"evidence", "expected_version", b"expected_version", "location_id", b"location_id", "note", b"note", "provider_detail", b"provider_detail", "reason", b"reason", "scope", b"scope", "source", b"source", "suppression_removal_confirmed", b"suppression_removal_confirmed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "action", b"action", "actor_id", b"actor_id", "address", b"address", "contact_id", b"contact_id", "direction", b"direction", "evidence", b"evidence", "expected_version", b"expected_version", "idempotency_key", b"idempotency_key", "location_id", b"location_id", "note", b"note", "provider_detail", b"provider_detail", "reason", b"reason", "scope", b"scope", "source", b"source", "suppression_removal_confirmed", b"suppression_removal_confirmed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
     _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
@@ -537,6 +722,7 @@ class CheckSendRequest(_message.Message):
     CHANNEL_FIELD_NUMBER: _builtins.int
     DIRECTION_FIELD_NUMBER: _builtins.int
     SEND_KIND_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     contact_id: _builtins.str
     channel: Global___Channel.ValueType
@@ -545,6 +731,10 @@ class CheckSendRequest(_message.Message):
     """Unspecified means OUTBOUND."""
     send_kind: Global___SendKind.ValueType
     """Manual and automated sends are blocked alike."""
+    address: _builtins.str
+    """Optional destination address (phone for SMS/CALL/WHATSAPP, email for EMAIL): the send
+    is denied when the address is suppressed, whichever contact it belongs to.
+    """
     def __init__(
         self,
         *,
@@ -553,10 +743,11 @@ class CheckSendRequest(_message.Message):
         channel: Global___Channel.ValueType = ...,
         direction: Global___Direction.ValueType = ...,
         send_kind: Global___SendKind.ValueType = ...,
+        address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "contact_id", b"contact_id", "direction", b"direction", "location_id", b"location_id", "send_kind", b"send_kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "channel", b"channel", "contact_id", b"contact_id", "direction", b"direction", "location_id", b"location_id", "send_kind", b"send_kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -570,6 +761,7 @@ class CheckSendResponse(_message.Message):
     DENIED_BY_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     EXPLANATION_FIELD_NUMBER: _builtins.int
+    DENIED_BY_ADDRESS_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
     version: _builtins.int
     """The contact's version the answer was computed from."""
@@ -577,7 +769,11 @@ class CheckSendResponse(_message.Message):
     """A one-line human explanation of the decision."""
     @_builtins.property
     def denied_by(self) -> _containers.RepeatedCompositeFieldContainer[Global___Block]:
-        """When denied: the active blocks that deny the send."""
+        """When denied: the contact's active blocks that deny the send."""
+
+    @_builtins.property
+    def denied_by_address(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddressSuppression]:
+        """When denied: the suppressions of the destination address that deny the send."""
 
     def __init__(
         self,
@@ -586,10 +782,11 @@ class CheckSendResponse(_message.Message):
         denied_by: _abc.Iterable[Global___Block] | None = ...,
         version: _builtins.int = ...,
         explanation: _builtins.str = ...,
+        denied_by_address: _abc.Iterable[Global___AddressSuppression] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "denied_by", b"denied_by", "explanation", b"explanation", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "denied_by", b"denied_by", "denied_by_address", b"denied_by_address", "explanation", b"explanation", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -750,3 +947,506 @@ class WatchChangesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___WatchChangesResponse: _TypeAlias = WatchChangesResponse  # noqa: Y015
+
+@_typing.final
+class ProcessInboundMessageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    FROM_ADDRESS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    contact_id: _builtins.str
+    channel: Global___Channel.ValueType
+    """Keywords are processed on CHANNEL_SMS; other channels change nothing."""
+    body: _builtins.str
+    """The message text (<= 1600 characters). Never logged."""
+    from_address: _builtins.str
+    """Optional sender phone number: an opt-out also suppresses it, START clears it."""
+    idempotency_key: _builtins.str
+    """See SetDndRequest.idempotency_key."""
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
+        body: _builtins.str = ...,
+        from_address: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "channel", b"channel", "contact_id", b"contact_id", "from_address", b"from_address", "idempotency_key", b"idempotency_key", "location_id", b"location_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessInboundMessageRequest: _TypeAlias = ProcessInboundMessageRequest  # noqa: Y015
+
+@_typing.final
+class ProcessInboundMessageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    MATCHED_KEYWORD_FIELD_NUMBER: _builtins.int
+    DELIVER_TO_INBOX_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    SMS_BLOCKED_FIELD_NUMBER: _builtins.int
+    SMS_BLOCKED_BY_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    action: Global___KeywordAction.ValueType
+    matched_keyword: _builtins.str
+    """The keyword or phrase recognised (normalised), empty for NONE."""
+    deliver_to_inbox: _builtins.bool
+    """Whether the caller should deliver the message to the inbox (false while inbound DND is
+    on; keywords are honoured either way).
+    """
+    changed: _builtins.bool
+    """Whether DND state changed."""
+    cursor: _builtins.str
+    """Change cursor of the last change made (or the contact's last change)."""
+    sms_blocked: _builtins.bool
+    """Whether outbound SMS to the contact is still blocked after the message, and by what
+    (e.g. an all-channels block that START does not lift).
+    """
+    explanation: _builtins.str
+    """One line saying what happened."""
+    @_builtins.property
+    def status(self) -> Global___ContactStatus:
+        """The contact's state after the message."""
+
+    @_builtins.property
+    def sms_blocked_by(self) -> _containers.RepeatedCompositeFieldContainer[Global___Block]: ...
+    def __init__(
+        self,
+        *,
+        action: Global___KeywordAction.ValueType = ...,
+        matched_keyword: _builtins.str = ...,
+        deliver_to_inbox: _builtins.bool = ...,
+        changed: _builtins.bool = ...,
+        status: Global___ContactStatus | None = ...,
+        cursor: _builtins.str = ...,
+        sms_blocked: _builtins.bool = ...,
+        sms_blocked_by: _abc.Iterable[Global___Block] | None = ...,
+        explanation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "changed", b"changed", "cursor", b"cursor", "deliver_to_inbox", b"deliver_to_inbox", "explanation", b"explanation", "matched_keyword", b"matched_keyword", "sms_blocked", b"sms_blocked", "sms_blocked_by", b"sms_blocked_by", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessInboundMessageResponse: _TypeAlias = ProcessInboundMessageResponse  # noqa: Y015
+
+@_typing.final
+class ReportSmsDeliveryFailureRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    TO_ADDRESS_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    contact_id: _builtins.str
+    to_address: _builtins.str
+    """Optional destination phone number of the failed message."""
+    provider: _builtins.str
+    """Provider name, e.g. "twilio" (<= 64 chars)."""
+    error_code: _builtins.str
+    """The provider's error code, e.g. "30004" (<= 32 chars)."""
+    idempotency_key: _builtins.str
+    """See SetDndRequest.idempotency_key."""
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        to_address: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        error_code: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "error_code", b"error_code", "idempotency_key", b"idempotency_key", "location_id", b"location_id", "provider", b"provider", "to_address", b"to_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportSmsDeliveryFailureRequest: _TypeAlias = ReportSmsDeliveryFailureRequest  # noqa: Y015
+
+@_typing.final
+class ReportSmsDeliveryFailureResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    outcome: Global___EventOutcome.ValueType
+    reason: Global___Reason.ValueType
+    """The reason of the block the code maps to (unspecified when ignored)."""
+    changed: _builtins.bool
+    cursor: _builtins.str
+    explanation: _builtins.str
+    @_builtins.property
+    def status(self) -> Global___ContactStatus: ...
+    def __init__(
+        self,
+        *,
+        outcome: Global___EventOutcome.ValueType = ...,
+        reason: Global___Reason.ValueType = ...,
+        changed: _builtins.bool = ...,
+        status: Global___ContactStatus | None = ...,
+        cursor: _builtins.str = ...,
+        explanation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "cursor", b"cursor", "explanation", b"explanation", "outcome", b"outcome", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportSmsDeliveryFailureResponse: _TypeAlias = ReportSmsDeliveryFailureResponse  # noqa: Y015
+
+@_typing.final
+class ReportEmailEventRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    TO_ADDRESS_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    PROVIDER_DETAIL_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    contact_id: _builtins.str
+    to_address: _builtins.str
+    """Optional recipient email address."""
+    provider: _builtins.str
+    """Provider name, e.g. "mailgun" (<= 64 chars)."""
+    event: Global___EmailEvent.ValueType
+    provider_detail: _builtins.str
+    """Optional provider detail, e.g. the SMTP diagnostic (<= 256 chars)."""
+    idempotency_key: _builtins.str
+    """See SetDndRequest.idempotency_key."""
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        to_address: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        event: Global___EmailEvent.ValueType = ...,
+        provider_detail: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "event", b"event", "idempotency_key", b"idempotency_key", "location_id", b"location_id", "provider", b"provider", "provider_detail", b"provider_detail", "to_address", b"to_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportEmailEventRequest: _TypeAlias = ReportEmailEventRequest  # noqa: Y015
+
+@_typing.final
+class ReportEmailEventResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    outcome: Global___EventOutcome.ValueType
+    reason: Global___Reason.ValueType
+    changed: _builtins.bool
+    cursor: _builtins.str
+    explanation: _builtins.str
+    @_builtins.property
+    def status(self) -> Global___ContactStatus: ...
+    def __init__(
+        self,
+        *,
+        outcome: Global___EventOutcome.ValueType = ...,
+        reason: Global___Reason.ValueType = ...,
+        changed: _builtins.bool = ...,
+        status: Global___ContactStatus | None = ...,
+        cursor: _builtins.str = ...,
+        explanation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "cursor", b"cursor", "explanation", b"explanation", "outcome", b"outcome", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportEmailEventResponse: _TypeAlias = ReportEmailEventResponse  # noqa: Y015
+
+@_typing.final
+class ListHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    contact_id: _builtins.str
+    page_size: _builtins.int
+    """1 to 500; 0 means 50."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token; empty for the newest changes."""
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "location_id", b"location_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHistoryRequest: _TypeAlias = ListHistoryRequest  # noqa: Y015
+
+@_typing.final
+class HistoryEntry(_message.Message):
+    """HistoryEntry is one effective change of a contact's DND."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    PROVIDER_DETAIL_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    version: _builtins.int
+    """The contact's version right after the change."""
+    enabled: _builtins.bool
+    """True when DND was enabled, false when cleared."""
+    direction: Global___Direction.ValueType
+    reason: Global___Reason.ValueType
+    source: Global___Source.ValueType
+    actor_id: _builtins.str
+    note: _builtins.str
+    evidence: _builtins.str
+    """Evidence given with the change (SUPPORT clears always carry theirs)."""
+    provider_detail: _builtins.str
+    """Keyword, error code or email event behind the change."""
+    address: _builtins.str
+    """Set when the change is an address suppression (added or cleared) rather than a block."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def scope(self) -> Global___Scope: ...
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.int = ...,
+        enabled: _builtins.bool = ...,
+        direction: Global___Direction.ValueType = ...,
+        scope: Global___Scope | None = ...,
+        reason: Global___Reason.ValueType = ...,
+        source: Global___Source.ValueType = ...,
+        actor_id: _builtins.str = ...,
+        note: _builtins.str = ...,
+        evidence: _builtins.str = ...,
+        provider_detail: _builtins.str = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "cursor", b"cursor", "direction", b"direction", "enabled", b"enabled", "evidence", b"evidence", "note", b"note", "provider_detail", b"provider_detail", "reason", b"reason", "scope", b"scope", "source", b"source", "time", b"time", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryEntry: _TypeAlias = HistoryEntry  # noqa: Y015
+
+@_typing.final
+class ListHistoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty when there is nothing older."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryEntry]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___HistoryEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHistoryResponse: _TypeAlias = ListHistoryResponse  # noqa: Y015
+
+@_typing.final
+class KeywordSettings(_message.Message):
+    """KeywordSettings are a location's additions to the built-in SMS keywords."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXTRA_OPT_OUT_WORDS_FIELD_NUMBER: _builtins.int
+    EXTRA_OPT_IN_WORDS_FIELD_NUMBER: _builtins.int
+    DETECT_REVOCATION_PHRASES_FIELD_NUMBER: _builtins.int
+    detect_revocation_phrases: _builtins.bool
+    """Detect natural-language revocations ("please stop texting me"); off by default."""
+    @_builtins.property
+    def extra_opt_out_words(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Extra opt-out words, e.g. ARRET, ALTO, PARAR."""
+
+    @_builtins.property
+    def extra_opt_in_words(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Extra opt-in words."""
+
+    def __init__(
+        self,
+        *,
+        extra_opt_out_words: _abc.Iterable[_builtins.str] | None = ...,
+        extra_opt_in_words: _abc.Iterable[_builtins.str] | None = ...,
+        detect_revocation_phrases: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detect_revocation_phrases", b"detect_revocation_phrases", "extra_opt_in_words", b"extra_opt_in_words", "extra_opt_out_words", b"extra_opt_out_words"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeywordSettings: _TypeAlias = KeywordSettings  # noqa: Y015
+
+@_typing.final
+class GetKeywordSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKeywordSettingsRequest: _TypeAlias = GetKeywordSettingsRequest  # noqa: Y015
+
+@_typing.final
+class GetKeywordSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    DEFAULT_OPT_OUT_WORDS_FIELD_NUMBER: _builtins.int
+    DEFAULT_OPT_IN_WORDS_FIELD_NUMBER: _builtins.int
+    HELP_WORDS_FIELD_NUMBER: _builtins.int
+    REVOCATION_PHRASES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___KeywordSettings: ...
+    @_builtins.property
+    def default_opt_out_words(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The built-in words, which always apply."""
+
+    @_builtins.property
+    def default_opt_in_words(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def help_words(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def revocation_phrases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The phrases detected when detect_revocation_phrases is on."""
+
+    def __init__(
+        self,
+        *,
+        settings: Global___KeywordSettings | None = ...,
+        default_opt_out_words: _abc.Iterable[_builtins.str] | None = ...,
+        default_opt_in_words: _abc.Iterable[_builtins.str] | None = ...,
+        help_words: _abc.Iterable[_builtins.str] | None = ...,
+        revocation_phrases: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_opt_in_words", b"default_opt_in_words", "default_opt_out_words", b"default_opt_out_words", "help_words", b"help_words", "revocation_phrases", b"revocation_phrases", "settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKeywordSettingsResponse: _TypeAlias = GetKeywordSettingsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateKeywordSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    @_builtins.property
+    def settings(self) -> Global___KeywordSettings:
+        """Replaces the location's settings."""
+
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        settings: Global___KeywordSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id", "settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateKeywordSettingsRequest: _TypeAlias = UpdateKeywordSettingsRequest  # noqa: Y015
+
+@_typing.final
+class UpdateKeywordSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___KeywordSettings: ...
+    def __init__(
+        self,
+        *,
+        settings: Global___KeywordSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateKeywordSettingsResponse: _TypeAlias = UpdateKeywordSettingsResponse  # noqa: Y015

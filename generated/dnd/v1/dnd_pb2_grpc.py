@@ -60,6 +60,36 @@ class DndServiceStub:
                 request_serializer=dnd_dot_v1_dot_dnd__pb2.WatchChangesRequest.SerializeToString,
                 response_deserializer=dnd_dot_v1_dot_dnd__pb2.WatchChangesResponse.FromString,
                 _registered_method=True)
+        self.ProcessInboundMessage = channel.unary_unary(
+                '/dnd.v1.DndService/ProcessInboundMessage',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.ProcessInboundMessageRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.ProcessInboundMessageResponse.FromString,
+                _registered_method=True)
+        self.ReportSmsDeliveryFailure = channel.unary_unary(
+                '/dnd.v1.DndService/ReportSmsDeliveryFailure',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.ReportSmsDeliveryFailureRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.ReportSmsDeliveryFailureResponse.FromString,
+                _registered_method=True)
+        self.ReportEmailEvent = channel.unary_unary(
+                '/dnd.v1.DndService/ReportEmailEvent',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.ReportEmailEventRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.ReportEmailEventResponse.FromString,
+                _registered_method=True)
+        self.ListHistory = channel.unary_unary(
+                '/dnd.v1.DndService/ListHistory',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.ListHistoryRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.ListHistoryResponse.FromString,
+                _registered_method=True)
+        self.GetKeywordSettings = channel.unary_unary(
+                '/dnd.v1.DndService/GetKeywordSettings',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.GetKeywordSettingsRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.GetKeywordSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateKeywordSettings = channel.unary_unary(
+                '/dnd.v1.DndService/UpdateKeywordSettings',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.UpdateKeywordSettingsRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.UpdateKeywordSettingsResponse.FromString,
+                _registered_method=True)
 
 
 class DndServiceServicer:
@@ -106,6 +136,49 @@ class DndServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProcessInboundMessage(self, request, context):
+        """ProcessInboundMessage classifies a text the contact sent (STOP, START, HELP...) and
+        applies what it asks for. Keywords are processed on SMS only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportSmsDeliveryFailure(self, request, context):
+        """ReportSmsDeliveryFailure applies a carrier / SMS provider error code (30003, 30004...).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportEmailEvent(self, request, context):
+        """ReportEmailEvent applies an email provider event (bounce, complaint, unsubscribe...).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHistory(self, request, context):
+        """ListHistory lists every change of a contact's DND, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKeywordSettings(self, request, context):
+        """GetKeywordSettings returns a location's keyword settings and the built-in keywords.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateKeywordSettings(self, request, context):
+        """UpdateKeywordSettings replaces a location's keyword settings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DndServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +201,36 @@ def add_DndServiceServicer_to_server(servicer, server):
                     servicer.WatchChanges,
                     request_deserializer=dnd_dot_v1_dot_dnd__pb2.WatchChangesRequest.FromString,
                     response_serializer=dnd_dot_v1_dot_dnd__pb2.WatchChangesResponse.SerializeToString,
+            ),
+            'ProcessInboundMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProcessInboundMessage,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.ProcessInboundMessageRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.ProcessInboundMessageResponse.SerializeToString,
+            ),
+            'ReportSmsDeliveryFailure': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportSmsDeliveryFailure,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.ReportSmsDeliveryFailureRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.ReportSmsDeliveryFailureResponse.SerializeToString,
+            ),
+            'ReportEmailEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportEmailEvent,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.ReportEmailEventRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.ReportEmailEventResponse.SerializeToString,
+            ),
+            'ListHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHistory,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.ListHistoryRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.ListHistoryResponse.SerializeToString,
+            ),
+            'GetKeywordSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKeywordSettings,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.GetKeywordSettingsRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.GetKeywordSettingsResponse.SerializeToString,
+            ),
+            'UpdateKeywordSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateKeywordSettings,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.UpdateKeywordSettingsRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.UpdateKeywordSettingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -244,6 +347,168 @@ class DndService:
             '/dnd.v1.DndService/WatchChanges',
             dnd_dot_v1_dot_dnd__pb2.WatchChangesRequest.SerializeToString,
             dnd_dot_v1_dot_dnd__pb2.WatchChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProcessInboundMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/ProcessInboundMessage',
+            dnd_dot_v1_dot_dnd__pb2.ProcessInboundMessageRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.ProcessInboundMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportSmsDeliveryFailure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/ReportSmsDeliveryFailure',
+            dnd_dot_v1_dot_dnd__pb2.ReportSmsDeliveryFailureRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.ReportSmsDeliveryFailureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportEmailEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/ReportEmailEvent',
+            dnd_dot_v1_dot_dnd__pb2.ReportEmailEventRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.ReportEmailEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/ListHistory',
+            dnd_dot_v1_dot_dnd__pb2.ListHistoryRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.ListHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKeywordSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/GetKeywordSettings',
+            dnd_dot_v1_dot_dnd__pb2.GetKeywordSettingsRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.GetKeywordSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateKeywordSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/UpdateKeywordSettings',
+            dnd_dot_v1_dot_dnd__pb2.UpdateKeywordSettingsRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.UpdateKeywordSettingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

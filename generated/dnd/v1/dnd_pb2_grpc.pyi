@@ -57,6 +57,20 @@ class DndServiceStub:
     """
     WatchChanges: _grpc.UnaryStreamMultiCallable[_dnd_pb2.WatchChangesRequest, _dnd_pb2.WatchChangesResponse]
     """WatchChanges streams every DND change in commit order."""
+    ProcessInboundMessage: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ProcessInboundMessageRequest, _dnd_pb2.ProcessInboundMessageResponse]
+    """ProcessInboundMessage classifies a text the contact sent (STOP, START, HELP...) and
+    applies what it asks for. Keywords are processed on SMS only.
+    """
+    ReportSmsDeliveryFailure: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ReportSmsDeliveryFailureRequest, _dnd_pb2.ReportSmsDeliveryFailureResponse]
+    """ReportSmsDeliveryFailure applies a carrier / SMS provider error code (30003, 30004...)."""
+    ReportEmailEvent: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ReportEmailEventRequest, _dnd_pb2.ReportEmailEventResponse]
+    """ReportEmailEvent applies an email provider event (bounce, complaint, unsubscribe...)."""
+    ListHistory: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ListHistoryRequest, _dnd_pb2.ListHistoryResponse]
+    """ListHistory lists every change of a contact's DND, newest first."""
+    GetKeywordSettings: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.GetKeywordSettingsRequest, _dnd_pb2.GetKeywordSettingsResponse]
+    """GetKeywordSettings returns a location's keyword settings and the built-in keywords."""
+    UpdateKeywordSettings: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.UpdateKeywordSettingsRequest, _dnd_pb2.UpdateKeywordSettingsResponse]
+    """UpdateKeywordSettings replaces a location's keyword settings."""
 
 @_typing.type_check_only
 class DndServiceAsyncStub(DndServiceStub):
@@ -87,6 +101,20 @@ class DndServiceAsyncStub(DndServiceStub):
     """
     WatchChanges: _aio.UnaryStreamMultiCallable[_dnd_pb2.WatchChangesRequest, _dnd_pb2.WatchChangesResponse]  # type: ignore[assignment]
     """WatchChanges streams every DND change in commit order."""
+    ProcessInboundMessage: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ProcessInboundMessageRequest, _dnd_pb2.ProcessInboundMessageResponse]  # type: ignore[assignment]
+    """ProcessInboundMessage classifies a text the contact sent (STOP, START, HELP...) and
+    applies what it asks for. Keywords are processed on SMS only.
+    """
+    ReportSmsDeliveryFailure: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ReportSmsDeliveryFailureRequest, _dnd_pb2.ReportSmsDeliveryFailureResponse]  # type: ignore[assignment]
+    """ReportSmsDeliveryFailure applies a carrier / SMS provider error code (30003, 30004...)."""
+    ReportEmailEvent: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ReportEmailEventRequest, _dnd_pb2.ReportEmailEventResponse]  # type: ignore[assignment]
+    """ReportEmailEvent applies an email provider event (bounce, complaint, unsubscribe...)."""
+    ListHistory: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ListHistoryRequest, _dnd_pb2.ListHistoryResponse]  # type: ignore[assignment]
+    """ListHistory lists every change of a contact's DND, newest first."""
+    GetKeywordSettings: _aio.UnaryUnaryMultiCallable[_dnd_pb2.GetKeywordSettingsRequest, _dnd_pb2.GetKeywordSettingsResponse]  # type: ignore[assignment]
+    """GetKeywordSettings returns a location's keyword settings and the built-in keywords."""
+    UpdateKeywordSettings: _aio.UnaryUnaryMultiCallable[_dnd_pb2.UpdateKeywordSettingsRequest, _dnd_pb2.UpdateKeywordSettingsResponse]  # type: ignore[assignment]
+    """UpdateKeywordSettings replaces a location's keyword settings."""
 
 class DndServiceServicer(metaclass=_abc_1.ABCMeta):
     """DndService answers "may I send?" for every message of the CRM and records
@@ -138,5 +166,55 @@ class DndServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_dnd_pb2.WatchChangesResponse], _abc.AsyncIterator[_dnd_pb2.WatchChangesResponse]]:
         """WatchChanges streams every DND change in commit order."""
+
+    @_abc_1.abstractmethod
+    def ProcessInboundMessage(
+        self,
+        request: _dnd_pb2.ProcessInboundMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.ProcessInboundMessageResponse, _abc.Awaitable[_dnd_pb2.ProcessInboundMessageResponse]]:
+        """ProcessInboundMessage classifies a text the contact sent (STOP, START, HELP...) and
+        applies what it asks for. Keywords are processed on SMS only.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportSmsDeliveryFailure(
+        self,
+        request: _dnd_pb2.ReportSmsDeliveryFailureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.ReportSmsDeliveryFailureResponse, _abc.Awaitable[_dnd_pb2.ReportSmsDeliveryFailureResponse]]:
+        """ReportSmsDeliveryFailure applies a carrier / SMS provider error code (30003, 30004...)."""
+
+    @_abc_1.abstractmethod
+    def ReportEmailEvent(
+        self,
+        request: _dnd_pb2.ReportEmailEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.ReportEmailEventResponse, _abc.Awaitable[_dnd_pb2.ReportEmailEventResponse]]:
+        """ReportEmailEvent applies an email provider event (bounce, complaint, unsubscribe...)."""
+
+    @_abc_1.abstractmethod
+    def ListHistory(
+        self,
+        request: _dnd_pb2.ListHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.ListHistoryResponse, _abc.Awaitable[_dnd_pb2.ListHistoryResponse]]:
+        """ListHistory lists every change of a contact's DND, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetKeywordSettings(
+        self,
+        request: _dnd_pb2.GetKeywordSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.GetKeywordSettingsResponse, _abc.Awaitable[_dnd_pb2.GetKeywordSettingsResponse]]:
+        """GetKeywordSettings returns a location's keyword settings and the built-in keywords."""
+
+    @_abc_1.abstractmethod
+    def UpdateKeywordSettings(
+        self,
+        request: _dnd_pb2.UpdateKeywordSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.UpdateKeywordSettingsResponse, _abc.Awaitable[_dnd_pb2.UpdateKeywordSettingsResponse]]:
+        """UpdateKeywordSettings replaces a location's keyword settings."""
 
 def add_DndServiceServicer_to_server(servicer: DndServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

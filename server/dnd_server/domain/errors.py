@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dnd_server.domain.model import Block
+from dnd_server.domain.model import AddressSuppression, Block
 
 
 class DndError(Exception):
@@ -31,9 +31,9 @@ class InvalidArgument(DndError):
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """One block the caller may not clear, and what would clear it."""
+    """One block (or address suppression) the caller may not clear, and what would."""
 
-    block: Block
+    block: Block | AddressSuppression
     why: str
     what_clears_it: str
 
@@ -63,6 +63,8 @@ class Unavailable(DndError):
     """The database cannot be reached or did not answer in time; retry later."""
 
 
-def _where(block: Block) -> str:
+def _where(block: Block | AddressSuppression) -> str:
+    if isinstance(block, AddressSuppression):
+        return f"address {block.address} ({block.channel.value})"
     scope = "all channels" if block.scope is None else block.scope.value
     return f"{block.direction.value.lower()} {scope}"

@@ -92,6 +92,8 @@ class Block:
     evidence: str = ""
     provider_detail: str = ""
     since: dt.datetime | None = None
+    # The address the event that set the block carried ("" if none).
+    address: str = ""
 
     @property
     def key(self) -> BlockKey:
@@ -104,6 +106,41 @@ class Block:
         if direction is Direction.INBOUND:
             return channel in INBOUND_CHANNELS
         return self.scope is None or self.scope is channel
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionKey:
+    channel: Channel
+    address: str
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class AddressSuppression:
+    """An address blocked within a location, whichever contact holds it."""
+
+    channel: Channel
+    address: str
+    reason: Reason
+    source: Source
+    contact_id: str = ""
+    actor_id: str = ""
+    note: str = ""
+    evidence: str = ""
+    provider_detail: str = ""
+    since: dt.datetime | None = None
+
+    @property
+    def key(self) -> SuppressionKey:
+        return SuppressionKey(self.channel, self.address, self.reason)
+
+    @property
+    def direction(self) -> Direction:
+        return Direction.OUTBOUND
+
+    @property
+    def scope(self) -> Scope:
+        return self.channel
 
 
 def block_sort_key(block: Block) -> tuple[int, int, int]:
@@ -129,3 +166,13 @@ class ContactState:
     blocks: tuple[Block, ...]
     version: int
     updated_at: dt.datetime | None = None
+    # Suppressions of the addresses the read or write named (not every address of the contact).
+    suppressions: tuple[AddressSuppression, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One effective change: a block or an address suppression added (enabled) or removed."""
+
+    enabled: bool
+    target: Block | AddressSuppression

@@ -46,9 +46,7 @@ EMAIL_EVENTS: dict[EmailEvent, EventEffect] = {
     EmailEvent.BOUNCE: EventEffect(Reason.EMAIL_HARD_BOUNCE, Source.SYSTEM),
     EmailEvent.GENERIC_FAILURE: EventEffect(Reason.EMAIL_GENERIC_FAILURE, Source.SYSTEM),
     EmailEvent.SUPPRESS_BOUNCE: EventEffect(Reason.EMAIL_SUPPRESS_BOUNCE, Source.SYSTEM),
-    EmailEvent.SUPPRESS_UNSUBSCRIBE: EventEffect(
-        Reason.EMAIL_SUPPRESS_UNSUBSCRIBE, Source.SYSTEM
-    ),
+    EmailEvent.SUPPRESS_UNSUBSCRIBE: EventEffect(Reason.EMAIL_SUPPRESS_UNSUBSCRIBE, Source.SYSTEM),
     EmailEvent.SUPPRESS_COMPLAINT: EventEffect(Reason.EMAIL_SUPPRESS_COMPLAINT, Source.SYSTEM),
     EmailEvent.SPAM_COMPLAINT: EventEffect(Reason.EMAIL_SPAM_COMPLAINT, Source.SYSTEM),
     EmailEvent.UNSUBSCRIBE_LINK: EventEffect(Reason.EMAIL_UNSUBSCRIBE_LINK, Source.CONTACT),

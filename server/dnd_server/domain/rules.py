@@ -17,6 +17,7 @@ from dnd_server.domain.errors import ClearNotPermitted, InvalidArgument, Refusal
 from dnd_server.domain.model import (
     ALL_CHANNELS,
     INBOUND_CHANNELS,
+    AddressSuppression,
     Block,
     Channel,
     Direction,
@@ -102,7 +103,7 @@ class ClearCredentials:
     suppression_removal_confirmed: bool = False
 
 
-def refusal_for(block: Block, who: ClearCredentials) -> Refusal | None:
+def refusal_for(block: Block | AddressSuppression, who: ClearCredentials) -> Refusal | None:
     """Why ``who`` may not clear ``block``, or None when it may."""
     allowed = CLEAR_POLICY[block.reason]
     requirement = allowed.get(who.source)
@@ -166,17 +167,38 @@ def plan_disable(
 ) -> list[Block]:
     """The blocks a clear removes; raises ClearNotPermitted (changing nothing) if any of
     them may not be cleared by ``who``."""
+    return plan_clear(active, (), direction, scope, reason, who)[0]
+
+
+def plan_clear(
+    active: Iterable[Block],
+    suppressions: Iterable[AddressSuppression],
+    direction: Direction,
+    scope: Scope,
+    reason: Reason | None,
+    who: ClearCredentials,
+) -> tuple[list[Block], list[AddressSuppression]]:
+    """The blocks and address suppressions a clear removes, all or nothing: raises
+    ClearNotPermitted listing every one ``who`` may not clear."""
     if direction is Direction.INBOUND and scope is not None:
         raise InvalidArgument.one(
             "scope", "inbound DND covers calls and SMS together and cannot name a channel"
         )
     if reason is not None and reason is not Reason.MANUAL and scope is not None:
         validate_block_shape(direction, scope, reason)
-    doomed = [b for b in active if in_clear_scope(b, direction, scope, reason)]
-    refusals = [r for r in (refusal_for(b, who) for b in doomed) if r is not None]
+    blocks = [b for b in active if in_clear_scope(b, direction, scope, reason)]
+    addresses = [
+        s
+        for s in suppressions
+        if direction is Direction.OUTBOUND
+        and (scope is None or s.channel is scope)
+        and (reason is None or s.reason is reason)
+    ]
+    targets: list[Block | AddressSuppression] = [*blocks, *addresses]
+    refusals = [r for r in (refusal_for(t, who) for t in targets) if r is not None]
     if refusals:
         raise ClearNotPermitted(refusals)
-    return doomed
+    return blocks, addresses
 
 
 def summarize(blocks: Sequence[Block]) -> StatusSummary:
@@ -201,13 +223,35 @@ class SendDecision:
     allowed: bool
     denied_by: tuple[Block, ...]
     explanation: str
+    denied_by_address: tuple[AddressSuppression, ...] = ()
 
 
-def decide_send(blocks: Sequence[Block], channel: Channel, direction: Direction) -> SendDecision:
-    """May a message go out (or come in) on ``channel``? Manual and automated sends alike."""
+def decide_send(
+    blocks: Sequence[Block],
+    channel: Channel,
+    direction: Direction,
+    suppressions: Sequence[AddressSuppression] = (),
+) -> SendDecision:
+    """May a message go out (or come in) on ``channel``? Manual and automated sends alike.
+
+    ``suppressions`` are those of the destination address: any on this channel denies an
+    outbound send, whichever contact set it.
+    """
     denied_by = tuple(b for b in blocks if b.covers(direction, channel))
+    by_address = tuple(
+        s for s in suppressions if direction is Direction.OUTBOUND and s.channel is channel
+    )
     if denied_by:
-        return SendDecision(False, denied_by, explain_denial(denied_by[0], channel, direction))
+        why = explain_denial(denied_by[0], channel, direction)
+        return SendDecision(False, denied_by, why, by_address)
+    if by_address:
+        first = by_address[0]
+        why = (
+            f"denied: address {first.address} is suppressed for {channel.value} by "
+            f"{first.reason.value} (set by {first.source.value} via contact {first.contact_id}"
+            f"{_since(first.since)}); {what_clears(first.reason)}"
+        )
+        return SendDecision(False, (), why, by_address)
     if direction is Direction.INBOUND and channel not in INBOUND_CHANNELS:
         why = f"inbound DND never covers {channel.value}"
     else:
@@ -217,11 +261,15 @@ def decide_send(blocks: Sequence[Block], channel: Channel, direction: Direction)
 
 def explain_denial(block: Block, channel: Channel, direction: Direction) -> str:
     scope = "all channels" if block.scope is None else block.scope.value
-    since = f" since {_iso(block.since)}" if block.since else ""
     return (
         f"denied: {direction.value.lower()} {channel.value} is blocked by {block.reason.value} "
-        f"on {scope} (set by {block.source.value}{since}); {what_clears(block.reason)}"
+        f"on {scope} (set by {block.source.value}{_since(block.since)}); "
+        f"{what_clears(block.reason)}"
     )
+
+
+def _since(when: dt.datetime | None) -> str:
+    return f" since {_iso(when)}" if when else ""
 
 
 def _iso(when: dt.datetime) -> str:

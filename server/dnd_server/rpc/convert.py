@@ -7,7 +7,9 @@ import datetime as dt
 from dnd.v1 import dnd_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from dnd_server.domain.keywords import KeywordKind
 from dnd_server.domain.model import (
+    AddressSuppression,
     Block,
     Channel,
     ContactState,
@@ -15,10 +17,11 @@ from dnd_server.domain.model import (
     Reason,
     Scope,
     Source,
-    StatusSummary,
     Summary,
+    block_sort_key,
 )
 from dnd_server.domain.rules import summarize
+from dnd_server.storage.store import HistoryRow
 
 CHANNEL_TO_PB: dict[Channel, pb.Channel.ValueType] = {
     c: pb.Channel.Value(f"CHANNEL_{c.value}") for c in Channel
@@ -34,6 +37,13 @@ SOURCE_TO_PB: dict[Source, pb.Source.ValueType] = {
 }
 SUMMARY_TO_PB: dict[Summary, pb.DndStatus.ValueType] = {
     s: pb.DndStatus.Value(f"DND_STATUS_{s.value}") for s in Summary
+}
+
+KEYWORD_ACTION_TO_PB: dict[KeywordKind, pb.KeywordAction.ValueType] = {
+    KeywordKind.NONE: pb.KEYWORD_ACTION_NONE,
+    KeywordKind.OPT_OUT: pb.KEYWORD_ACTION_OPTED_OUT,
+    KeywordKind.OPT_IN: pb.KEYWORD_ACTION_OPTED_IN,
+    KeywordKind.HELP: pb.KEYWORD_ACTION_HELP,
 }
 
 CHANNEL_FROM_PB: dict[int, Channel] = {int(v): k for k, v in CHANNEL_TO_PB.items()}
@@ -64,23 +74,29 @@ def block_to_pb(block: Block) -> pb.Block:
         note=block.note,
         evidence=block.evidence,
         provider_detail=block.provider_detail,
+        address=block.address,
     )
     if block.since is not None:
         message.since.CopyFrom(timestamp(block.since))
     return message
 
 
-def summary_fields(summary: StatusSummary) -> dict[str, object]:
-    return {
-        "outbound": SUMMARY_TO_PB[summary.outbound],
-        "inbound": SUMMARY_TO_PB[summary.inbound],
-        "blocked_channels": [CHANNEL_TO_PB[c] for c in summary.blocked_channels],
-    }
+def suppression_to_pb(suppression: AddressSuppression) -> pb.AddressSuppression:
+    message = pb.AddressSuppression(
+        address=suppression.address,
+        channel=CHANNEL_TO_PB[suppression.channel],
+        reason=REASON_TO_PB[suppression.reason],
+        source=SOURCE_TO_PB[suppression.source],
+        actor_id=suppression.actor_id,
+        contact_id=suppression.contact_id,
+        provider_detail=suppression.provider_detail,
+    )
+    if suppression.since is not None:
+        message.since.CopyFrom(timestamp(suppression.since))
+    return message
 
 
 def status_to_pb(state: ContactState) -> pb.ContactStatus:
-    from dnd_server.domain.model import block_sort_key
-
     summary = summarize(state.blocks)
     message = pb.ContactStatus(
         location_id=state.location_id,
@@ -90,7 +106,31 @@ def status_to_pb(state: ContactState) -> pb.ContactStatus:
         blocked_channels=[CHANNEL_TO_PB[c] for c in summary.blocked_channels],
         blocks=[block_to_pb(b) for b in sorted(state.blocks, key=block_sort_key)],
         version=state.version,
+        address_suppressions=[
+            suppression_to_pb(s)
+            for s in sorted(
+                state.suppressions, key=lambda s: (s.channel.value, s.address, s.reason.value)
+            )
+        ],
     )
     if state.updated_at is not None:
         message.updated_at.CopyFrom(timestamp(state.updated_at))
     return message
+
+
+def history_to_pb(row: HistoryRow, cursor: str) -> pb.HistoryEntry:
+    return pb.HistoryEntry(
+        cursor=cursor,
+        time=timestamp(row.time),
+        version=row.version,
+        enabled=row.enabled,
+        direction=DIRECTION_TO_PB[row.direction],
+        scope=scope_to_pb(row.scope),
+        reason=REASON_TO_PB[row.reason],
+        source=SOURCE_TO_PB[row.source],
+        actor_id=row.actor_id,
+        note=row.note,
+        evidence=row.evidence,
+        provider_detail=row.provider_detail,
+        address=row.address,
+    )

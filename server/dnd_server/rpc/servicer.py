@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,13 +14,31 @@ import grpc
 import structlog
 from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
+from google.protobuf.message import Message
 
-from dnd_server.cursor import encode_cursor
+from dnd_server.cursor import encode_cursor, encode_page_token
 from dnd_server.domain.errors import DndError, Unavailable
+from dnd_server.domain.keywords import (
+    HELP_WORDS,
+    OPT_IN_WORDS,
+    OPT_OUT_WORDS,
+    REVOCATION_PHRASES,
+    KeywordKind,
+    KeywordSettings,
+)
+from dnd_server.domain.model import Block, Channel, Direction
 from dnd_server.rpc import validate
-from dnd_server.rpc.convert import block_to_pb, status_to_pb
+from dnd_server.rpc.convert import (
+    KEYWORD_ACTION_TO_PB,
+    REASON_TO_PB,
+    block_to_pb,
+    history_to_pb,
+    status_to_pb,
+    suppression_to_pb,
+)
 from dnd_server.rpc.status import deadline_status, internal_status, status_for
-from dnd_server.service import DndService
+from dnd_server.service import DndService, InboundDecision, ProviderEvent
+from dnd_server.storage.store import Idempotency, Replay, WriteResult
 
 log = structlog.get_logger("dnd_server.rpc")
 
@@ -91,11 +110,35 @@ def _location(request: object) -> str:
     return value[:128] if isinstance(value, str) else ""
 
 
+_M = TypeVar("_M", bound=Message)
+
+
+def idempotency_for(
+    method: str, request: Message, key: str, build: Callable[[WriteResult], Message]
+) -> Idempotency | None:
+    """The idempotency claim of a mutating request (None without a key): the request is
+    hashed without its key, and ``build`` encodes the answer kept for retries."""
+    if not key:
+        return None
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("idempotency_key")
+    digest = hashlib.sha256(method.encode() + b"\0" + copy.SerializeToString(deterministic=True))
+    return Idempotency(key, method, digest.digest(), lambda r: build(r).SerializeToString())
+
+
+def answer(outcome: WriteResult | Replay, build: Callable[[WriteResult], _M], cls: type[_M]) -> _M:
+    if isinstance(outcome, Replay):
+        return cls.FromString(outcome.response)
+    return build(outcome)
+
+
 class DndServicer(dnd_pb2_grpc.DndServiceServicer):
-    def __init__(self, read_sample_rate: float = 0.0) -> None:
+    def __init__(self, read_sample_rate: float = 0.0, phone_region: str = "US") -> None:
         # Set once the database is reachable and migrated.
         self.service: DndService | None = None
         self._sample_rate = read_sample_rate
+        self._region = phone_region
 
     def sampled(self) -> bool:
         return self._sample_rate > 0 and random.random() < self._sample_rate
@@ -110,8 +153,8 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         request: pb.GetStatusRequest,
         context: grpc.aio.ServicerContext[pb.GetStatusRequest, pb.GetStatusResponse],
     ) -> pb.GetStatusResponse:
-        location_id, contact_id = validate.get_status(request)
-        state, _ = await self._svc().get_status(location_id, contact_id)
+        location_id, contact_id, addresses = validate.get_status(request, self._region)
+        state, _ = await self._svc().get_status(location_id, contact_id, addresses)
         return pb.GetStatusResponse(status=status_to_pb(state))
 
     @rpc("SetDnd")
@@ -120,14 +163,22 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         request: pb.SetDndRequest,
         context: grpc.aio.ServicerContext[pb.SetDndRequest, pb.SetDndResponse],
     ) -> pb.SetDndResponse:
-        command = validate.set_dnd(request)
-        result = await self._svc().set_dnd(command)
-        return pb.SetDndResponse(
-            status=status_to_pb(result.state),
-            changed=bool(result.steps),
-            affected_blocks=[block_to_pb(step.block) for step in result.steps],
-            cursor=encode_cursor(result.last_seq),
-        )
+        command = validate.set_dnd(request, self._region)
+
+        def build(result: WriteResult) -> pb.SetDndResponse:
+            return pb.SetDndResponse(
+                status=status_to_pb(result.state),
+                changed=bool(result.steps),
+                affected_blocks=[
+                    block_to_pb(step.target)
+                    for step in result.steps
+                    if isinstance(step.target, Block)
+                ],
+                cursor=encode_cursor(result.last_seq),
+            )
+
+        claim = idempotency_for("SetDnd", request, request.idempotency_key, build)
+        return answer(await self._svc().set_dnd(command, claim), build, pb.SetDndResponse)
 
     @rpc("CheckSend", hot=True)
     async def CheckSend(
@@ -135,13 +186,18 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         request: pb.CheckSendRequest,
         context: grpc.aio.ServicerContext[pb.CheckSendRequest, pb.CheckSendResponse],
     ) -> pb.CheckSendResponse:
-        location_id, contact_id, channel, direction = validate.check_send(request)
-        decision, state = await self._svc().check_send(location_id, contact_id, channel, direction)
+        location_id, contact_id, channel, direction, address = validate.check_send(
+            request, self._region
+        )
+        decision, state = await self._svc().check_send(
+            location_id, contact_id, channel, direction, address
+        )
         return pb.CheckSendResponse(
             allowed=decision.allowed,
             denied_by=[block_to_pb(b) for b in decision.denied_by],
             version=state.version,
             explanation=decision.explanation,
+            denied_by_address=[suppression_to_pb(s) for s in decision.denied_by_address],
         )
 
     async def WatchChanges(
@@ -154,3 +210,169 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
             "WatchChanges is declared but not implemented yet in this version of dnd-service",
         )
         yield pb.WatchChangesResponse()  # pragma: no cover - makes this an async generator
+
+    @rpc("ProcessInboundMessage")
+    async def ProcessInboundMessage(
+        self,
+        request: pb.ProcessInboundMessageRequest,
+        context: grpc.aio.ServicerContext[
+            pb.ProcessInboundMessageRequest, pb.ProcessInboundMessageResponse
+        ],
+    ) -> pb.ProcessInboundMessageResponse:
+        message = validate.inbound_message(request, self._region)
+
+        def build(result: WriteResult) -> pb.ProcessInboundMessageResponse:
+            decided = result.detail
+            assert isinstance(decided, InboundDecision)
+            state = result.state
+            sms_blocks = [b for b in state.blocks if b.covers(Direction.OUTBOUND, Channel.SMS)]
+            inbound_on = any(b.direction is Direction.INBOUND for b in state.blocks)
+            return pb.ProcessInboundMessageResponse(
+                action=KEYWORD_ACTION_TO_PB[decided.action],
+                matched_keyword=decided.keyword.matched,
+                deliver_to_inbox=not inbound_on,
+                changed=bool(result.steps),
+                status=status_to_pb(state),
+                cursor=encode_cursor(result.last_seq),
+                sms_blocked=bool(sms_blocks)
+                or any(s.channel is Channel.SMS for s in state.suppressions),
+                sms_blocked_by=[block_to_pb(b) for b in sms_blocks],
+                explanation=explain_inbound(message.channel, decided, sms_blocks, inbound_on),
+            )
+
+        claim = idempotency_for("ProcessInboundMessage", request, request.idempotency_key, build)
+        outcome = await self._svc().inbound_message(message, claim)
+        return answer(outcome, build, pb.ProcessInboundMessageResponse)
+
+    async def _provider_event(
+        self,
+        method: str,
+        request: pb.ReportSmsDeliveryFailureRequest | pb.ReportEmailEventRequest,
+        event: ProviderEvent,
+        cls: type[_E],
+    ) -> _E:
+        def build(result: WriteResult) -> _E:
+            if event.effect is None:
+                outcome = pb.EVENT_OUTCOME_IGNORED
+                why = "ignored: this event does not set DND"
+            elif result.steps:
+                outcome = pb.EVENT_OUTCOME_APPLIED
+                why = f"applied: {event.effect[0].value} set on {event.channel.value}"
+            else:
+                outcome = pb.EVENT_OUTCOME_ALREADY_ACTIVE
+                why = f"unchanged: {event.effect[0].value} was already active"
+            return cls(
+                outcome=outcome,
+                reason=REASON_TO_PB[event.effect[0]] if event.effect else pb.REASON_UNSPECIFIED,
+                changed=bool(result.steps),
+                status=status_to_pb(result.state),
+                cursor=encode_cursor(result.last_seq),
+                explanation=why,
+            )
+
+        claim = idempotency_for(method, request, request.idempotency_key, build)
+        return answer(await self._svc().provider_event(event, claim), build, cls)
+
+    @rpc("ReportSmsDeliveryFailure")
+    async def ReportSmsDeliveryFailure(
+        self,
+        request: pb.ReportSmsDeliveryFailureRequest,
+        context: grpc.aio.ServicerContext[
+            pb.ReportSmsDeliveryFailureRequest, pb.ReportSmsDeliveryFailureResponse
+        ],
+    ) -> pb.ReportSmsDeliveryFailureResponse:
+        event = validate.sms_failure(request, self._region)
+        return await self._provider_event(
+            "ReportSmsDeliveryFailure", request, event, pb.ReportSmsDeliveryFailureResponse
+        )
+
+    @rpc("ReportEmailEvent")
+    async def ReportEmailEvent(
+        self,
+        request: pb.ReportEmailEventRequest,
+        context: grpc.aio.ServicerContext[pb.ReportEmailEventRequest, pb.ReportEmailEventResponse],
+    ) -> pb.ReportEmailEventResponse:
+        event = validate.email_event(request, self._region)
+        return await self._provider_event(
+            "ReportEmailEvent", request, event, pb.ReportEmailEventResponse
+        )
+
+    @rpc("ListHistory")
+    async def ListHistory(
+        self,
+        request: pb.ListHistoryRequest,
+        context: grpc.aio.ServicerContext[pb.ListHistoryRequest, pb.ListHistoryResponse],
+    ) -> pb.ListHistoryResponse:
+        location_id, contact_id, before, size = validate.list_history(request)
+        rows = await self._svc().history(location_id, contact_id, before, size + 1)
+        page = rows[:size]
+        more = len(rows) > size
+        return pb.ListHistoryResponse(
+            entries=[history_to_pb(row, encode_cursor(row.seq)) for row in page],
+            next_page_token=encode_page_token(page[-1].version) if more else "",
+        )
+
+    @rpc("GetKeywordSettings")
+    async def GetKeywordSettings(
+        self,
+        request: pb.GetKeywordSettingsRequest,
+        context: grpc.aio.ServicerContext[
+            pb.GetKeywordSettingsRequest, pb.GetKeywordSettingsResponse
+        ],
+    ) -> pb.GetKeywordSettingsResponse:
+        location_id = validate.get_keyword_settings(request)
+        settings = await self._svc().keyword_settings(location_id)
+        return pb.GetKeywordSettingsResponse(
+            settings=settings_to_pb(settings),
+            default_opt_out_words=sorted(OPT_OUT_WORDS),
+            default_opt_in_words=sorted(OPT_IN_WORDS),
+            help_words=sorted(HELP_WORDS),
+            revocation_phrases=list(REVOCATION_PHRASES),
+        )
+
+    @rpc("UpdateKeywordSettings")
+    async def UpdateKeywordSettings(
+        self,
+        request: pb.UpdateKeywordSettingsRequest,
+        context: grpc.aio.ServicerContext[
+            pb.UpdateKeywordSettingsRequest, pb.UpdateKeywordSettingsResponse
+        ],
+    ) -> pb.UpdateKeywordSettingsResponse:
+        settings = validate.update_keyword_settings(request)
+        await self._svc().update_keyword_settings(request.location_id, settings)
+        return pb.UpdateKeywordSettingsResponse(settings=settings_to_pb(settings))
+
+
+_E = TypeVar("_E", pb.ReportSmsDeliveryFailureResponse, pb.ReportEmailEventResponse)
+
+
+def settings_to_pb(settings: KeywordSettings) -> pb.KeywordSettings:
+    return pb.KeywordSettings(
+        extra_opt_out_words=sorted(settings.extra_opt_out_words),
+        extra_opt_in_words=sorted(settings.extra_opt_in_words),
+        detect_revocation_phrases=settings.detect_revocation_phrases,
+    )
+
+
+def explain_inbound(
+    channel: Channel, decided: InboundDecision, sms_blocks: list[Block], inbound_on: bool
+) -> str:
+    if channel is not Channel.SMS:
+        return f"keywords are not processed on {channel.value}; nothing changed"
+    kind = decided.action
+    if kind is KeywordKind.OPT_OUT:
+        text = f"opted out of SMS ({decided.keyword.matched})"
+    elif kind is KeywordKind.OPT_IN:
+        text = f"opted in to SMS ({decided.keyword.matched})"
+        if sms_blocks:
+            reasons = ", ".join(sorted({b.reason.value for b in sms_blocks}))
+            text += f"; SMS is still blocked by {reasons}"
+    elif kind is KeywordKind.HELP:
+        text = "help requested: send the location's help text"
+    elif decided.keyword.kind is KeywordKind.OPT_IN:
+        text = f"{decided.keyword.matched} ignored: the contact has no SMS DND"
+    else:
+        text = "not a keyword"
+    if inbound_on:
+        text += "; inbound DND is on: do not deliver to the inbox"
+    return text

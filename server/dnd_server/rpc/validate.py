@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from dnd.v1 import dnd_pb2 as pb
 
+from dnd_server.cursor import decode_page_token
+from dnd_server.domain.addresses import normalize_address
 from dnd_server.domain.errors import FieldViolation, InvalidArgument
+from dnd_server.domain.keywords import KeywordSettings, validate_extra_words
 from dnd_server.domain.model import Channel, Direction, Reason, Scope
+from dnd_server.domain.provider_events import EmailEvent
 from dnd_server.domain.rules import validate_block_shape
 from dnd_server.rpc.convert import (
     CHANNEL_FROM_PB,
@@ -17,10 +21,24 @@ from dnd_server.rpc.convert import (
     REASON_FROM_PB,
     SOURCE_FROM_PB,
 )
-from dnd_server.service import Action, SetDndCommand
-from dnd_server.storage.store import ChangeMeta
+from dnd_server.service import (
+    Action,
+    InboundMessage,
+    ProviderEvent,
+    SetDndCommand,
+    email_event_effect,
+    sms_failure_effect,
+)
+from dnd_server.storage.store import Addresses, ChangeMeta
 
 ID_MAX = 128
+KEY_MAX = 128
+BODY_MAX = 1600
+PROVIDER_MAX = 64
+ERROR_CODE_MAX = 32
+ADDRESSES_MAX = 20
+PAGE_SIZE_DEFAULT = 50
+PAGE_SIZE_MAX = 500
 ACTOR_MAX = 128
 NOTE_MAX = 1000
 EVIDENCE_MAX = 4000
@@ -57,6 +75,24 @@ class Violations:
             allowed = " (tab and newlines are allowed)" if multiline else ""
             self.add(field, f"must not contain control characters{allowed}")
 
+    def address(self, field: str, channel: Channel | None, raw: str, region: str) -> str:
+        """The normalised address, or "" (with a violation) when unusable."""
+        if not raw:
+            return ""
+        if channel is None:
+            return ""
+        try:
+            return normalize_address(channel, raw, region, field)
+        except InvalidArgument as error:
+            self.items.extend(error.violations)
+            return ""
+
+    def idempotency_key(self, value: str) -> None:
+        if len(value) > KEY_MAX:
+            self.add("idempotency_key", f"{len(value)} characters; at most {KEY_MAX} allowed")
+        elif _has_control(value, allow_whitespace=False):
+            self.add("idempotency_key", "must not contain control characters")
+
     def enum(
         self, field: str, value: int, mapping: Mapping[int, _E], required: bool = True
     ) -> _E | None:
@@ -71,6 +107,7 @@ class Violations:
 
 
 _ENUM_OF_FIELD = {
+    "event": "EmailEvent",
     "channel": "Channel",
     "scope.channel": "Channel",
     "direction": "Direction",
@@ -93,18 +130,37 @@ def _has_control(value: str, allow_whitespace: bool) -> bool:
     return False
 
 
-def contact_key(
-    v: Violations, request: pb.GetStatusRequest | pb.SetDndRequest | pb.CheckSendRequest
-) -> None:
+class _Keyed(Protocol):
+    @property
+    def location_id(self) -> str: ...
+    @property
+    def contact_id(self) -> str: ...
+
+
+def contact_key(v: Violations, request: _Keyed) -> None:
     v.identifier("location_id", request.location_id)
     v.identifier("contact_id", request.contact_id)
 
 
-def get_status(request: pb.GetStatusRequest) -> tuple[str, str]:
+def get_status(request: pb.GetStatusRequest, region: str) -> tuple[str, str, Addresses]:
     v = Violations()
     contact_key(v, request)
+    addresses: list[tuple[Channel, str]] = []
+    for field, channel, values in (
+        ("phone_numbers", Channel.SMS, request.phone_numbers),
+        ("email_addresses", Channel.EMAIL, request.email_addresses),
+    ):
+        if len(values) > ADDRESSES_MAX:
+            v.add(field, f"at most {ADDRESSES_MAX} addresses")
+            continue
+        for i, raw in enumerate(values):
+            address = v.address(f"{field}[{i}]", channel, raw, region)
+            if address:
+                addresses.append((channel, address))
+            elif not raw:
+                v.add(f"{field}[{i}]", "must not be empty")
     v.raise_if_any()
-    return request.location_id, request.contact_id
+    return request.location_id, request.contact_id, sorted(set(addresses))
 
 
 _ACTIONS: dict[int, Action] = {
@@ -114,15 +170,24 @@ _ACTIONS: dict[int, Action] = {
 _SEND_KINDS: dict[int, str] = {pb.SEND_KIND_MANUAL: "MANUAL", pb.SEND_KIND_AUTOMATED: "AUTOMATED"}
 
 
-def check_send(request: pb.CheckSendRequest) -> tuple[str, str, Channel, Direction]:
+def check_send(
+    request: pb.CheckSendRequest, region: str
+) -> tuple[str, str, Channel, Direction, str]:
     v = Violations()
     contact_key(v, request)
     channel = v.enum("channel", request.channel, CHANNEL_FROM_PB)
     direction = v.enum("direction", request.direction, DIRECTION_FROM_PB, required=False)
     v.enum("send_kind", request.send_kind, _SEND_KINDS, required=False)
+    address = v.address("address", channel, request.address, region)
     v.raise_if_any()
     assert channel is not None
-    return request.location_id, request.contact_id, channel, direction or Direction.OUTBOUND
+    return (
+        request.location_id,
+        request.contact_id,
+        channel,
+        direction or Direction.OUTBOUND,
+        address,
+    )
 
 
 def _scope(v: Violations, request: pb.SetDndRequest, direction: Direction | None) -> Scope:
@@ -144,7 +209,7 @@ def _scope(v: Violations, request: pb.SetDndRequest, direction: Direction | None
     return None
 
 
-def set_dnd(request: pb.SetDndRequest) -> SetDndCommand:
+def set_dnd(request: pb.SetDndRequest, region: str) -> SetDndCommand:
     v = Violations()
     contact_key(v, request)
     action = v.enum("action", request.action, _ACTIONS)
@@ -158,16 +223,24 @@ def set_dnd(request: pb.SetDndRequest) -> SetDndCommand:
     v.text("provider_detail", request.provider_detail, DETAIL_MAX)
     if request.HasField("expected_version") and request.expected_version < 0:
         v.add("expected_version", "must be >= 0")
+    v.idempotency_key(request.idempotency_key)
+    address = ""
+    if request.address:
+        if direction is Direction.INBOUND or scope is None:
+            v.add("address", "an address needs an outbound scope naming one channel")
+        else:
+            address = v.address("address", scope, request.address, region)
     if action is Action.ENABLE:
         reason = reason or Reason.MANUAL
     scope_ok = not any(x.field.startswith("scope") for x in v.items)
-    if direction is not None and scope_ok and reason is not None:
-        # Checked together with the field problems, so all are reported at once.
-        if action is Action.ENABLE or scope is not None:
-            try:
-                validate_block_shape(direction, scope, reason)
-            except InvalidArgument as error:
-                v.items.extend(error.violations)
+    shape_known = direction is not None and scope_ok and reason is not None
+    # Checked together with the field problems, so all are reported at once.
+    if shape_known and (action is Action.ENABLE or scope is not None):
+        assert direction is not None and reason is not None
+        try:
+            validate_block_shape(direction, scope, reason)
+        except InvalidArgument as error:
+            v.items.extend(error.violations)
     v.raise_if_any()
     assert action is not None and direction is not None and source is not None
     return SetDndCommand(
@@ -186,4 +259,118 @@ def set_dnd(request: pb.SetDndRequest) -> SetDndCommand:
         ),
         suppression_removal_confirmed=request.suppression_removal_confirmed,
         expected_version=request.expected_version if request.HasField("expected_version") else None,
+        address=address,
     )
+
+
+def inbound_message(request: pb.ProcessInboundMessageRequest, region: str) -> InboundMessage:
+    v = Violations()
+    contact_key(v, request)
+    channel = v.enum("channel", request.channel, CHANNEL_FROM_PB)
+    if len(request.body) > BODY_MAX:
+        v.add("body", f"{len(request.body)} characters; at most {BODY_MAX} allowed")
+    elif "\x00" in request.body:
+        v.add("body", "must not contain NUL characters")
+    from_address = v.address("from_address", channel, request.from_address, region)
+    v.idempotency_key(request.idempotency_key)
+    v.raise_if_any()
+    assert channel is not None
+    return InboundMessage(
+        request.location_id, request.contact_id, channel, request.body, from_address
+    )
+
+
+def _provider(v: Violations, provider: str) -> None:
+    if not provider:
+        v.add("provider", f"required: the provider's name, 1 to {PROVIDER_MAX} characters")
+    else:
+        v.text("provider", provider, PROVIDER_MAX)
+
+
+def sms_failure(request: pb.ReportSmsDeliveryFailureRequest, region: str) -> ProviderEvent:
+    v = Violations()
+    contact_key(v, request)
+    _provider(v, request.provider)
+    code = request.error_code.strip()
+    if not code:
+        v.add("error_code", "required: the provider's error code, e.g. 30004")
+    else:
+        v.text("error_code", request.error_code, ERROR_CODE_MAX)
+    address = v.address("to_address", Channel.SMS, request.to_address, region)
+    v.idempotency_key(request.idempotency_key)
+    v.raise_if_any()
+    return ProviderEvent(
+        location_id=request.location_id,
+        contact_id=request.contact_id,
+        channel=Channel.SMS,
+        provider=request.provider,
+        detail=f"error_code:{code}",
+        effect=sms_failure_effect(code),
+        address=address,
+    )
+
+
+_EMAIL_EVENTS: dict[int, EmailEvent] = {
+    pb.EmailEvent.Value(f"EMAIL_EVENT_{e.value}"): e for e in EmailEvent
+}
+
+
+def email_event(request: pb.ReportEmailEventRequest, region: str) -> ProviderEvent:
+    v = Violations()
+    contact_key(v, request)
+    _provider(v, request.provider)
+    event = v.enum("event", request.event, _EMAIL_EVENTS)
+    v.text("provider_detail", request.provider_detail, DETAIL_MAX - 64)
+    address = v.address("to_address", Channel.EMAIL, request.to_address, region)
+    v.idempotency_key(request.idempotency_key)
+    v.raise_if_any()
+    assert event is not None
+    detail = f"email_event:{event.value}"
+    if request.provider_detail:
+        detail += f" {request.provider_detail}"
+    return ProviderEvent(
+        location_id=request.location_id,
+        contact_id=request.contact_id,
+        channel=Channel.EMAIL,
+        provider=request.provider,
+        detail=detail,
+        effect=email_event_effect(event),
+        address=address,
+    )
+
+
+def list_history(request: pb.ListHistoryRequest) -> tuple[str, str, int, int]:
+    """(location, contact, before_version, page_size)."""
+    v = Violations()
+    contact_key(v, request)
+    size = request.page_size or PAGE_SIZE_DEFAULT
+    if not 1 <= size <= PAGE_SIZE_MAX:
+        v.add("page_size", f"must be between 1 and {PAGE_SIZE_MAX} (0 means {PAGE_SIZE_DEFAULT})")
+    before = 2**63 - 1
+    if request.page_token:
+        try:
+            before = decode_page_token(request.page_token)
+        except InvalidArgument as error:
+            v.items.extend(error.violations)
+    v.raise_if_any()
+    return request.location_id, request.contact_id, before, size
+
+
+def location(v: Violations, location_id: str) -> None:
+    v.identifier("location_id", location_id)
+
+
+def get_keyword_settings(request: pb.GetKeywordSettingsRequest) -> str:
+    v = Violations()
+    location(v, request.location_id)
+    v.raise_if_any()
+    return request.location_id
+
+
+def update_keyword_settings(request: pb.UpdateKeywordSettingsRequest) -> KeywordSettings:
+    v = Violations()
+    location(v, request.location_id)
+    v.raise_if_any()
+    settings = request.settings
+    outs, ins = validate_extra_words(settings.extra_opt_out_words, settings.extra_opt_in_words)
+    return KeywordSettings(outs, ins, settings.detect_revocation_phrases)

@@ -12,14 +12,15 @@ SELECT version, updated_at, last_seq FROM dnd_contacts
 WHERE location_id = $1 AND contact_id = $2
 
 -- get_blocks --
-SELECT direction, scope, reason, source, actor_id, note, evidence, provider_detail, since
+SELECT direction, scope, reason, source, actor_id, note, evidence, provider_detail, since,
+       address
 FROM dnd_blocks
 WHERE location_id = $1 AND contact_id = $2
 
 -- insert_block --
 INSERT INTO dnd_blocks (location_id, contact_id, direction, scope, reason, source, actor_id,
-                        note, evidence, provider_detail, since)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                        note, evidence, provider_detail, since, address)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 
 -- delete_block --
 DELETE FROM dnd_blocks
@@ -33,21 +34,86 @@ WITH head AS (
 ), rows AS (
     INSERT INTO dnd_changes (seq, location_id, contact_id, direction, scope, enabled, reason,
                              source, actor_id, note, evidence, provider_detail, version,
-                             outbound, inbound, blocked_channels, created_at)
+                             outbound, inbound, blocked_channels, created_at, address)
     SELECT head.seq - cardinality($3::bigint[]) + c.ord, $1, $2, c.direction, c.scope,
            c.enabled, c.reason, $11, $12, $13, $14, $15, c.version,
-           c.outbound, c.inbound, string_to_array(c.blocked, ','), $16
+           c.outbound, c.inbound, string_to_array(c.blocked, ','), $16, c.address
     FROM head,
          unnest($3::bigint[], $4::text[], $5::text[], $6::boolean[], $7::text[], $8::text[],
-                $9::text[], $10::text[])
+                $9::text[], $10::text[], $18::text[])
              WITH ORDINALITY AS c(version, direction, scope, enabled, reason, outbound,
-                                  inbound, blocked, ord)
+                                  inbound, blocked, address, ord)
     RETURNING seq
 )
 UPDATE dnd_contacts
 SET version = $17, updated_at = $16, last_seq = (SELECT max(seq) FROM rows)
 WHERE location_id = $1 AND contact_id = $2
 RETURNING last_seq
+
+-- lock_addresses --
+-- Serialises writers touching the same addresses (any contact), in one global order.
+SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || a.channel || chr(31) || a.address, 0))
+FROM unnest($2::text[], $3::text[]) AS a(channel, address)
+ORDER BY a.channel, a.address
+
+-- get_suppressions --
+SELECT s.channel, s.address, s.reason, s.source, s.contact_id, s.actor_id, s.note, s.evidence,
+       s.provider_detail, s.since
+FROM dnd_address_suppressions s
+JOIN unnest($2::text[], $3::text[]) AS a(channel, address)
+  ON s.channel = a.channel AND s.address = a.address
+WHERE s.location_id = $1
+
+-- insert_suppression --
+INSERT INTO dnd_address_suppressions (location_id, channel, address, reason, source, contact_id,
+                                      actor_id, note, evidence, provider_detail, since)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+
+-- delete_suppression --
+DELETE FROM dnd_address_suppressions
+WHERE location_id = $1 AND channel = $2 AND address = $3 AND reason = $4
+
+-- claim_idempotency_key --
+-- Returns a row when the key is now ours (new, or its previous use expired); waits for a
+-- concurrent transaction holding the same key and then returns nothing.
+INSERT INTO dnd_idempotency AS i (location_id, key, method, request_hash, response, created_at)
+VALUES ($1, $2, $3, $4, NULL, now())
+ON CONFLICT (location_id, key) DO UPDATE
+SET method = EXCLUDED.method, request_hash = EXCLUDED.request_hash, response = NULL,
+    created_at = EXCLUDED.created_at
+WHERE i.created_at < now() - make_interval(secs => $5)
+RETURNING 1
+
+-- get_idempotency_key --
+SELECT method, request_hash, response FROM dnd_idempotency WHERE location_id = $1 AND key = $2
+
+-- store_idempotent_response --
+UPDATE dnd_idempotency SET response = $3 WHERE location_id = $1 AND key = $2
+
+-- prune_idempotency_keys --
+DELETE FROM dnd_idempotency WHERE created_at < now() - make_interval(secs => $1)
+
+-- list_history --
+SELECT seq, created_at, version, enabled, direction, scope, reason, source, actor_id, note,
+       evidence, provider_detail, address
+FROM dnd_changes
+WHERE location_id = $1 AND contact_id = $2 AND version < $3
+ORDER BY version DESC
+LIMIT $4
+
+-- get_settings --
+SELECT extra_opt_out_words, extra_opt_in_words, detect_revocation_phrases
+FROM dnd_location_settings WHERE location_id = $1
+
+-- put_settings --
+INSERT INTO dnd_location_settings (location_id, extra_opt_out_words, extra_opt_in_words,
+                                   detect_revocation_phrases, updated_at)
+VALUES ($1, $2, $3, $4, now())
+ON CONFLICT (location_id) DO UPDATE
+SET extra_opt_out_words = EXCLUDED.extra_opt_out_words,
+    extra_opt_in_words = EXCLUDED.extra_opt_in_words,
+    detect_revocation_phrases = EXCLUDED.detect_revocation_phrases,
+    updated_at = now()
 
 -- head_seq --
 SELECT seq FROM dnd_log_head

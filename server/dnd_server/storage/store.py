@@ -1,6 +1,6 @@
 """The one module that runs queries. Reads snapshot a contact; writes run a pure plan inside
-one transaction that locks the contact, applies the plan's steps and appends them to the
-change log.
+one transaction that (optionally) claims an idempotency key, locks the contact and the
+addresses involved, applies the plan's steps and appends them to the change log.
 """
 
 from __future__ import annotations
@@ -13,13 +13,17 @@ from typing import Any
 
 import asyncpg
 
-from dnd_server.domain.errors import Unavailable, VersionMismatch
+from dnd_server.domain.errors import InvalidArgument, Unavailable, VersionMismatch
+from dnd_server.domain.keywords import KeywordSettings
 from dnd_server.domain.model import (
+    AddressSuppression,
     Block,
+    Channel,
     ContactState,
     Direction,
     Reason,
     Source,
+    Step,
     parse_scope,
     scope_name,
 )
@@ -33,13 +37,8 @@ from dnd_server.storage.sql import QUERIES
 
 _TRANSACTION_ATTEMPTS = 3
 
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One effective change: a block added (enabled) or removed."""
-
-    enabled: bool
-    block: Block
+# (channel, normalised address) pairs a read or write involves.
+Addresses = Sequence[tuple[Channel, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +52,16 @@ class ChangeMeta:
     provider_detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A plan's steps plus what else it decided (handed back in ``WriteResult.detail``)."""
+
+    steps: Sequence[Step]
+    detail: object = None
+
+
 # A plan decides, from the locked current state and the database's clock, which steps to take.
-Plan = Callable[[ContactState, dt.datetime], Sequence[Step]]
+Plan = Callable[[ContactState, dt.datetime], Sequence[Step] | Decision]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +70,50 @@ class WriteResult:
     steps: tuple[Step, ...]
     # Sequence number of the contact's last change (the write's own when it changed something).
     last_seq: int
+    # What the plan decided beside its steps (see Decision).
+    detail: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An idempotency key claimed in the write's transaction; ``respond`` encodes the answer
+    stored for retries."""
+
+    key: str
+    method: str
+    request_hash: bytes
+    respond: Callable[[WriteResult], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """The stored first answer to a retried idempotency key."""
+
+    response: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    seq: int
+    time: dt.datetime
+    version: int
+    enabled: bool
+    direction: Direction
+    scope: Channel | None
+    reason: Reason
+    source: Source
+    actor_id: str
+    note: str
+    evidence: str
+    provider_detail: str
+    address: str
 
 
 class Store:
-    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, timeout: float, idempotency_ttl: float) -> None:
         self._pool = pool
         self._timeout = timeout
+        self._idempotency_ttl = idempotency_ttl
 
     async def ping(self) -> None:
         with translate_errors():
@@ -81,40 +126,108 @@ class Store:
                 seq: int = await conn.fetchval(QUERIES["head_seq"])
                 return seq
 
-    async def get_state(self, location_id: str, contact_id: str) -> tuple[ContactState, int]:
-        """The contact's state and the sequence number of its last change.
-
-        Retried once on a fresh connection when the one used turns out to be lost.
-        """
+    async def _read(self, fn: Callable[[Any], Any]) -> Any:
+        """Run a read on a pooled connection; retried once on a fresh connection when the
+        one used turns out to be lost."""
         for attempt in (1, 2):
             try:
                 with translate_errors():
                     async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
-                        return await self._read_state(conn, location_id, contact_id)
+                        return await fn(conn)
             except Unavailable as error:
                 if attempt == 2 or not isinstance(error.__cause__, CONNECTION_LOST):
                     raise
         raise AssertionError("unreachable")
 
-    async def _read_state(
-        self,
-        conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
-        location_id: str,
-        contact_id: str,
+    async def get_state(
+        self, location_id: str, contact_id: str, addresses: Addresses = ()
     ) -> tuple[ContactState, int]:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            contact = await conn.fetchrow(QUERIES["get_contact"], location_id, contact_id)
+        """The contact's state (with the suppressions of ``addresses``) and the sequence
+        number of its last change."""
+
+        async def read(conn: Any) -> tuple[ContactState, int]:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                contact = await conn.fetchrow(QUERIES["get_contact"], location_id, contact_id)
+                rows = []
+                if contact is not None:
+                    rows = await conn.fetch(QUERIES["get_blocks"], location_id, contact_id)
+                suppressions = await _suppressions(conn, location_id, addresses)
             if contact is None:
-                return ContactState(location_id, contact_id, (), 0, None), 0
-            rows = await conn.fetch(QUERIES["get_blocks"], location_id, contact_id)
-        state = ContactState(
-            location_id,
-            contact_id,
-            tuple(_block(row) for row in rows),
-            contact["version"],
-            contact["updated_at"],
-        )
-        return state, contact["last_seq"]
+                return ContactState(location_id, contact_id, (), 0, None, suppressions), 0
+            state = ContactState(
+                location_id,
+                contact_id,
+                tuple(_block(row) for row in rows),
+                contact["version"],
+                contact["updated_at"],
+                suppressions,
+            )
+            return state, contact["last_seq"]
+
+        result: tuple[ContactState, int] = await self._read(read)
+        return result
+
+    async def list_history(
+        self, location_id: str, contact_id: str, before_version: int, limit: int
+    ) -> list[HistoryRow]:
+        async def read(conn: Any) -> list[HistoryRow]:
+            rows = await conn.fetch(
+                QUERIES["list_history"], location_id, contact_id, before_version, limit
+            )
+            return [
+                HistoryRow(
+                    seq=r["seq"],
+                    time=r["created_at"],
+                    version=r["version"],
+                    enabled=r["enabled"],
+                    direction=Direction(r["direction"]),
+                    scope=parse_scope(r["scope"]),
+                    reason=Reason(r["reason"]),
+                    source=Source(r["source"]),
+                    actor_id=r["actor_id"],
+                    note=r["note"],
+                    evidence=r["evidence"],
+                    provider_detail=r["provider_detail"],
+                    address=r["address"],
+                )
+                for r in rows
+            ]
+
+        result: list[HistoryRow] = await self._read(read)
+        return result
+
+    async def get_settings(self, location_id: str) -> KeywordSettings:
+        async def read(conn: Any) -> KeywordSettings:
+            row = await conn.fetchrow(QUERIES["get_settings"], location_id)
+            if row is None:
+                return KeywordSettings()
+            return KeywordSettings(
+                frozenset(row["extra_opt_out_words"]),
+                frozenset(row["extra_opt_in_words"]),
+                row["detect_revocation_phrases"],
+            )
+
+        result: KeywordSettings = await self._read(read)
+        return result
+
+    async def put_settings(self, location_id: str, settings: KeywordSettings) -> None:
+        with translate_errors():
+            async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
+                await conn.execute(
+                    QUERIES["put_settings"],
+                    location_id,
+                    sorted(settings.extra_opt_out_words),
+                    sorted(settings.extra_opt_in_words),
+                    settings.detect_revocation_phrases,
+                )
+
+    async def prune_idempotency_keys(self) -> int:
+        with translate_errors():
+            async with asyncio.timeout(self._timeout * 6), self._pool.acquire() as conn:
+                status: str = await conn.execute(
+                    QUERIES["prune_idempotency_keys"], self._idempotency_ttl
+                )
+        return int(status.split()[-1])
 
     async def write(
         self,
@@ -123,20 +236,39 @@ class Store:
         plan: Plan,
         meta: ChangeMeta,
         expected_version: int | None = None,
-    ) -> WriteResult:
-        """Lock the contact, run ``plan`` on its current state, persist the steps and log them.
+        addresses: Addresses = (),
+        idempotency: Idempotency | None = None,
+    ) -> WriteResult | Replay:
+        """Lock the contact (and ``addresses``), run ``plan`` on its current state, persist the
+        steps and log them, all in one transaction.
 
-        Nothing is written when the plan raises or takes no step. Retried on serialization
-        failures and deadlocks; never on cancellation.
+        Nothing is written when the plan raises. Retried on serialization failures, deadlocks
+        and connections lost before COMMIT was sent; never on cancellation.
         """
         for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
             committing = _Flag()
             try:
                 with translate_errors():
                     async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
-                        return await self._write(
-                            conn, location_id, contact_id, plan, meta, expected_version, committing
-                        )
+                        async with conn.transaction():
+                            outcome = await self._write(
+                                conn,
+                                location_id,
+                                contact_id,
+                                plan,
+                                meta,
+                                expected_version,
+                                addresses,
+                                idempotency,
+                                committing,
+                            )
+                            nothing = isinstance(outcome, WriteResult) and not outcome.steps
+                            if nothing and idempotency is None:
+                                assert isinstance(outcome, WriteResult)
+                                raise _NothingToWrite(outcome)
+                        return outcome
+            except _NothingToWrite as nothing:
+                return nothing.result
             except RETRYABLE_TRANSACTION_ERRORS:
                 if attempt == _TRANSACTION_ATTEMPTS:
                     raise Unavailable("database kept aborting the transaction; retry") from None
@@ -149,94 +281,164 @@ class Store:
 
     async def _write(
         self,
-        conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
+        conn: Any,
         location_id: str,
         contact_id: str,
         plan: Plan,
         meta: ChangeMeta,
         expected_version: int | None,
+        addresses: Addresses,
+        idempotency: Idempotency | None,
         committing: _Flag,
-    ) -> WriteResult:
-        try:
-            async with conn.transaction():
-                contact = await conn.fetchrow(QUERIES["lock_contact"], location_id, contact_id)
-                if contact is None:
-                    await conn.execute(QUERIES["ensure_contact"], location_id, contact_id)
-                    contact = await conn.fetchrow(QUERIES["lock_contact"], location_id, contact_id)
-                assert contact is not None
-                rows = await conn.fetch(QUERIES["get_blocks"], location_id, contact_id)
-                blocks = [_block(row) for row in rows]
-                version: int = contact["version"]
-                now: dt.datetime = contact["now"]
-                before = ContactState(
-                    location_id, contact_id, tuple(blocks), version, contact["updated_at"]
-                )
-                if expected_version is not None and expected_version != version:
-                    raise VersionMismatch(expected_version, version)
-                steps = tuple(plan(before, now))
-                if not steps:
-                    raise _NothingToWrite(WriteResult(before, (), contact["last_seq"]))
-
-                log: dict[str, list[Any]] = {k: [] for k in _LOG_COLUMNS}
-                for step in steps:
-                    block = step.block
-                    key = (block.direction.value, scope_name(block.scope), block.reason.value)
+    ) -> WriteResult | Replay:
+        if idempotency is not None:
+            replay = await self._claim(conn, location_id, idempotency)
+            if replay is not None:
+                return replay
+        contact = await conn.fetchrow(QUERIES["lock_contact"], location_id, contact_id)
+        if contact is None:
+            await conn.execute(QUERIES["ensure_contact"], location_id, contact_id)
+            contact = await conn.fetchrow(QUERIES["lock_contact"], location_id, contact_id)
+        rows = await conn.fetch(QUERIES["get_blocks"], location_id, contact_id)
+        if addresses:
+            channels, values = _address_columns(addresses)
+            await conn.execute(QUERIES["lock_addresses"], location_id, channels, values)
+        suppressions = await _suppressions(conn, location_id, addresses)
+        blocks: list[Block] = [_block(row) for row in rows]
+        current = list(suppressions)
+        version: int = contact["version"]
+        now: dt.datetime = contact["now"]
+        before = ContactState(
+            location_id, contact_id, tuple(blocks), version, contact["updated_at"], suppressions
+        )
+        if expected_version is not None and expected_version != version:
+            raise VersionMismatch(expected_version, version)
+        planned = plan(before, now)
+        detail = planned.detail if isinstance(planned, Decision) else None
+        steps = tuple(planned.steps if isinstance(planned, Decision) else planned)
+        last_seq: int = contact["last_seq"]
+        if steps:
+            log: dict[str, list[Any]] = {k: [] for k in _LOG_COLUMNS}
+            for step in steps:
+                target = step.target
+                if isinstance(target, Block):
+                    key = (target.direction.value, scope_name(target.scope), target.reason.value)
                     if step.enabled:
                         await conn.execute(
                             QUERIES["insert_block"],
                             location_id,
                             contact_id,
                             *key,
-                            block.source.value,
-                            block.actor_id,
-                            block.note,
-                            block.evidence,
-                            block.provider_detail,
-                            block.since or now,
+                            target.source.value,
+                            target.actor_id,
+                            target.note,
+                            target.evidence,
+                            target.provider_detail,
+                            target.since or now,
+                            target.address,
                         )
-                        blocks.append(block)
+                        blocks.append(target)
                     else:
                         await conn.execute(QUERIES["delete_block"], location_id, contact_id, *key)
-                        blocks = [b for b in blocks if b.key != block.key]
-                    version += 1
-                    summary = summarize(blocks)
-                    log["version"].append(version)
-                    log["direction"].append(key[0])
-                    log["scope"].append(key[1])
-                    log["enabled"].append(step.enabled)
-                    log["reason"].append(key[2])
-                    log["outbound"].append(summary.outbound.value)
-                    log["inbound"].append(summary.inbound.value)
-                    log["blocked"].append(",".join(c.value for c in summary.blocked_channels))
-                last_seq: int = await conn.fetchval(
-                    QUERIES["append_changes"],
-                    location_id,
-                    contact_id,
-                    *(log[k] for k in _LOG_COLUMNS),
-                    meta.source.value,
-                    meta.actor_id,
-                    meta.note,
-                    meta.evidence,
-                    meta.provider_detail,
-                    now,
-                    version,
-                )
-                committing.value = True
-        except _NothingToWrite as nothing:
-            return nothing.result
-        after = ContactState(location_id, contact_id, tuple(blocks), version, now)
-        return WriteResult(after, steps, last_seq)
+                        blocks = [b for b in blocks if b.key != target.key]
+                    address = ""
+                else:
+                    skey = (target.channel.value, target.address, target.reason.value)
+                    if step.enabled:
+                        await conn.execute(
+                            QUERIES["insert_suppression"],
+                            location_id,
+                            *skey,
+                            target.source.value,
+                            target.contact_id,
+                            target.actor_id,
+                            target.note,
+                            target.evidence,
+                            target.provider_detail,
+                            target.since or now,
+                        )
+                        current.append(target)
+                    else:
+                        await conn.execute(QUERIES["delete_suppression"], location_id, *skey)
+                        current = [s for s in current if s.key != target.key]
+                    key = (Direction.OUTBOUND.value, target.channel.value, target.reason.value)
+                    address = target.address
+                version += 1
+                summary = summarize(blocks)
+                log["version"].append(version)
+                log["direction"].append(key[0])
+                log["scope"].append(key[1])
+                log["enabled"].append(step.enabled)
+                log["reason"].append(key[2])
+                log["outbound"].append(summary.outbound.value)
+                log["inbound"].append(summary.inbound.value)
+                log["blocked"].append(",".join(c.value for c in summary.blocked_channels))
+                log["address"].append(address)
+            last_seq = await conn.fetchval(
+                QUERIES["append_changes"],
+                location_id,
+                contact_id,
+                *(log[k] for k in _LOG_COLUMNS[:-1]),
+                meta.source.value,
+                meta.actor_id,
+                meta.note,
+                meta.evidence,
+                meta.provider_detail,
+                now,
+                version,
+                log["address"],
+            )
+        after = ContactState(
+            location_id,
+            contact_id,
+            tuple(blocks),
+            version,
+            now if steps else contact["updated_at"],
+            tuple(current),
+        )
+        result = WriteResult(after, steps, last_seq, detail)
+        if idempotency is not None:
+            await conn.execute(
+                QUERIES["store_idempotent_response"],
+                location_id,
+                idempotency.key,
+                idempotency.respond(result),
+            )
+        committing.value = True
+        return result
 
-
-class _Flag:
-    value = False
+    async def _claim(self, conn: Any, location_id: str, claim: Idempotency) -> Replay | None:
+        """Claim the key, or return the first answer of an earlier use of it."""
+        ours = await conn.fetchval(
+            QUERIES["claim_idempotency_key"],
+            location_id,
+            claim.key,
+            claim.method,
+            claim.request_hash,
+            self._idempotency_ttl,
+        )
+        if ours is not None:
+            return None
+        row = await conn.fetchrow(QUERIES["get_idempotency_key"], location_id, claim.key)
+        if row["method"] != claim.method or bytes(row["request_hash"]) != claim.request_hash:
+            raise InvalidArgument.one(
+                "idempotency_key",
+                f"{claim.key!r} was already used for a different request "
+                f"({row['method']}); use a new key for a new request",
+            )
+        return Replay(bytes(row["response"]))
 
 
 class _NothingToWrite(Exception):
-    """Control flow: roll back and answer with the unchanged state."""
+    """Control flow: roll back (nothing to keep) and answer with the unchanged state."""
 
     def __init__(self, result: WriteResult) -> None:
         self.result = result
+
+
+class _Flag:
+    def __init__(self) -> None:
+        self.value = False
 
 
 _LOG_COLUMNS = (
@@ -248,7 +450,36 @@ _LOG_COLUMNS = (
     "outbound",
     "inbound",
     "blocked",
+    "address",
 )
+
+
+def _address_columns(addresses: Addresses) -> tuple[list[str], list[str]]:
+    return [c.value for c, _ in addresses], [a for _, a in addresses]
+
+
+async def _suppressions(
+    conn: Any, location_id: str, addresses: Addresses
+) -> tuple[AddressSuppression, ...]:
+    if not addresses:
+        return ()
+    channels, values = _address_columns(addresses)
+    rows = await conn.fetch(QUERIES["get_suppressions"], location_id, channels, values)
+    return tuple(
+        AddressSuppression(
+            channel=Channel(r["channel"]),
+            address=r["address"],
+            reason=Reason(r["reason"]),
+            source=Source(r["source"]),
+            contact_id=r["contact_id"],
+            actor_id=r["actor_id"],
+            note=r["note"],
+            evidence=r["evidence"],
+            provider_detail=r["provider_detail"],
+            since=r["since"],
+        )
+        for r in rows
+    )
 
 
 def _block(row: asyncpg.Record) -> Block:
@@ -262,4 +493,5 @@ def _block(row: asyncpg.Record) -> Block:
         evidence=row["evidence"],
         provider_detail=row["provider_detail"],
         since=row["since"],
+        address=row["address"],
     )
