@@ -126,6 +126,7 @@ class App:
             idempotency_ttl=self.config.idempotency_ttl_seconds,
         )
         self.servicer.service = DndService(store)
+        self._tasks.append(asyncio.create_task(self._maintain(store)))
         serving: bool | None = None
         while not self._stopping.is_set():
             try:
@@ -146,6 +147,20 @@ class App:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._stopping.wait(), timeout=self.config.health_interval_seconds
+                )
+
+    async def _maintain(self, store: Store) -> None:
+        """Periodic clean-up: expired idempotency keys."""
+        while not self._stopping.is_set():
+            try:
+                pruned = await store.prune_idempotency_keys()
+                if pruned:
+                    log.info("idempotency_keys_pruned", count=pruned)
+            except Unavailable:
+                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._stopping.wait(), timeout=self.config.maintenance_interval_seconds
                 )
 
     async def stop(self) -> None:

@@ -33,6 +33,8 @@ class Config:
     idempotency_ttl_seconds: float = 86400.0
     # Region assumed for phone numbers written without a country code.
     default_phone_region: str = "US"
+    # How often expired idempotency keys (and, later, old change-log rows) are pruned.
+    maintenance_interval_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -60,6 +62,9 @@ class Config:
                 env, "DND_IDEMPOTENCY_TTL_SECONDS", d.idempotency_ttl_seconds, minimum=1.0
             ),
             default_phone_region=_region(env, d.default_phone_region),
+            maintenance_interval_seconds=_float(
+                env, "DND_MAINTENANCE_INTERVAL_SECONDS", d.maintenance_interval_seconds, 0.1
+            ),
         )
 
 
