@@ -17,11 +17,13 @@ from grpc_reflection.v1alpha import reflection
 
 from dnd_server.config import Config
 from dnd_server.domain.errors import Unavailable
+from dnd_server.feed import ChangeFeed
 from dnd_server.rpc.servicer import DndServicer
 from dnd_server.service import DndService
 from dnd_server.storage.embedded import start_embedded_postgres
 from dnd_server.storage.migrations import migrate
 from dnd_server.storage.store import Store
+from dnd_server.watch import WatchSettings
 
 log = structlog.get_logger("dnd_server.app")
 
@@ -76,6 +78,7 @@ class App:
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.pool: asyncpg.Pool | None = None
+        self.feed: ChangeFeed | None = None
         self.port: int = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -125,6 +128,14 @@ class App:
             timeout=self.config.db_timeout_seconds,
             idempotency_ttl=self.config.idempotency_ttl_seconds,
         )
+        self.feed = ChangeFeed(store, url, self.config.feed_poll_seconds)
+        await self.feed.start()
+        self.servicer.feed = self.feed
+        self.servicer.watch_settings = WatchSettings(
+            bookmark_interval=self.config.watch_bookmark_seconds,
+            retention=self.config.watch_retention_seconds,
+            buffer=self.config.watch_buffer_events,
+        )
         self.servicer.service = DndService(store)
         self._tasks.append(asyncio.create_task(self._maintain(store)))
         serving: bool | None = None
@@ -150,12 +161,15 @@ class App:
                 )
 
     async def _maintain(self, store: Store) -> None:
-        """Periodic clean-up: expired idempotency keys."""
+        """Periodic clean-up: expired idempotency keys, change-log rows past retention."""
         while not self._stopping.is_set():
             try:
                 pruned = await store.prune_idempotency_keys()
                 if pruned:
                     log.info("idempotency_keys_pruned", count=pruned)
+                pruned = await store.prune_changes(self.config.history_retention_seconds)
+                if pruned:
+                    log.info("changes_pruned", count=pruned)
             except Unavailable:
                 pass
             with contextlib.suppress(TimeoutError):
@@ -168,6 +182,9 @@ class App:
         log.info("server_stopping", grace_seconds=self.config.shutdown_grace_seconds)
         self._stopping.set()
         await self.health.enter_graceful_shutdown()
+        if self.feed is not None:
+            # Watch streams end now (UNAVAILABLE, resumable) instead of holding the grace period.
+            await self.feed.close()
         if self.server is not None:
             await self.server.stop(self.config.shutdown_grace_seconds)
         for task in self._tasks:

@@ -33,8 +33,16 @@ class Config:
     idempotency_ttl_seconds: float = 86400.0
     # Region assumed for phone numbers written without a country code.
     default_phone_region: str = "US"
-    # How often expired idempotency keys (and, later, old change-log rows) are pruned.
+    # How often expired idempotency keys and old change-log rows are pruned.
     maintenance_interval_seconds: float = 300.0
+    # Change stream: bookmark interval, how far back a cursor may resume, mailbox size.
+    watch_bookmark_seconds: float = 5.0
+    watch_retention_seconds: float = 7 * 86400.0
+    watch_buffer_events: int = 1000
+    # Polling backstop of the change feed (LISTEN/NOTIFY wakes it sooner).
+    feed_poll_seconds: float = 0.5
+    # Change-log rows (the audit history) are deleted after this long.
+    history_retention_seconds: float = 4 * 365 * 86400.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -64,6 +72,17 @@ class Config:
             default_phone_region=_region(env, d.default_phone_region),
             maintenance_interval_seconds=_float(
                 env, "DND_MAINTENANCE_INTERVAL_SECONDS", d.maintenance_interval_seconds, 0.1
+            ),
+            watch_bookmark_seconds=_float(
+                env, "DND_WATCH_BOOKMARK_SECONDS", d.watch_bookmark_seconds, 0.05
+            ),
+            watch_retention_seconds=_float(
+                env, "DND_WATCH_RETENTION_SECONDS", d.watch_retention_seconds, 1.0
+            ),
+            watch_buffer_events=_int(env, "DND_WATCH_BUFFER_EVENTS", d.watch_buffer_events, 1),
+            feed_poll_seconds=_float(env, "DND_FEED_POLL_SECONDS", d.feed_poll_seconds, 0.01),
+            history_retention_seconds=_float(
+                env, "DND_HISTORY_RETENTION_SECONDS", d.history_retention_seconds, 1.0
             ),
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from dnd_server.domain.keywords import Classification, KeywordKind, KeywordSettings, classify
@@ -26,9 +26,11 @@ from dnd_server.domain.plans import (
 )
 from dnd_server.domain.provider_events import EMAIL_EVENTS, SMS_ERROR_CODES, EmailEvent
 from dnd_server.domain.rules import ClearCredentials, SendDecision, decide_send
+from dnd_server.feed import ChangeFeed
 from dnd_server.storage.store import (
     Addresses,
     ChangeMeta,
+    ChangeRow,
     Decision,
     HistoryRow,
     Idempotency,
@@ -36,6 +38,7 @@ from dnd_server.storage.store import (
     Store,
     WriteResult,
 )
+from dnd_server.watch import WatchFilter, WatchSettings, follow
 
 
 class Action(enum.Enum):
@@ -178,6 +181,16 @@ class DndService:
         return await self._store.write(
             event.location_id, event.contact_id, plan, meta, None, addresses, idempotency
         )
+
+    def watch(
+        self,
+        feed: ChangeFeed,
+        flt: WatchFilter,
+        after: int | None,
+        settings: WatchSettings,
+        cursor_text: str,
+    ) -> AsyncIterator[ChangeRow | int]:
+        return follow(self._store, feed, flt, after, settings, cursor_text)
 
     async def history(
         self, location_id: str, contact_id: str, before_version: int, limit: int

@@ -794,6 +794,14 @@ Global___CheckSendResponse: _TypeAlias = CheckSendResponse  # noqa: Y015
 
 @_typing.final
 class WatchChangesRequest(_message.Message):
+    """WatchChangesRequest opens a change stream. Every committed change is delivered once, in
+    commit order (consistent with each contact's version order). Resume with the cursor of the
+    last event or bookmark received: every later change comes, none earlier. A cursor older than
+    the retention window (7 days by default) answers OUT_OF_RANGE with ErrorInfo reason
+    CURSOR_EXPIRED: re-read state with GetStatus and watch from now. A subscriber too far behind
+    is ended with RESOURCE_EXHAUSTED and may resume from its cursor.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOCATION_IDS_FIELD_NUMBER: _builtins.int
@@ -809,7 +817,9 @@ class WatchChangesRequest(_message.Message):
 
     @_builtins.property
     def channels(self) -> _containers.RepeatedScalarFieldContainer[Global___Channel.ValueType]:
-        """Only changes touching these channels (empty = all)."""
+        """Only changes touching these channels (empty = all). An all-channels change touches every
+        channel; an inbound change touches CALL and SMS.
+        """
 
     @_builtins.property
     def directions(self) -> _containers.RepeatedScalarFieldContainer[Global___Direction.ValueType]:
@@ -856,6 +866,7 @@ class ChangeEvent(_message.Message):
     INBOUND_FIELD_NUMBER: _builtins.int
     BLOCKED_CHANNELS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     location_id: _builtins.str
     contact_id: _builtins.str
@@ -869,6 +880,8 @@ class ChangeEvent(_message.Message):
     """The contact's state right after this change."""
     inbound: Global___DndStatus.ValueType
     version: _builtins.int
+    address: _builtins.str
+    """Set when the change is an address suppression rather than a block of the contact."""
     @_builtins.property
     def scope(self) -> Global___Scope: ...
     @_builtins.property
@@ -892,10 +905,11 @@ class ChangeEvent(_message.Message):
         inbound: Global___DndStatus.ValueType = ...,
         blocked_channels: _abc.Iterable[Global___Channel.ValueType] | None = ...,
         version: _builtins.int = ...,
+        address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "blocked_channels", b"blocked_channels", "contact_id", b"contact_id", "cursor", b"cursor", "direction", b"direction", "enabled", b"enabled", "inbound", b"inbound", "location_id", b"location_id", "outbound", b"outbound", "reason", b"reason", "scope", b"scope", "source", b"source", "time", b"time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "blocked_channels", b"blocked_channels", "contact_id", b"contact_id", "cursor", b"cursor", "direction", b"direction", "enabled", b"enabled", "inbound", b"inbound", "location_id", b"location_id", "outbound", b"outbound", "reason", b"reason", "scope", b"scope", "source", b"source", "time", b"time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -903,7 +917,10 @@ Global___ChangeEvent: _TypeAlias = ChangeEvent  # noqa: Y015
 
 @_typing.final
 class Bookmark(_message.Message):
-    """Bookmark carries the stream's current position when no event matched."""
+    """Bookmark carries the stream's current position: sent when no event was sent for the
+    bookmark interval (5 s by default), so a filtered subscriber's resume point advances and a
+    dead connection is noticed.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

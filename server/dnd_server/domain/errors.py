@@ -68,3 +68,25 @@ def _where(block: Block | AddressSuppression) -> str:
         return f"address {block.address} ({block.channel.value})"
     scope = "all channels" if block.scope is None else block.scope.value
     return f"{block.direction.value.lower()} {scope}"
+
+
+class CursorExpired(DndError):
+    """The cursor is older than the change stream's retention window."""
+
+    def __init__(self, cursor: str) -> None:
+        self.cursor = cursor
+        super().__init__(
+            "the cursor is older than the change stream's retention window: re-read the "
+            "contacts you track with GetStatus, then watch from now"
+        )
+
+
+class SubscriberTooSlow(DndError):
+    """A watch subscriber fell too far behind and was disconnected."""
+
+    def __init__(self, cursor: str) -> None:
+        self.cursor = cursor
+        super().__init__(
+            "the subscriber fell too far behind the change stream and was disconnected; "
+            f"resume with after_cursor={cursor}"
+        )

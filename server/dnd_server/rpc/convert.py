@@ -21,7 +21,7 @@ from dnd_server.domain.model import (
     block_sort_key,
 )
 from dnd_server.domain.rules import summarize
-from dnd_server.storage.store import HistoryRow
+from dnd_server.storage.store import ChangeRow, HistoryRow
 
 CHANNEL_TO_PB: dict[Channel, pb.Channel.ValueType] = {
     c: pb.Channel.Value(f"CHANNEL_{c.value}") for c in Channel
@@ -132,5 +132,25 @@ def history_to_pb(row: HistoryRow, cursor: str) -> pb.HistoryEntry:
         note=row.note,
         evidence=row.evidence,
         provider_detail=row.provider_detail,
+        address=row.address,
+    )
+
+
+def change_to_pb(row: ChangeRow, cursor: str) -> pb.ChangeEvent:
+    return pb.ChangeEvent(
+        cursor=cursor,
+        location_id=row.location_id,
+        contact_id=row.contact_id,
+        direction=DIRECTION_TO_PB[row.direction],
+        scope=scope_to_pb(row.scope),
+        enabled=row.enabled,
+        reason=REASON_TO_PB[row.reason],
+        source=SOURCE_TO_PB[row.source],
+        actor_id=row.actor_id,
+        time=timestamp(row.time),
+        outbound=SUMMARY_TO_PB[Summary(row.outbound)],
+        inbound=SUMMARY_TO_PB[Summary(row.inbound)],
+        blocked_channels=[CHANNEL_TO_PB[c] for c in row.blocked_channels],
+        version=row.version,
         address=row.address,
     )

@@ -27,11 +27,13 @@ from dnd_server.domain.keywords import (
     KeywordSettings,
 )
 from dnd_server.domain.model import Block, Channel, Direction
+from dnd_server.feed import ChangeFeed
 from dnd_server.rpc import validate
 from dnd_server.rpc.convert import (
     KEYWORD_ACTION_TO_PB,
     REASON_TO_PB,
     block_to_pb,
+    change_to_pb,
     history_to_pb,
     status_to_pb,
     suppression_to_pb,
@@ -39,6 +41,7 @@ from dnd_server.rpc.convert import (
 from dnd_server.rpc.status import deadline_status, internal_status, status_for
 from dnd_server.service import DndService, InboundDecision, ProviderEvent
 from dnd_server.storage.store import Idempotency, Replay, WriteResult
+from dnd_server.watch import WatchSettings
 
 log = structlog.get_logger("dnd_server.rpc")
 
@@ -139,6 +142,9 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         self.service: DndService | None = None
         self._sample_rate = read_sample_rate
         self._region = phone_region
+        # Set with the service: the process's change feed and the stream settings.
+        self.feed: ChangeFeed | None = None
+        self.watch_settings: WatchSettings | None = None
 
     def sampled(self) -> bool:
         return self._sample_rate > 0 and random.random() < self._sample_rate
@@ -205,11 +211,43 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         request: pb.WatchChangesRequest,
         context: grpc.aio.ServicerContext[pb.WatchChangesRequest, pb.WatchChangesResponse],
     ) -> AsyncIterator[pb.WatchChangesResponse]:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "WatchChanges is declared but not implemented yet in this version of dnd-service",
-        )
-        yield pb.WatchChangesResponse()  # pragma: no cover - makes this an async generator
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        status: grpc.Status | None = None
+        sent = 0
+        try:
+            if self.service is None or self.feed is None or self.watch_settings is None:
+                raise Unavailable("the service is starting: the database is not ready yet")
+            flt, after, cursor_text = validate.watch(request)
+            log.info("watch_started", resume=after is not None, locations=len(flt.locations))
+            changes = self.service.watch(self.feed, flt, after, self.watch_settings, cursor_text)
+            async for item in changes:
+                if isinstance(item, int):
+                    bookmark = pb.Bookmark(cursor=encode_cursor(item))
+                    yield pb.WatchChangesResponse(bookmark=bookmark)
+                else:
+                    event = change_to_pb(item, encode_cursor(item.seq))
+                    yield pb.WatchChangesResponse(event=event)
+                    sent += 1
+        except DndError as error:
+            status = status_for(error)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            log.exception("rpc_internal_error", method="WatchChanges")
+            status = internal_status()
+        finally:
+            if status is not None:
+                code = status.code
+            log.info(
+                "watch_ended",
+                code=code.name,
+                events=sent,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+        if status is not None:
+            await context.abort_with_status(status)
 
     @rpc("ProcessInboundMessage")
     async def ProcessInboundMessage(

@@ -9,8 +9,10 @@ from grpc_status import rpc_status
 
 from dnd_server.domain.errors import (
     ClearNotPermitted,
+    CursorExpired,
     DndError,
     InvalidArgument,
+    SubscriberTooSlow,
     Unavailable,
     VersionMismatch,
 )
@@ -79,6 +81,16 @@ def status_for(error: DndError) -> grpc.Status:
             code_pb2.ABORTED,
             str(error),
             _info("VERSION_MISMATCH", expected=str(error.expected), actual=str(error.actual)),
+        )
+    if isinstance(error, CursorExpired):
+        return _status(
+            code_pb2.OUT_OF_RANGE, str(error), _info("CURSOR_EXPIRED", cursor=error.cursor)
+        )
+    if isinstance(error, SubscriberTooSlow):
+        return _status(
+            code_pb2.RESOURCE_EXHAUSTED,
+            str(error),
+            _info("SUBSCRIBER_TOO_SLOW", cursor=error.cursor),
         )
     if isinstance(error, Unavailable):
         return _status(

@@ -8,7 +8,7 @@ from typing import Protocol, TypeVar
 
 from dnd.v1 import dnd_pb2 as pb
 
-from dnd_server.cursor import decode_page_token
+from dnd_server.cursor import decode_cursor, decode_page_token
 from dnd_server.domain.addresses import normalize_address
 from dnd_server.domain.errors import FieldViolation, InvalidArgument
 from dnd_server.domain.keywords import KeywordSettings, validate_extra_words
@@ -30,6 +30,7 @@ from dnd_server.service import (
     sms_failure_effect,
 )
 from dnd_server.storage.store import Addresses, ChangeMeta
+from dnd_server.watch import WatchFilter
 
 ID_MAX = 128
 KEY_MAX = 128
@@ -107,6 +108,9 @@ class Violations:
 
 
 _ENUM_OF_FIELD = {
+    "channels": "Channel",
+    "directions": "Direction",
+    "sources": "Source",
     "event": "EmailEvent",
     "channel": "Channel",
     "scope.channel": "Channel",
@@ -119,7 +123,8 @@ _ENUM_OF_FIELD = {
 
 
 def _names(mapping: Mapping[int, object], field: str) -> str:
-    values = pb.DESCRIPTOR.enum_types_by_name[_ENUM_OF_FIELD[field]].values_by_number
+    enum_name = _ENUM_OF_FIELD[field.split("[")[0]]
+    values = pb.DESCRIPTOR.enum_types_by_name[enum_name].values_by_number
     return ", ".join(values[v].name for v in mapping)
 
 
@@ -374,3 +379,36 @@ def update_keyword_settings(request: pb.UpdateKeywordSettingsRequest) -> Keyword
     settings = request.settings
     outs, ins = validate_extra_words(settings.extra_opt_out_words, settings.extra_opt_in_words)
     return KeywordSettings(outs, ins, settings.detect_revocation_phrases)
+
+
+WATCH_LOCATIONS_MAX = 1000
+
+
+def watch(request: pb.WatchChangesRequest) -> tuple[WatchFilter, int | None, str]:
+    """(filter, after sequence or None for "from now", the cursor text)."""
+    v = Violations()
+    if len(request.location_ids) > WATCH_LOCATIONS_MAX:
+        v.add("location_ids", f"at most {WATCH_LOCATIONS_MAX} locations")
+    for i, location_id in enumerate(request.location_ids):
+        v.identifier(f"location_ids[{i}]", location_id)
+    channels = {
+        v.enum(f"channels[{i}]", c, CHANNEL_FROM_PB) for i, c in enumerate(request.channels)
+    }
+    directions = {
+        v.enum(f"directions[{i}]", d, DIRECTION_FROM_PB) for i, d in enumerate(request.directions)
+    }
+    sources = {v.enum(f"sources[{i}]", x, SOURCE_FROM_PB) for i, x in enumerate(request.sources)}
+    after: int | None = None
+    if request.after_cursor:
+        try:
+            after = decode_cursor(request.after_cursor, "after_cursor")
+        except InvalidArgument as error:
+            v.items.extend(error.violations)
+    v.raise_if_any()
+    flt = WatchFilter(
+        locations=frozenset(request.location_ids),
+        channels=frozenset(c for c in channels if c is not None),
+        directions=frozenset(d for d in directions if d is not None),
+        sources=frozenset(x for x in sources if x is not None),
+    )
+    return flt, after, request.after_cursor

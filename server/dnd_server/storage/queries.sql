@@ -48,7 +48,7 @@ WITH head AS (
 UPDATE dnd_contacts
 SET version = $17, updated_at = $16, last_seq = (SELECT max(seq) FROM rows)
 WHERE location_id = $1 AND contact_id = $2
-RETURNING last_seq
+RETURNING last_seq, pg_notify('dnd_changes', last_seq::text)
 
 -- lock_addresses --
 -- Serialises writers touching the same addresses (any contact), in one global order.
@@ -114,6 +114,37 @@ SET extra_opt_out_words = EXCLUDED.extra_opt_out_words,
     extra_opt_in_words = EXCLUDED.extra_opt_in_words,
     detect_revocation_phrases = EXCLUDED.detect_revocation_phrases,
     updated_at = now()
+
+-- changes_after --
+SELECT seq, location_id, contact_id, direction, scope, enabled, reason, source, actor_id,
+       created_at, outbound, inbound, blocked_channels, version, address
+FROM dnd_changes
+WHERE seq > $1
+ORDER BY seq
+LIMIT $2
+
+-- cursor_position --
+-- The log's head and prune horizon, and whether the change right after the cursor is older
+-- than the stream's retention window.
+SELECT h.seq AS head, h.pruned_below,
+       (SELECT c.created_at < now() - make_interval(secs => $2)
+        FROM dnd_changes c WHERE c.seq = $1 + 1) AS next_expired
+FROM dnd_log_head h
+
+-- prune_changes --
+-- Deletes the oldest changes, a contiguous prefix of the log, and moves the horizon.
+WITH keep AS (
+    SELECT coalesce(
+        (SELECT min(seq) FROM dnd_changes
+         WHERE created_at >= now() - make_interval(secs => $1)),
+        (SELECT seq + 1 FROM dnd_log_head)
+    ) AS keep_from
+), gone AS (
+    DELETE FROM dnd_changes WHERE seq < (SELECT keep_from FROM keep) RETURNING seq
+)
+UPDATE dnd_log_head
+SET pruned_below = greatest(pruned_below, (SELECT keep_from FROM keep))
+RETURNING (SELECT count(*) FROM gone)
 
 -- head_seq --
 SELECT seq FROM dnd_log_head

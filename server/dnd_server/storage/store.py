@@ -109,6 +109,35 @@ class HistoryRow:
     address: str
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeRow:
+    """One change-log row as the change stream carries it (no note or evidence)."""
+
+    seq: int
+    location_id: str
+    contact_id: str
+    direction: Direction
+    scope: Channel | None
+    enabled: bool
+    reason: Reason
+    source: Source
+    actor_id: str
+    time: dt.datetime
+    outbound: str
+    inbound: str
+    blocked_channels: tuple[Channel, ...]
+    version: int
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class CursorPosition:
+    head: int
+    pruned_below: int
+    # Whether the change right after the cursor is older than the stream's retention.
+    next_expired: bool
+
+
 class Store:
     def __init__(self, pool: asyncpg.Pool, timeout: float, idempotency_ttl: float) -> None:
         self._pool = pool
@@ -138,6 +167,31 @@ class Store:
                 if attempt == 2 or not isinstance(error.__cause__, CONNECTION_LOST):
                     raise
         raise AssertionError("unreachable")
+
+    async def changes_after(self, seq: int, limit: int) -> list[ChangeRow]:
+        """Changes with a sequence number above ``seq``, in order. Sequence numbers commit in
+        order, so this never skips a change that commits later."""
+
+        async def read(conn: Any) -> list[ChangeRow]:
+            rows = await conn.fetch(QUERIES["changes_after"], seq, limit)
+            return [change_row(r) for r in rows]
+
+        result: list[ChangeRow] = await self._read(read)
+        return result
+
+    async def cursor_position(self, seq: int, retention: float) -> CursorPosition:
+        async def read(conn: Any) -> CursorPosition:
+            row = await conn.fetchrow(QUERIES["cursor_position"], seq, retention)
+            return CursorPosition(row["head"], row["pruned_below"], bool(row["next_expired"]))
+
+        result: CursorPosition = await self._read(read)
+        return result
+
+    async def prune_changes(self, retention: float) -> int:
+        with translate_errors():
+            async with asyncio.timeout(self._timeout * 6), self._pool.acquire() as conn:
+                count: int = await conn.fetchval(QUERIES["prune_changes"], retention)
+        return count
 
     async def get_state(
         self, location_id: str, contact_id: str, addresses: Addresses = ()
@@ -494,4 +548,24 @@ def _block(row: asyncpg.Record) -> Block:
         provider_detail=row["provider_detail"],
         since=row["since"],
         address=row["address"],
+    )
+
+
+def change_row(r: asyncpg.Record) -> ChangeRow:
+    return ChangeRow(
+        seq=r["seq"],
+        location_id=r["location_id"],
+        contact_id=r["contact_id"],
+        direction=Direction(r["direction"]),
+        scope=parse_scope(r["scope"]),
+        enabled=r["enabled"],
+        reason=Reason(r["reason"]),
+        source=Source(r["source"]),
+        actor_id=r["actor_id"],
+        time=r["created_at"],
+        outbound=r["outbound"],
+        inbound=r["inbound"],
+        blocked_channels=tuple(Channel(c) for c in r["blocked_channels"]),
+        version=r["version"],
+        address=r["address"],
     )

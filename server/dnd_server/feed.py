@@ -1,0 +1,171 @@
+"""The change feed: one per process. It follows the change log and fans each change out to the
+process's watch streams (and, later, its cache).
+
+PostgreSQL LISTEN/NOTIFY is only a wake-up: the feed polls the log on a timer too, so a lost
+listening connection (or a lost notification) delays delivery by at most one poll interval
+and loses nothing. The log's sequence numbers commit in order, so reading "after the last
+sequence seen" is gapless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+
+import asyncpg
+import structlog
+
+from dnd_server.domain.errors import Unavailable
+from dnd_server.storage.store import ChangeRow, Store
+
+log = structlog.get_logger("dnd_server.feed")
+
+CHANNEL = "dnd_changes"
+_BATCH = 1000
+_LISTENER_PING_SECONDS = 10.0
+
+
+class Subscription:
+    """A watch stream's bounded mailbox of matching changes."""
+
+    def __init__(self, start_seq: int, matches: Callable[[ChangeRow], bool], limit: int) -> None:
+        # The feed position when the subscription began: later changes arrive here.
+        self.start_seq = start_seq
+        # The last sequence dispatched to this subscription (matching or not).
+        self.position = start_seq
+        self.matches = matches
+        self.limit = limit
+        self.queue: deque[ChangeRow] = deque()
+        self.overflowed = False
+        self.closed_reason = ""
+        self.wakeup = asyncio.Event()
+
+    def offer(self, changes: list[ChangeRow]) -> None:
+        if self.overflowed or self.closed_reason:
+            return
+        matching = [c for c in changes if self.matches(c)]
+        if len(self.queue) + len(matching) > self.limit:
+            self.overflowed = True
+            self.queue.clear()
+        else:
+            self.queue.extend(matching)
+            self.position = changes[-1].seq
+        self.wakeup.set()
+
+    def close(self, reason: str) -> None:
+        self.closed_reason = reason
+        self.wakeup.set()
+
+
+class ChangeFeed:
+    def __init__(self, store: Store, database_url: str, poll_interval: float) -> None:
+        self._store = store
+        self._url = database_url
+        self._poll_interval = poll_interval
+        self._subscriptions: set[Subscription] = set()
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_ping = 0.0
+        # The last sequence read from the log and dispatched.
+        self.position = 0
+        # Whether LISTEN is up (False: delivery falls back to polling).
+        self.listening = False
+        # Whether the feed is caught up with the log as of its last poll.
+        self.caught_up = False
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscriptions)
+
+    async def start(self) -> None:
+        self.position = await self._store.head_seq()
+        self._task = asyncio.create_task(self._run())
+        log.info("feed_started", position=self.position)
+
+    def subscribe(self, matches: Callable[[ChangeRow], bool], limit: int) -> Subscription:
+        subscription = Subscription(self.position, matches, limit)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            subscription.close("the server is shutting down")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._drop_listener()
+
+    async def _run(self) -> None:
+        while True:
+            await self._ensure_listener()
+            try:
+                await self._catch_up()
+            except Unavailable as error:
+                self.caught_up = False
+                log.warning("feed_poll_failed", error=str(error))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+            self._wake.clear()
+
+    async def _catch_up(self) -> None:
+        while True:
+            changes = await self._store.changes_after(self.position, _BATCH)
+            if changes:
+                self.position = changes[-1].seq
+                for subscription in list(self._subscriptions):
+                    subscription.offer(changes)
+            if len(changes) < _BATCH:
+                self.caught_up = True
+                return
+
+    def _notified(self, *_args: object) -> None:
+        self._wake.set()
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            if time.monotonic() - self._last_ping > _LISTENER_PING_SECONDS:
+                try:
+                    await asyncio.wait_for(self._listener.fetchval("SELECT 1"), timeout=5)
+                    self._last_ping = time.monotonic()
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await self._drop_listener()
+            if self._listener is not None:
+                return
+        try:
+            listener = await asyncpg.connect(
+                self._url, timeout=5, server_settings={"application_name": "dnd-service-feed"}
+            )
+            await listener.add_listener(CHANNEL, self._notified)
+            listener.add_termination_listener(self._listener_lost)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            if self.listening:
+                log.warning("feed_listener_down", error=type(error).__name__)
+            self.listening = False
+            return
+        self._listener = listener
+        self._last_ping = time.monotonic()
+        self.listening = True
+        log.info("feed_listening")
+        # Changes committed while nobody listened are picked up by the poll that follows.
+        self._wake.set()
+
+    def _listener_lost(self, *_args: object) -> None:
+        log.warning("feed_listener_lost")
+        self.listening = False
+        self._listener = None
+        self._wake.set()
+
+    async def _drop_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        self.listening = False
+        if listener is not None and not listener.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.close(), timeout=2)
