@@ -92,6 +92,8 @@ class ServerProcess:
             "DND_GRPC_ADDR": "127.0.0.1:0",
             "DND_HEALTH_INTERVAL_SECONDS": "0.2",
             "DND_SHUTDOWN_GRACE_SECONDS": "5",
+            "DND_WATCH_BOOKMARK_SECONDS": "0.5",
+            "DND_FEED_POLL_SECONDS": "0.2",
             **self.extra_env,
         }
         self.proc = subprocess.Popen(
@@ -286,3 +288,78 @@ class ControlledPostgres:
         with suppress(Exception):
             self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Watcher:
+    """A WatchChanges stream read in a thread: events and bookmarks collected as they come."""
+
+    def __init__(self, addr: str, request: Any = None, timeout: float = 120) -> None:
+        self.channel = grpc.insecure_channel(addr)
+        self.stub = dnd_pb2_grpc.DndServiceStub(self.channel)
+        self.call = self.stub.WatchChanges(request or pb.WatchChangesRequest(), timeout=timeout)
+        self.events: list[Any] = []
+        self.bookmarks: list[str] = []
+        self.error: grpc.RpcError | None = None
+        self.done = threading.Event()
+        self._last = ""
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for message in self.call:
+                with self._cond:
+                    if message.HasField("event"):
+                        self.events.append(message.event)
+                        self._last = message.event.cursor
+                    else:
+                        self.bookmarks.append(message.bookmark.cursor)
+                        self._last = message.bookmark.cursor
+                    self._cond.notify_all()
+        except grpc.RpcError as error:
+            self.error = error
+        finally:
+            self.done.set()
+            with self._cond:
+                self._cond.notify_all()
+
+    def wait_events(self, count: int, timeout: float = 20) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.events) < count and not self.done.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return list(self.events)
+
+    def wait_bookmarks(self, count: int, timeout: float = 20) -> list[str]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.bookmarks) < count and not self.done.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return list(self.bookmarks)
+
+    def wait_done(self, timeout: float = 20) -> grpc.RpcError | None:
+        self.done.wait(timeout)
+        return self.error
+
+    @property
+    def last_cursor(self) -> str:
+        """The cursor to resume from: of the last event or bookmark received, whichever last."""
+        return self._last
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.done.wait(10)
+        self.channel.close()
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

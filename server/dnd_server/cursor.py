@@ -20,8 +20,9 @@ def decode_cursor(cursor: str, field: str = "cursor") -> int:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (binascii.Error, ValueError):
         raw = b""
-    if raw.startswith(_PREFIX) and raw[len(_PREFIX) :].isdigit():
-        return int(raw[len(_PREFIX) :])
+    body = raw[len(_PREFIX) :]
+    if raw.startswith(_PREFIX) and body.isdigit() and len(body) < 19:
+        return int(body)
     raise InvalidArgument.one(field, "not a cursor returned by this service")
 
 
