@@ -41,6 +41,18 @@ def examples() -> list[tuple[str, str, str]]:
     return found
 
 
+def json_stream(text: str) -> list[Any]:
+    decoder = json.JSONDecoder()
+    found, at = [], 0
+    text = text.strip()
+    while at < len(text):
+        value, at = decoder.raw_decode(text, at)
+        found.append(value)
+        while at < len(text) and text[at].isspace():
+            at += 1
+    return found
+
+
 def is_subset(expected: Any, actual: Any) -> bool:
     if isinstance(expected, dict):
         return isinstance(actual, dict) and all(
@@ -73,6 +85,7 @@ def test_readme_has_an_example_per_rpc() -> None:
         "ReportEmailEvent",
         "ListHistory",
         "UpdateKeywordSettings",
+        "WatchChanges",
         "grpc.health.v1.Health/Check",
     ):
         assert method in commands
@@ -100,7 +113,13 @@ def test_readme_examples_in_order(readme_server: ServerProcess) -> None:
             readme_server.addr if a == "127.0.0.1:50051" else a for a in argv[1:]
         ]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-        if kind == "text" and expected.startswith("ERROR"):
+        if "WatchChanges" in command:
+            # A stream, ended by -max-time: the messages are concatenated JSON objects.
+            assert "DeadlineExceeded" in result.stderr, (command, result.stderr)
+            messages = json_stream(result.stdout)
+            wanted = json.loads(expected)
+            assert is_subset(wanted, messages[: len(wanted)]), (command, result.stdout)
+        elif kind == "text" and expected.startswith("ERROR"):
             assert result.returncode != 0, command
             for line in expected.splitlines()[1:]:
                 assert line.strip() in result.stderr, (command, result.stderr)
@@ -113,4 +132,4 @@ def test_readme_examples_in_order(readme_server: ServerProcess) -> None:
                 actual = json.loads(result.stdout)
                 assert is_subset(json.loads(expected), actual), (command, result.stdout)
         ran += 1
-    assert ran >= 16
+    assert ran >= 17

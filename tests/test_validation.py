@@ -566,13 +566,3 @@ def test_check_send_optional_fields(stub, loc, contact, send_kind) -> None:
         check_req(loc, contact, send_kind=send_kind, direction=IN), timeout=TIMEOUT
     )
     assert inbound.allowed
-
-
-# --- WatchChanges ----------------------------------------------------------------------------
-
-
-def test_watch_changes_is_unimplemented(stub) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        for _ in stub.WatchChanges(pb.WatchChangesRequest(), timeout=TIMEOUT):
-            pass
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
