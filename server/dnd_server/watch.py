@@ -94,7 +94,9 @@ async def follow(
             else:
                 continue
             break
-        # Live.
+        # Live, starting with a bookmark: the client holds a resume point at once.
+        last = max(last, subscription.position) if not subscription.queue else last
+        yield last
         last_sent = time.monotonic()
         while True:
             if subscription.overflowed:

@@ -26,7 +26,7 @@ from dnd_server.domain.keywords import (
     KeywordKind,
     KeywordSettings,
 )
-from dnd_server.domain.model import Block, Channel, Direction
+from dnd_server.domain.model import INBOUND_CHANNELS, Block, Channel, Direction
 from dnd_server.feed import ChangeFeed
 from dnd_server.rpc import validate
 from dnd_server.rpc.convert import (
@@ -265,17 +265,21 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
             state = result.state
             sms_blocks = [b for b in state.blocks if b.covers(Direction.OUTBOUND, Channel.SMS)]
             inbound_on = any(b.direction is Direction.INBOUND for b in state.blocks)
+            # Inbound DND stops inbound calls and SMS only.
+            withheld = inbound_on and message.channel in INBOUND_CHANNELS
             return pb.ProcessInboundMessageResponse(
                 action=KEYWORD_ACTION_TO_PB[decided.action],
-                matched_keyword=decided.keyword.matched,
-                deliver_to_inbox=not inbound_on,
+                matched_keyword=(
+                    decided.keyword.matched if decided.action is not KeywordKind.NONE else ""
+                ),
+                deliver_to_inbox=not withheld,
                 changed=bool(result.steps),
                 status=status_to_pb(state),
                 cursor=encode_cursor(result.last_seq),
                 sms_blocked=bool(sms_blocks)
                 or any(s.channel is Channel.SMS for s in state.suppressions),
                 sms_blocked_by=[block_to_pb(b) for b in sms_blocks],
-                explanation=explain_inbound(message.channel, decided, sms_blocks, inbound_on),
+                explanation=explain_inbound(message.channel, decided, sms_blocks, withheld),
             )
 
         claim = idempotency_for("ProcessInboundMessage", request, request.idempotency_key, build)
@@ -393,7 +397,7 @@ def settings_to_pb(settings: KeywordSettings) -> pb.KeywordSettings:
 
 
 def explain_inbound(
-    channel: Channel, decided: InboundDecision, sms_blocks: list[Block], inbound_on: bool
+    channel: Channel, decided: InboundDecision, sms_blocks: list[Block], withheld: bool
 ) -> str:
     if channel is not Channel.SMS:
         return f"keywords are not processed on {channel.value}; nothing changed"
@@ -411,6 +415,6 @@ def explain_inbound(
         text = f"{decided.keyword.matched} ignored: the contact has no SMS DND"
     else:
         text = "not a keyword"
-    if inbound_on:
+    if withheld:
         text += "; inbound DND is on: do not deliver to the inbox"
     return text

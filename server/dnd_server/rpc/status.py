@@ -16,7 +16,7 @@ from dnd_server.domain.errors import (
     Unavailable,
     VersionMismatch,
 )
-from dnd_server.domain.model import scope_name
+from dnd_server.domain.model import AddressSuppression, Block, scope_name
 
 DOMAIN = "dnd.v1"
 
@@ -61,7 +61,7 @@ def status_for(error: DndError) -> grpc.Status:
             violations=[
                 error_details_pb2.PreconditionFailure.Violation(
                     type=r.block.reason.value,
-                    subject=f"{r.block.direction.value}/{scope_name(r.block.scope)}",
+                    subject=_subject(r.block),
                     description=f"{r.why}; {r.what_clears_it}",
                 )
                 for r in error.refusals
@@ -100,6 +100,13 @@ def status_for(error: DndError) -> grpc.Status:
             error_details_pb2.RetryInfo(retry_delay={"nanos": 200_000_000}),
         )
     return internal_status()
+
+
+def _subject(target: Block | AddressSuppression) -> str:
+    """``OUTBOUND/SMS`` for a contact's block, ``ADDRESS/SMS/+14155552671`` for a suppression."""
+    if isinstance(target, AddressSuppression):
+        return f"ADDRESS/{target.channel.value}/{target.address}"
+    return f"{target.direction.value}/{scope_name(target.scope)}"
 
 
 def internal_status() -> grpc.Status:
