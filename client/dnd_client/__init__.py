@@ -1,7 +1,52 @@
-"""Typed Python client of dnd-service (grows with the client issue)."""
+"""Typed Python client of dnd-service: ``DndClient`` (blocking) and ``AsyncDndClient``
+(asyncio), the API's enums as Python enums, and typed exceptions carrying the server's
+structured error details."""
 
 from __future__ import annotations
 
 from dnd.v1 import dnd_pb2, dnd_pb2_grpc
 
-__all__ = ["dnd_pb2", "dnd_pb2_grpc"]
+from dnd_client._requests import DndAction
+from dnd_client.aio import AsyncDndClient
+from dnd_client.errors import (
+    ClearNotPermitted,
+    CursorExpired,
+    DeadlineExceeded,
+    DndError,
+    FieldViolation,
+    InvalidArgument,
+    PermissionDenied,
+    Refusal,
+    SubscriberTooSlow,
+    Unauthenticated,
+    Unavailable,
+    VersionMismatch,
+)
+from dnd_client.sync import DndClient
+from dnd_client.types import Channel, Direction, EmailEvent, Reason, SendKind, Source
+
+__all__ = [
+    "AsyncDndClient",
+    "Channel",
+    "ClearNotPermitted",
+    "CursorExpired",
+    "DeadlineExceeded",
+    "Direction",
+    "DndAction",
+    "DndClient",
+    "DndError",
+    "EmailEvent",
+    "FieldViolation",
+    "InvalidArgument",
+    "PermissionDenied",
+    "Reason",
+    "Refusal",
+    "SendKind",
+    "Source",
+    "SubscriberTooSlow",
+    "Unauthenticated",
+    "Unavailable",
+    "VersionMismatch",
+    "dnd_pb2",
+    "dnd_pb2_grpc",
+]

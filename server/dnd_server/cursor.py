@@ -8,6 +8,7 @@ import binascii
 from dnd_server.domain.errors import InvalidArgument
 
 _PREFIX = b"dnd1:"
+_INT64_MAX = 2**63 - 1
 
 
 def encode_cursor(seq: int) -> str:
@@ -21,7 +22,7 @@ def decode_cursor(cursor: str, field: str = "cursor") -> int:
     except (binascii.Error, ValueError):
         raw = b""
     body = raw[len(_PREFIX) :]
-    if raw.startswith(_PREFIX) and body.isdigit() and len(body) < 19:
+    if raw.startswith(_PREFIX) and body.isdigit() and int(body) <= _INT64_MAX:
         return int(body)
     raise InvalidArgument.one(field, "not a cursor returned by this service")
 
@@ -41,6 +42,6 @@ def decode_page_token(token: str) -> int:
     except (binascii.Error, ValueError):
         raw = b""
     body = raw[len(_PAGE_PREFIX) :]
-    if raw.startswith(_PAGE_PREFIX) and body.isdigit() and len(body) < 20:
+    if raw.startswith(_PAGE_PREFIX) and body.isdigit() and int(body) <= _INT64_MAX:
         return int(body)
     raise InvalidArgument.one("page_token", "not a page token returned by ListHistory")

@@ -325,7 +325,7 @@ def email_event(request: pb.ReportEmailEventRequest, region: str) -> ProviderEve
     contact_key(v, request)
     _provider(v, request.provider)
     event = v.enum("event", request.event, _EMAIL_EVENTS)
-    v.text("provider_detail", request.provider_detail, DETAIL_MAX - 64)
+    v.text("provider_detail", request.provider_detail, DETAIL_MAX)
     address = v.address("to_address", Channel.EMAIL, request.to_address, region)
     v.idempotency_key(request.idempotency_key)
     v.raise_if_any()
