@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from dnd_server.cache import ContactCache
 from dnd_server.config import Config
 from dnd_server.domain.errors import Unavailable
 from dnd_server.feed import ChangeFeed
@@ -79,6 +80,7 @@ class App:
         self.server: grpc.aio.Server | None = None
         self.pool: asyncpg.Pool | None = None
         self.feed: ChangeFeed | None = None
+        self.cache: ContactCache | None = None
         self.port: int = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -128,7 +130,8 @@ class App:
             timeout=self.config.db_timeout_seconds,
             idempotency_ttl=self.config.idempotency_ttl_seconds,
         )
-        self.feed = ChangeFeed(store, url, self.config.feed_poll_seconds)
+        self.cache = ContactCache(self.config.cache_max_entries) if self.config.cache else None
+        self.feed = ChangeFeed(store, url, self.config.feed_poll_seconds, self.cache)
         await self.feed.start()
         self.servicer.feed = self.feed
         self.servicer.watch_settings = WatchSettings(
@@ -136,7 +139,7 @@ class App:
             retention=self.config.watch_retention_seconds,
             buffer=self.config.watch_buffer_events,
         )
-        self.servicer.service = DndService(store)
+        self.servicer.service = DndService(store, self.cache)
         self._tasks.append(asyncio.create_task(self._maintain(store)))
         serving: bool | None = None
         while not self._stopping.is_set():

@@ -43,6 +43,11 @@ class Config:
     feed_poll_seconds: float = 0.5
     # Change-log rows (the audit history) are deleted after this long.
     history_retention_seconds: float = 4 * 365 * 86400.0
+    # The contact state cache serving CheckSend / GetStatus.
+    cache: bool = True
+    cache_max_entries: int = 100_000
+    # Server processes sharing the gRPC port (SO_REUSEPORT).
+    workers: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -84,6 +89,9 @@ class Config:
             history_retention_seconds=_float(
                 env, "DND_HISTORY_RETENTION_SECONDS", d.history_retention_seconds, 1.0
             ),
+            cache=_bool(env, "DND_CACHE", d.cache),
+            cache_max_entries=_int(env, "DND_CACHE_MAX_ENTRIES", d.cache_max_entries, 1),
+            workers=_int(env, "DND_WORKERS", d.workers, 1),
         )
 
 

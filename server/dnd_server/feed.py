@@ -18,6 +18,7 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
+from dnd_server.cache import ContactCache
 from dnd_server.domain.errors import Unavailable
 from dnd_server.storage.store import ChangeRow, Store
 
@@ -61,8 +62,15 @@ class Subscription:
 
 
 class ChangeFeed:
-    def __init__(self, store: Store, database_url: str, poll_interval: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        database_url: str,
+        poll_interval: float,
+        cache: ContactCache | None = None,
+    ) -> None:
         self._store = store
+        self._cache = cache
         self._url = database_url
         self._poll_interval = poll_interval
         self._subscriptions: set[Subscription] = set()
@@ -110,7 +118,15 @@ class ChangeFeed:
                 await self._catch_up()
             except Unavailable as error:
                 self.caught_up = False
+                if self._cache is not None:
+                    self._cache.feed_lost()
                 log.warning("feed_poll_failed", error=str(error))
+            else:
+                if self._cache is not None:
+                    if self.listening:
+                        self._cache.feed_ready(self.position)
+                    else:
+                        self._cache.feed_lost()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
             self._wake.clear()
@@ -120,6 +136,8 @@ class ChangeFeed:
             changes = await self._store.changes_after(self.position, _BATCH)
             if changes:
                 self.position = changes[-1].seq
+                if self._cache is not None:
+                    self._cache.apply(changes, self.position)
                 for subscription in list(self._subscriptions):
                     subscription.offer(changes)
             if len(changes) < _BATCH:
@@ -160,12 +178,16 @@ class ChangeFeed:
     def _listener_lost(self, *_args: object) -> None:
         log.warning("feed_listener_lost")
         self.listening = False
+        if self._cache is not None:
+            self._cache.feed_lost()
         self._listener = None
         self._wake.set()
 
     async def _drop_listener(self) -> None:
         listener, self._listener = self._listener, None
         self.listening = False
+        if self._cache is not None:
+            self._cache.feed_lost()
         if listener is not None and not listener.is_closed():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(listener.close(), timeout=2)

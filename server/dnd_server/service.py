@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
+from dnd_server.cache import ContactCache, Entry
 from dnd_server.domain.keywords import Classification, KeywordKind, KeywordSettings, classify
 from dnd_server.domain.model import (
+    AddressSuppression,
     Block,
     Channel,
     ContactState,
@@ -104,14 +107,107 @@ def email_event_effect(event: EmailEvent) -> tuple[Reason, Source] | None:
     return None if effect is None else (effect.reason, effect.source)
 
 
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """How fresh a read must be: at least the write at ``min_seq``, or straight from the
+    database when ``consistent``; otherwise whatever the cache holds."""
+
+    min_seq: int | None = None
+    consistent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Contacts of one location (without suppressions) and the suppressions per address."""
+
+    contacts: dict[str, ContactState]
+    suppressions: dict[tuple[Channel, str], tuple[AddressSuppression, ...]]
+
+
 class DndService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, cache: ContactCache | None = None) -> None:
         self._store = store
+        self._cache = cache
+
+    async def read(
+        self,
+        location_id: str,
+        contact_ids: Sequence[str],
+        addresses: Addresses = (),
+        options: ReadOptions = ReadOptions(),
+    ) -> Snapshot:
+        """Contacts and address suppressions, from the cache where it may answer, with at
+        most one database round trip for the rest."""
+        cache = self._cache
+        use_cache = (
+            cache is not None
+            and cache.enabled
+            and not options.consistent
+            and (options.min_seq is None or options.min_seq <= cache.position)
+        )
+        contacts: dict[str, ContactState] = {}
+        by_address: dict[tuple[Channel, str], tuple[AddressSuppression, ...]] = {}
+        missing = list(dict.fromkeys(contact_ids))
+        missing_addresses = list(dict.fromkeys(addresses))
+        if use_cache:
+            assert cache is not None
+            missing = []
+            for contact_id in dict.fromkeys(contact_ids):
+                entry = cache.get((location_id, contact_id))
+                if entry is None:
+                    missing.append(contact_id)
+                else:
+                    contacts[contact_id] = entry.state
+            missing_addresses = []
+            for channel, address in dict.fromkeys(addresses):
+                cached = cache.get_address((location_id, channel, address))
+                if cached is None:
+                    missing_addresses.append((channel, address))
+                else:
+                    by_address[(channel, address)] = cached
+        if not missing and not missing_addresses:
+            return Snapshot(contacts, by_address)
+        with _reading(cache if use_cache else None) as read_from:
+            found = await self._store.read_contacts(location_id, missing, missing_addresses)
+        for channel, address in missing_addresses:
+            matching = tuple(
+                s for s in found.suppressions if s.channel is channel and s.address == address
+            )
+            by_address[(channel, address)] = matching
+            if use_cache and cache is not None:
+                cache.put_address((location_id, channel, address), matching, read_from)
+        for contact_id in missing:
+            state = replace(found.contacts[contact_id], suppressions=())
+            contacts[contact_id] = state
+            if use_cache and cache is not None:
+                cache.put((location_id, contact_id), Entry(state, found.last_seqs[contact_id]))
+        return Snapshot(contacts, by_address)
+
+    def _remember(self, outcome: WriteResult | Replay, addresses: Addresses) -> None:
+        """Writes through this replica update its cache before they return."""
+        if self._cache is None or not isinstance(outcome, WriteResult):
+            return
+        state = outcome.state
+        key = (state.location_id, state.contact_id)
+        self._cache.put(key, Entry(replace(state, suppressions=()), outcome.last_seq))
+        for channel, address in addresses:
+            matching = tuple(
+                s for s in state.suppressions if s.channel is channel and s.address == address
+            )
+            self._cache.put_address(
+                (state.location_id, channel, address), matching, outcome.last_seq
+            )
 
     async def get_status(
-        self, location_id: str, contact_id: str, addresses: Addresses = ()
-    ) -> tuple[ContactState, int]:
-        return await self._store.get_state(location_id, contact_id, addresses)
+        self,
+        location_id: str,
+        contact_id: str,
+        addresses: Addresses = (),
+        options: ReadOptions = ReadOptions(),
+    ) -> ContactState:
+        snapshot = await self.read(location_id, [contact_id], addresses, options)
+        shown = tuple(s for group in snapshot.suppressions.values() for s in group)
+        return replace(snapshot.contacts[contact_id], suppressions=shown)
 
     async def check_send(
         self,
@@ -120,16 +216,38 @@ class DndService:
         channel: Channel,
         direction: Direction,
         address: str = "",
+        options: ReadOptions = ReadOptions(),
     ) -> tuple[SendDecision, ContactState]:
-        addresses = [(channel, address)] if address else []
-        state, _ = await self._store.get_state(location_id, contact_id, addresses)
-        return decide_send(state.blocks, channel, direction, state.suppressions), state
+        results = await self.batch_check(
+            location_id, channel, direction, [(contact_id, address)], options
+        )
+        return results[0]
+
+    async def batch_check(
+        self,
+        location_id: str,
+        channel: Channel,
+        direction: Direction,
+        targets: Sequence[tuple[str, str]],
+        options: ReadOptions = ReadOptions(),
+    ) -> list[tuple[SendDecision, ContactState]]:
+        """One decision per (contact, address) target, in order."""
+        addresses = [(channel, address) for _, address in targets if address]
+        snapshot = await self.read(
+            location_id, [contact for contact, _ in targets], addresses, options
+        )
+        results = []
+        for contact_id, address in targets:
+            state = snapshot.contacts[contact_id]
+            suppressions = snapshot.suppressions.get((channel, address), ()) if address else ()
+            results.append((decide_send(state.blocks, channel, direction, suppressions), state))
+        return results
 
     async def set_dnd(
         self, cmd: SetDndCommand, idempotency: Idempotency | None = None
     ) -> WriteResult | Replay:
         addresses = [(cmd.scope, cmd.address)] if cmd.address and cmd.scope else []
-        return await self._store.write(
+        outcome = await self._store.write(
             cmd.location_id,
             cmd.contact_id,
             lambda state, now: plan_set_dnd(cmd, state, now),
@@ -138,6 +256,8 @@ class DndService:
             addresses,
             idempotency,
         )
+        self._remember(outcome, addresses)
+        return outcome
 
     async def inbound_message(
         self, msg: InboundMessage, idempotency: Idempotency | None = None
@@ -159,9 +279,11 @@ class DndService:
             evidence=msg.body if keyword.kind is not KeywordKind.NONE else "",
             provider_detail=f"keyword:{keyword.matched}" if keyword.matched else "",
         )
-        return await self._store.write(
+        outcome = await self._store.write(
             msg.location_id, msg.contact_id, plan, meta, None, addresses, idempotency
         )
+        self._remember(outcome, addresses)
+        return outcome
 
     async def provider_event(
         self, event: ProviderEvent, idempotency: Idempotency | None = None
@@ -178,9 +300,11 @@ class DndService:
         source = effect[1] if effect else Source.SYSTEM
         meta = ChangeMeta(source=source, actor_id=event.provider, provider_detail=event.detail)
         addresses = [(event.channel, event.address)] if event.address else []
-        return await self._store.write(
+        outcome = await self._store.write(
             event.location_id, event.contact_id, plan, meta, None, addresses, idempotency
         )
+        self._remember(outcome, addresses)
+        return outcome
 
     def watch(
         self,
@@ -225,3 +349,12 @@ def plan_set_dnd(cmd: SetDndCommand, state: ContactState, now: dt.datetime) -> S
         suppression_removal_confirmed=cmd.suppression_removal_confirmed,
     )
     return plan_remove(state, cmd.direction, cmd.scope, cmd.reason, who, cmd.address)
+
+
+@contextmanager
+def _reading(cache: ContactCache | None) -> Iterator[int]:
+    if cache is None:
+        yield 0
+        return
+    with cache.reading() as read_from:
+        yield read_from

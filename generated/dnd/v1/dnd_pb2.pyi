@@ -533,8 +533,14 @@ class GetStatusRequest(_message.Message):
     CONTACT_ID_FIELD_NUMBER: _builtins.int
     PHONE_NUMBERS_FIELD_NUMBER: _builtins.int
     EMAIL_ADDRESSES_FIELD_NUMBER: _builtins.int
+    MIN_CURSOR_FIELD_NUMBER: _builtins.int
+    FULLY_CONSISTENT_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     contact_id: _builtins.str
+    min_cursor: _builtins.str
+    """Optional cursor of a write (any replica's): the answer reflects at least that write."""
+    fully_consistent: _builtins.bool
+    """Read from the database instead of the cache."""
     @_builtins.property
     def phone_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The contact's known phone numbers: their SMS suppressions are shown."""
@@ -550,10 +556,12 @@ class GetStatusRequest(_message.Message):
         contact_id: _builtins.str = ...,
         phone_numbers: _abc.Iterable[_builtins.str] | None = ...,
         email_addresses: _abc.Iterable[_builtins.str] | None = ...,
+        min_cursor: _builtins.str = ...,
+        fully_consistent: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "email_addresses", b"email_addresses", "location_id", b"location_id", "phone_numbers", b"phone_numbers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "email_addresses", b"email_addresses", "fully_consistent", b"fully_consistent", "location_id", b"location_id", "min_cursor", b"min_cursor", "phone_numbers", b"phone_numbers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -723,6 +731,8 @@ class CheckSendRequest(_message.Message):
     DIRECTION_FIELD_NUMBER: _builtins.int
     SEND_KIND_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
+    MIN_CURSOR_FIELD_NUMBER: _builtins.int
+    FULLY_CONSISTENT_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     contact_id: _builtins.str
     channel: Global___Channel.ValueType
@@ -735,6 +745,12 @@ class CheckSendRequest(_message.Message):
     """Optional destination address (phone for SMS/CALL/WHATSAPP, email for EMAIL): the send
     is denied when the address is suppressed, whichever contact it belongs to.
     """
+    min_cursor: _builtins.str
+    """Optional cursor of a write (any replica's): the answer reflects at least that write.
+    Without it the answer comes from the replica's cache, kept current by the change feed.
+    """
+    fully_consistent: _builtins.bool
+    """Read from the database instead of the cache."""
     def __init__(
         self,
         *,
@@ -744,10 +760,12 @@ class CheckSendRequest(_message.Message):
         direction: Global___Direction.ValueType = ...,
         send_kind: Global___SendKind.ValueType = ...,
         address: _builtins.str = ...,
+        min_cursor: _builtins.str = ...,
+        fully_consistent: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "channel", b"channel", "contact_id", b"contact_id", "direction", b"direction", "location_id", b"location_id", "send_kind", b"send_kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "channel", b"channel", "contact_id", b"contact_id", "direction", b"direction", "fully_consistent", b"fully_consistent", "location_id", b"location_id", "min_cursor", b"min_cursor", "send_kind", b"send_kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -793,15 +811,143 @@ class CheckSendResponse(_message.Message):
 Global___CheckSendResponse: _TypeAlias = CheckSendResponse  # noqa: Y015
 
 @_typing.final
-class WatchChangesRequest(_message.Message):
+class CheckTarget(_message.Message):
     """WatchChangesRequest opens a change stream. Every committed change is delivered once, in
     commit order (consistent with each contact's version order). Resume with the cursor of the
     last event or bookmark received: every later change comes, none earlier. A cursor older than
     the retention window (7 days by default) answers OUT_OF_RANGE with ErrorInfo reason
     CURSOR_EXPIRED: re-read state with GetStatus and watch from now. A subscriber too far behind
     is ended with RESOURCE_EXHAUSTED and may resume from its cursor.
+    CheckTarget is one contact of a BatchCheckSend.
     """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    address: _builtins.str
+    """Optional destination address (see CheckSendRequest.address)."""
+    def __init__(
+        self,
+        *,
+        contact_id: _builtins.str = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "contact_id", b"contact_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckTarget: _TypeAlias = CheckTarget  # noqa: Y015
+
+@_typing.final
+class BatchCheckSendRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    SEND_KIND_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    MIN_CURSOR_FIELD_NUMBER: _builtins.int
+    FULLY_CONSISTENT_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    channel: Global___Channel.ValueType
+    """Required."""
+    direction: Global___Direction.ValueType
+    """Unspecified means OUTBOUND."""
+    send_kind: Global___SendKind.ValueType
+    min_cursor: _builtins.str
+    """See CheckSendRequest.min_cursor."""
+    fully_consistent: _builtins.bool
+    """See CheckSendRequest.fully_consistent."""
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckTarget]:
+        """1 to 1,000 contacts."""
+
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
+        direction: Global___Direction.ValueType = ...,
+        send_kind: Global___SendKind.ValueType = ...,
+        targets: _abc.Iterable[Global___CheckTarget] | None = ...,
+        min_cursor: _builtins.str = ...,
+        fully_consistent: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "direction", b"direction", "fully_consistent", b"fully_consistent", "location_id", b"location_id", "min_cursor", b"min_cursor", "send_kind", b"send_kind", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCheckSendRequest: _TypeAlias = BatchCheckSendRequest  # noqa: Y015
+
+@_typing.final
+class CheckResult(_message.Message):
+    """CheckResult is the answer for one target of a BatchCheckSend."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    DENIED_BY_FIELD_NUMBER: _builtins.int
+    DENIED_BY_ADDRESS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    allowed: _builtins.bool
+    version: _builtins.int
+    explanation: _builtins.str
+    @_builtins.property
+    def denied_by(self) -> _containers.RepeatedCompositeFieldContainer[Global___Block]: ...
+    @_builtins.property
+    def denied_by_address(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddressSuppression]: ...
+    def __init__(
+        self,
+        *,
+        contact_id: _builtins.str = ...,
+        allowed: _builtins.bool = ...,
+        denied_by: _abc.Iterable[Global___Block] | None = ...,
+        denied_by_address: _abc.Iterable[Global___AddressSuppression] | None = ...,
+        version: _builtins.int = ...,
+        explanation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "contact_id", b"contact_id", "denied_by", b"denied_by", "denied_by_address", b"denied_by_address", "explanation", b"explanation", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckResult: _TypeAlias = CheckResult  # noqa: Y015
+
+@_typing.final
+class BatchCheckSendResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckResult]:
+        """One per target, in request order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___CheckResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCheckSendResponse: _TypeAlias = BatchCheckSendResponse  # noqa: Y015
+
+@_typing.final
+class WatchChangesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LOCATION_IDS_FIELD_NUMBER: _builtins.int

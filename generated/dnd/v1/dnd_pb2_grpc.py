@@ -55,6 +55,11 @@ class DndServiceStub:
                 request_serializer=dnd_dot_v1_dot_dnd__pb2.CheckSendRequest.SerializeToString,
                 response_deserializer=dnd_dot_v1_dot_dnd__pb2.CheckSendResponse.FromString,
                 _registered_method=True)
+        self.BatchCheckSend = channel.unary_unary(
+                '/dnd.v1.DndService/BatchCheckSend',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.BatchCheckSendRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.BatchCheckSendResponse.FromString,
+                _registered_method=True)
         self.WatchChanges = channel.unary_stream(
                 '/dnd.v1.DndService/WatchChanges',
                 request_serializer=dnd_dot_v1_dot_dnd__pb2.WatchChangesRequest.SerializeToString,
@@ -129,6 +134,14 @@ class DndServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchCheckSend(self, request, context):
+        """BatchCheckSend checks up to 1,000 contacts for one channel and direction at once: one
+        answer per contact, in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchChanges(self, request, context):
         """WatchChanges streams every DND change in commit order.
         """
@@ -196,6 +209,11 @@ def add_DndServiceServicer_to_server(servicer, server):
                     servicer.CheckSend,
                     request_deserializer=dnd_dot_v1_dot_dnd__pb2.CheckSendRequest.FromString,
                     response_serializer=dnd_dot_v1_dot_dnd__pb2.CheckSendResponse.SerializeToString,
+            ),
+            'BatchCheckSend': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCheckSend,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.BatchCheckSendRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.BatchCheckSendResponse.SerializeToString,
             ),
             'WatchChanges': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchChanges,
@@ -320,6 +338,33 @@ class DndService:
             '/dnd.v1.DndService/CheckSend',
             dnd_dot_v1_dot_dnd__pb2.CheckSendRequest.SerializeToString,
             dnd_dot_v1_dot_dnd__pb2.CheckSendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCheckSend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/BatchCheckSend',
+            dnd_dot_v1_dot_dnd__pb2.BatchCheckSendRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.BatchCheckSendResponse.FromString,
             options,
             channel_credentials,
             insecure,

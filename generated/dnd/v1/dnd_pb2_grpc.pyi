@@ -55,6 +55,10 @@ class DndServiceStub:
     """CheckSend answers whether a message may be sent to (or, inbound,
     received from) a contact on one channel, and if not, which blocks deny it.
     """
+    BatchCheckSend: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.BatchCheckSendRequest, _dnd_pb2.BatchCheckSendResponse]
+    """BatchCheckSend checks up to 1,000 contacts for one channel and direction at once: one
+    answer per contact, in request order.
+    """
     WatchChanges: _grpc.UnaryStreamMultiCallable[_dnd_pb2.WatchChangesRequest, _dnd_pb2.WatchChangesResponse]
     """WatchChanges streams every DND change in commit order."""
     ProcessInboundMessage: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ProcessInboundMessageRequest, _dnd_pb2.ProcessInboundMessageResponse]
@@ -98,6 +102,10 @@ class DndServiceAsyncStub(DndServiceStub):
     CheckSend: _aio.UnaryUnaryMultiCallable[_dnd_pb2.CheckSendRequest, _dnd_pb2.CheckSendResponse]  # type: ignore[assignment]
     """CheckSend answers whether a message may be sent to (or, inbound,
     received from) a contact on one channel, and if not, which blocks deny it.
+    """
+    BatchCheckSend: _aio.UnaryUnaryMultiCallable[_dnd_pb2.BatchCheckSendRequest, _dnd_pb2.BatchCheckSendResponse]  # type: ignore[assignment]
+    """BatchCheckSend checks up to 1,000 contacts for one channel and direction at once: one
+    answer per contact, in request order.
     """
     WatchChanges: _aio.UnaryStreamMultiCallable[_dnd_pb2.WatchChangesRequest, _dnd_pb2.WatchChangesResponse]  # type: ignore[assignment]
     """WatchChanges streams every DND change in commit order."""
@@ -157,6 +165,16 @@ class DndServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_dnd_pb2.CheckSendResponse, _abc.Awaitable[_dnd_pb2.CheckSendResponse]]:
         """CheckSend answers whether a message may be sent to (or, inbound,
         received from) a contact on one channel, and if not, which blocks deny it.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchCheckSend(
+        self,
+        request: _dnd_pb2.BatchCheckSendRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.BatchCheckSendResponse, _abc.Awaitable[_dnd_pb2.BatchCheckSendResponse]]:
+        """BatchCheckSend checks up to 1,000 contacts for one channel and direction at once: one
+        answer per contact, in request order.
         """
 
     @_abc_1.abstractmethod

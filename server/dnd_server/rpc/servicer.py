@@ -159,8 +159,8 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         request: pb.GetStatusRequest,
         context: grpc.aio.ServicerContext[pb.GetStatusRequest, pb.GetStatusResponse],
     ) -> pb.GetStatusResponse:
-        location_id, contact_id, addresses = validate.get_status(request, self._region)
-        state, _ = await self._svc().get_status(location_id, contact_id, addresses)
+        location_id, contact_id, addresses, options = validate.get_status(request, self._region)
+        state = await self._svc().get_status(location_id, contact_id, addresses, options)
         return pb.GetStatusResponse(status=status_to_pb(state))
 
     @rpc("SetDnd")
@@ -192,11 +192,11 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         request: pb.CheckSendRequest,
         context: grpc.aio.ServicerContext[pb.CheckSendRequest, pb.CheckSendResponse],
     ) -> pb.CheckSendResponse:
-        location_id, contact_id, channel, direction, address = validate.check_send(
+        location_id, contact_id, channel, direction, address, options = validate.check_send(
             request, self._region
         )
         decision, state = await self._svc().check_send(
-            location_id, contact_id, channel, direction, address
+            location_id, contact_id, channel, direction, address, options
         )
         return pb.CheckSendResponse(
             allowed=decision.allowed,
@@ -204,6 +204,30 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
             version=state.version,
             explanation=decision.explanation,
             denied_by_address=[suppression_to_pb(s) for s in decision.denied_by_address],
+        )
+
+    @rpc("BatchCheckSend", hot=True)
+    async def BatchCheckSend(
+        self,
+        request: pb.BatchCheckSendRequest,
+        context: grpc.aio.ServicerContext[pb.BatchCheckSendRequest, pb.BatchCheckSendResponse],
+    ) -> pb.BatchCheckSendResponse:
+        location_id, channel, direction, targets, options = validate.batch_check_send(
+            request, self._region
+        )
+        answers = await self._svc().batch_check(location_id, channel, direction, targets, options)
+        return pb.BatchCheckSendResponse(
+            results=[
+                pb.CheckResult(
+                    contact_id=contact_id,
+                    allowed=decision.allowed,
+                    denied_by=[block_to_pb(b) for b in decision.denied_by],
+                    denied_by_address=[suppression_to_pb(s) for s in decision.denied_by_address],
+                    version=state.version,
+                    explanation=decision.explanation,
+                )
+                for (contact_id, _), (decision, state) in zip(targets, answers, strict=True)
+            ]
         )
 
     async def WatchChanges(

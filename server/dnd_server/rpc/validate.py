@@ -25,6 +25,7 @@ from dnd_server.service import (
     Action,
     InboundMessage,
     ProviderEvent,
+    ReadOptions,
     SetDndCommand,
     email_event_effect,
     sms_failure_effect,
@@ -147,9 +148,22 @@ def contact_key(v: Violations, request: _Keyed) -> None:
     v.identifier("contact_id", request.contact_id)
 
 
-def get_status(request: pb.GetStatusRequest, region: str) -> tuple[str, str, Addresses]:
+def read_options(v: Violations, min_cursor: str, fully_consistent: bool) -> ReadOptions:
+    min_seq: int | None = None
+    if min_cursor:
+        try:
+            min_seq = decode_cursor(min_cursor, "min_cursor")
+        except InvalidArgument as error:
+            v.items.extend(error.violations)
+    return ReadOptions(min_seq=min_seq, consistent=fully_consistent)
+
+
+def get_status(
+    request: pb.GetStatusRequest, region: str
+) -> tuple[str, str, Addresses, ReadOptions]:
     v = Violations()
     contact_key(v, request)
+    options = read_options(v, request.min_cursor, request.fully_consistent)
     addresses: list[tuple[Channel, str]] = []
     for field, channel, values in (
         ("phone_numbers", Channel.SMS, request.phone_numbers),
@@ -165,7 +179,7 @@ def get_status(request: pb.GetStatusRequest, region: str) -> tuple[str, str, Add
             elif not raw:
                 v.add(f"{field}[{i}]", "must not be empty")
     v.raise_if_any()
-    return request.location_id, request.contact_id, sorted(set(addresses))
+    return request.location_id, request.contact_id, sorted(set(addresses)), options
 
 
 _ACTIONS: dict[int, Action] = {
@@ -177,9 +191,10 @@ _SEND_KINDS: dict[int, str] = {pb.SEND_KIND_MANUAL: "MANUAL", pb.SEND_KIND_AUTOM
 
 def check_send(
     request: pb.CheckSendRequest, region: str
-) -> tuple[str, str, Channel, Direction, str]:
+) -> tuple[str, str, Channel, Direction, str, ReadOptions]:
     v = Violations()
     contact_key(v, request)
+    options = read_options(v, request.min_cursor, request.fully_consistent)
     channel = v.enum("channel", request.channel, CHANNEL_FROM_PB)
     direction = v.enum("direction", request.direction, DIRECTION_FROM_PB, required=False)
     v.enum("send_kind", request.send_kind, _SEND_KINDS, required=False)
@@ -192,7 +207,35 @@ def check_send(
         channel,
         direction or Direction.OUTBOUND,
         address,
+        options,
     )
+
+
+BATCH_MAX = 1000
+
+
+def batch_check_send(
+    request: pb.BatchCheckSendRequest, region: str
+) -> tuple[str, Channel, Direction, list[tuple[str, str]], ReadOptions]:
+    v = Violations()
+    v.identifier("location_id", request.location_id)
+    channel = v.enum("channel", request.channel, CHANNEL_FROM_PB)
+    direction = v.enum("direction", request.direction, DIRECTION_FROM_PB, required=False)
+    v.enum("send_kind", request.send_kind, _SEND_KINDS, required=False)
+    options = read_options(v, request.min_cursor, request.fully_consistent)
+    targets: list[tuple[str, str]] = []
+    if not request.targets:
+        v.add("targets", f"required: 1 to {BATCH_MAX} contacts")
+    elif len(request.targets) > BATCH_MAX:
+        v.add("targets", f"{len(request.targets)} contacts; at most {BATCH_MAX} per request")
+    else:
+        for i, target in enumerate(request.targets):
+            v.identifier(f"targets[{i}].contact_id", target.contact_id)
+            address = v.address(f"targets[{i}].address", channel, target.address, region)
+            targets.append((target.contact_id, address))
+    v.raise_if_any()
+    assert channel is not None
+    return request.location_id, channel, direction or Direction.OUTBOUND, targets, options
 
 
 def _scope(v: Violations, request: pb.SetDndRequest, direction: Direction | None) -> Scope:

@@ -7,9 +7,26 @@ SELECT version, updated_at, last_seq, now() AS now FROM dnd_contacts
 WHERE location_id = $1 AND contact_id = $2
 FOR UPDATE
 
--- get_contact --
-SELECT version, updated_at, last_seq FROM dnd_contacts
-WHERE location_id = $1 AND contact_id = $2
+-- read_contacts --
+-- One snapshot, one round trip: the contacts, their blocks and the addresses' suppressions.
+SELECT 'c' AS kind, c.contact_id, c.version, c.updated_at, c.last_seq,
+       NULL::text AS direction, NULL::text AS scope, NULL::text AS reason, NULL::text AS source,
+       NULL::text AS actor_id, NULL::text AS note, NULL::text AS evidence,
+       NULL::text AS provider_detail, NULL::timestamptz AS since, NULL::text AS address
+FROM dnd_contacts c
+WHERE c.location_id = $1 AND c.contact_id = ANY($2::text[])
+UNION ALL
+SELECT 'b', b.contact_id, NULL, NULL, NULL, b.direction, b.scope, b.reason, b.source,
+       b.actor_id, b.note, b.evidence, b.provider_detail, b.since, b.address
+FROM dnd_blocks b
+WHERE b.location_id = $1 AND b.contact_id = ANY($2::text[])
+UNION ALL
+SELECT 's', s.contact_id, NULL, NULL, NULL, 'OUTBOUND', s.channel, s.reason, s.source,
+       s.actor_id, s.note, s.evidence, s.provider_detail, s.since, s.address
+FROM dnd_address_suppressions s
+JOIN unnest($3::text[], $4::text[]) AS a(channel, address)
+  ON s.channel = a.channel AND s.address = a.address
+WHERE s.location_id = $1
 
 -- get_blocks --
 SELECT direction, scope, reason, source, actor_id, note, evidence, provider_detail, since,

@@ -131,6 +131,13 @@ class ChangeRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ContactsRead:
+    contacts: dict[str, ContactState]
+    last_seqs: dict[str, int]
+    suppressions: tuple[AddressSuppression, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CursorPosition:
     head: int
     pruned_below: int
@@ -198,28 +205,50 @@ class Store:
     ) -> tuple[ContactState, int]:
         """The contact's state (with the suppressions of ``addresses``) and the sequence
         number of its last change."""
+        found = await self.read_contacts(location_id, [contact_id], addresses)
+        return found.contacts[contact_id], found.last_seqs[contact_id]
 
-        async def read(conn: Any) -> tuple[ContactState, int]:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                contact = await conn.fetchrow(QUERIES["get_contact"], location_id, contact_id)
-                rows = []
-                if contact is not None:
-                    rows = await conn.fetch(QUERIES["get_blocks"], location_id, contact_id)
-                suppressions = await _suppressions(conn, location_id, addresses)
-            if contact is None:
-                return ContactState(location_id, contact_id, (), 0, None, suppressions), 0
-            state = ContactState(
+    async def read_contacts(
+        self, location_id: str, contact_ids: Sequence[str], addresses: Addresses = ()
+    ) -> ContactsRead:
+        """Several contacts of one location and the suppressions of ``addresses``, in one
+        statement (one snapshot, one round trip). Unknown contacts come back at version 0;
+        every contact's state carries all the suppressions read."""
+        channels, values = _address_columns(addresses)
+
+        async def read(conn: Any) -> list[asyncpg.Record]:
+            rows: list[asyncpg.Record] = await conn.fetch(
+                QUERIES["read_contacts"], location_id, list(contact_ids), channels, values
+            )
+            return rows
+
+        rows: list[asyncpg.Record] = await self._read(read)
+        heads: dict[str, asyncpg.Record] = {}
+        blocks: dict[str, list[Block]] = {}
+        suppressions: list[AddressSuppression] = []
+        for row in rows:
+            kind = row["kind"]
+            if kind == "c":
+                heads[row["contact_id"]] = row
+            elif kind == "b":
+                blocks.setdefault(row["contact_id"], []).append(_block(row))
+            else:
+                suppressions.append(_suppression(row, channel_column="scope"))
+        shown = tuple(suppressions)
+        contacts: dict[str, ContactState] = {}
+        last_seqs: dict[str, int] = {}
+        for contact_id in contact_ids:
+            head = heads.get(contact_id)
+            contacts[contact_id] = ContactState(
                 location_id,
                 contact_id,
-                tuple(_block(row) for row in rows),
-                contact["version"],
-                contact["updated_at"],
-                suppressions,
+                tuple(blocks.get(contact_id, ())),
+                head["version"] if head else 0,
+                head["updated_at"] if head else None,
+                shown,
             )
-            return state, contact["last_seq"]
-
-        result: tuple[ContactState, int] = await self._read(read)
-        return result
+            last_seqs[contact_id] = head["last_seq"] if head else 0
+        return ContactsRead(contacts, last_seqs, shown)
 
     async def list_history(
         self, location_id: str, contact_id: str, before_version: int, limit: int
@@ -519,20 +548,21 @@ async def _suppressions(
         return ()
     channels, values = _address_columns(addresses)
     rows = await conn.fetch(QUERIES["get_suppressions"], location_id, channels, values)
-    return tuple(
-        AddressSuppression(
-            channel=Channel(r["channel"]),
-            address=r["address"],
-            reason=Reason(r["reason"]),
-            source=Source(r["source"]),
-            contact_id=r["contact_id"],
-            actor_id=r["actor_id"],
-            note=r["note"],
-            evidence=r["evidence"],
-            provider_detail=r["provider_detail"],
-            since=r["since"],
-        )
-        for r in rows
+    return tuple(_suppression(r) for r in rows)
+
+
+def _suppression(r: asyncpg.Record, channel_column: str = "channel") -> AddressSuppression:
+    return AddressSuppression(
+        channel=Channel(r[channel_column]),
+        address=r["address"],
+        reason=Reason(r["reason"]),
+        source=Source(r["source"]),
+        contact_id=r["contact_id"],
+        actor_id=r["actor_id"],
+        note=r["note"],
+        evidence=r["evidence"],
+        provider_detail=r["provider_detail"],
+        since=r["since"],
     )
 
 

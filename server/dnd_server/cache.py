@@ -1,0 +1,156 @@
+"""The in-process cache of contact DND state that serves CheckSend and GetStatus.
+
+Kept current by the change feed: every committed change evicts its contact (and address)
+in every replica. The cache is only trusted while the feed is listening and caught up; when
+the feed is lost the cache is dropped and reads go to the database until the feed is back and
+caught up. An entry read from the database is not stored when an invalidation for it arrived
+while it was being read (it may predate that change).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import structlog
+
+from dnd_server.domain.model import AddressSuppression, Channel, ContactState
+from dnd_server.storage.store import ChangeRow
+
+log = structlog.get_logger("dnd_server.cache")
+
+ContactKey = tuple[str, str]  # (location, contact)
+AddressKey = tuple[str, Channel, str]  # (location, channel, address)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    state: ContactState  # without suppressions
+    last_seq: int
+
+
+class ContactCache:
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self.enabled = False
+        self.hits = 0
+        self.misses = 0
+        self._contacts: OrderedDict[ContactKey, Entry] = OrderedDict()
+        self._addresses: OrderedDict[AddressKey, tuple[AddressSuppression, ...]] = OrderedDict()
+        # Invalidations newer than the oldest read in flight: key -> sequence number.
+        self._recent: dict[ContactKey | AddressKey, int] = {}
+        self._reads: Counter[int] = Counter()
+        self._position = 0
+
+    @property
+    def position(self) -> int:
+        """The feed position every invalidation up to which has been applied."""
+        return self._position
+
+    def __len__(self) -> int:
+        return len(self._contacts) + len(self._addresses)
+
+    # -- feed side ---------------------------------------------------------------------------
+
+    def feed_ready(self, position: int) -> None:
+        """The feed is listening and caught up to ``position``: trust the cache (from empty)."""
+        self._position = position
+        if not self.enabled:
+            self.enabled = True
+            log.info("cache_enabled", position=position)
+
+    def feed_lost(self) -> None:
+        """The feed may miss invalidations: drop everything and read through."""
+        if self.enabled:
+            log.warning("cache_disabled", reason="change feed lost", entries=len(self))
+        self.enabled = False
+        self._contacts.clear()
+        self._addresses.clear()
+
+    def apply(self, changes: Iterable[ChangeRow], position: int) -> None:
+        for change in changes:
+            key: ContactKey = (change.location_id, change.contact_id)
+            self._contacts.pop(key, None)
+            self._recent[key] = change.seq
+            if change.address and change.scope is not None:
+                akey: AddressKey = (change.location_id, change.scope, change.address)
+                self._addresses.pop(akey, None)
+                self._recent[akey] = change.seq
+        self._position = position
+        self._prune_recent()
+
+    def _prune_recent(self) -> None:
+        # A read in flight started at a feed position it is at least as fresh as: changes at
+        # or below the oldest such position can no longer make a read stale.
+        floor = min(self._reads) if self._reads else self._position
+        if self._recent:
+            self._recent = {k: s for k, s in self._recent.items() if s > floor}
+
+    # -- read side ---------------------------------------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[int]:
+        """Bracket a database read whose result may be stored: yields the feed position the
+        read is at least as fresh as."""
+        start = self._position
+        self._reads[start] += 1
+        try:
+            yield start
+        finally:
+            self._reads[start] -= 1
+            if not self._reads[start]:
+                del self._reads[start]
+
+    def get(self, key: ContactKey) -> Entry | None:
+        if not self.enabled:
+            return None
+        entry = self._contacts.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self._contacts.move_to_end(key)
+        self.hits += 1
+        return entry
+
+    def get_address(self, key: AddressKey) -> tuple[AddressSuppression, ...] | None:
+        if not self.enabled:
+            return None
+        found = self._addresses.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        self._addresses.move_to_end(key)
+        self.hits += 1
+        return found
+
+    def put(self, key: ContactKey, entry: Entry) -> None:
+        """Store a state read from the database (or just written), unless the feed has since
+        seen a change of the contact newer than the state's last change."""
+        if not self.enabled or self._recent.get(key, 0) > entry.last_seq:
+            return
+        current = self._contacts.get(key)
+        if current is not None and current.last_seq > entry.last_seq:
+            return  # a racing writer or reader already stored a newer state
+        self._contacts[key] = entry
+        self._contacts.move_to_end(key)
+        self._trim()
+
+    def put_address(
+        self, key: AddressKey, suppressions: tuple[AddressSuppression, ...], read_from: int
+    ) -> None:
+        """Store an address's suppressions read at feed position ``read_from``, unless a
+        change of the address was seen since the read began."""
+        if not self.enabled or self._recent.get(key, 0) > read_from:
+            return
+        self._addresses[key] = suppressions
+        self._addresses.move_to_end(key)
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self._contacts) + len(self._addresses) > self.max_entries:
+            if len(self._contacts) >= len(self._addresses):
+                self._contacts.popitem(last=False)
+            else:
+                self._addresses.popitem(last=False)
