@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from typing import Any
 
@@ -104,7 +105,13 @@ class App:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         self.server = server
-        log.info("server_listening", addr=self.config.grpc_addr, port=self.port)
+        log.info(
+            "server_listening",
+            addr=self.config.grpc_addr,
+            port=self.port,
+            pid=os.getpid(),
+            worker=os.environ.get("DND_WORKER_INDEX", "0"),
+        )
         self._tasks.append(asyncio.create_task(self._connect_and_monitor()))
 
     async def _connect_and_monitor(self) -> None:

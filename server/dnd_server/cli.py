@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         applied = asyncio.run(run_migrations(url, config.db_timeout_seconds))
         log.info("migrations_done", applied=applied)
         return 0
+    if config.workers > 1:
+        from dnd_server.supervisor import supervise
+
+        return supervise(config)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config))
     return 0

@@ -1,0 +1,74 @@
+"""``DND_WORKERS=N``: N server processes sharing the gRPC port (SO_REUSEPORT).
+
+The supervisor holds no gRPC object: it prepares the database (embedded start, migrations),
+then starts each worker as a fresh interpreter, so every gRPC object is created in its own
+process after the split. Workers have their own pool, feed and cache. A worker that dies is
+restarted; SIGTERM / SIGINT are passed on and the supervisor waits for the workers to drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import structlog
+
+from dnd_server.app import database_url, run_migrations
+from dnd_server.config import Config
+
+log = structlog.get_logger("dnd_server.supervisor")
+
+_RESTART_DELAY = 1.0
+
+
+def supervise(config: Config) -> int:
+    if config.grpc_addr.rsplit(":", 1)[-1] == "0":
+        log.error("workers_need_fixed_port", addr=config.grpc_addr)
+        return 2
+    url, _embedded = database_url(config)
+    if config.migrate_on_start:
+        applied = asyncio.run(run_migrations(url, config.db_timeout_seconds))
+        log.info("database_ready", migrations_applied=applied)
+    env = {
+        **os.environ,
+        "DND_DATABASE_URL": url,
+        "DND_WORKERS": "1",
+        "DND_MIGRATE_ON_START": "false",
+    }
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    def start(index: int) -> subprocess.Popen[bytes]:
+        worker_env = {**env, "DND_WORKER_INDEX": str(index)}
+        return subprocess.Popen([sys.executable, "-m", "dnd_server", "serve"], env=worker_env)
+
+    workers = [start(i) for i in range(config.workers)]
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("workers_started", workers=config.workers, pids=[w.pid for w in workers])
+    while True:
+        time.sleep(0.2)
+        for i, worker in enumerate(workers):
+            code = worker.poll()
+            if code is None or stopping:
+                continue
+            log.warning("worker_exited", index=i, pid=worker.pid, code=code)
+            time.sleep(_RESTART_DELAY)
+            if not stopping:
+                workers[i] = start(i)
+                log.info("worker_restarted", index=i, pid=workers[i].pid)
+        if stopping and all(w.poll() is not None for w in workers):
+            break
+    codes = [w.returncode for w in workers]
+    log.info("workers_stopped", codes=codes)
+    return 0 if all(c == 0 for c in codes) else 1
