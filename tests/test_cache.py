@@ -1,0 +1,250 @@
+"""The CheckSend / GetStatus cache: invalidated by the change feed across replicas, dropped
+when the feed is lost, bypassed by min_cursor and fully_consistent reads; BatchCheckSend;
+several workers on one port. Real server processes over real PostgreSQL."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from dnd.v1 import dnd_pb2 as pb
+from dnd.v1 import dnd_pb2_grpc
+
+from tests.support import ENABLE, OUT, Database, ServerProcess, error_details, new_id
+
+
+def sms(loc: str, contact: str) -> pb.SetDndRequest:
+    return pb.SetDndRequest(
+        location_id=loc,
+        contact_id=contact,
+        action=ENABLE,
+        direction=OUT,
+        scope=pb.Scope(channel=pb.CHANNEL_SMS),
+        source=pb.SOURCE_USER,
+    )
+
+
+def check(loc: str, contact: str, **extra: Any) -> pb.CheckSendRequest:
+    return pb.CheckSendRequest(location_id=loc, contact_id=contact, channel=pb.CHANNEL_SMS, **extra)
+
+
+@pytest.fixture
+def replicas(fresh_database: Any) -> Iterator[tuple[Any, Any, Database]]:
+    """Two server processes on one database of this test, with stubs."""
+    url = fresh_database()
+    a = ServerProcess(url).start()
+    b = ServerProcess(url).start()
+    ca = grpc.insecure_channel(a.addr)
+    cb = grpc.insecure_channel(b.addr)
+    try:
+        yield dnd_pb2_grpc.DndServiceStub(ca), dnd_pb2_grpc.DndServiceStub(cb), Database(url)
+    finally:
+        ca.close()
+        cb.close()
+        a.stop()
+        b.stop()
+
+
+def insert_block_behind_the_feed(db: Database, loc: str, contact: str) -> None:
+    """A change the feed can never see (no change-log row): only a database read finds it."""
+    db.fetch(
+        "INSERT INTO dnd_contacts (location_id, contact_id, version) VALUES ($1, $2, 1)",
+        loc,
+        contact,
+    )
+    db.fetch(
+        "INSERT INTO dnd_blocks (location_id, contact_id, direction, scope, reason, source, "
+        "since) VALUES ($1, $2, 'OUTBOUND', 'SMS', 'MANUAL', 'USER', now())",
+        loc,
+        contact,
+    )
+
+
+def test_cache_serves_reads_and_fully_consistent_bypasses_it(replicas: Any) -> None:
+    a, _, db = replicas
+    loc = new_id("loc")
+    assert a.CheckSend(check(loc, "c")).allowed  # now cached: never seen, no DND
+    insert_block_behind_the_feed(db, loc, "c")
+    assert a.CheckSend(check(loc, "c")).allowed, "a warm entry is served from the cache"
+    consistent = a.CheckSend(check(loc, "c", fully_consistent=True))
+    assert not consistent.allowed and consistent.version == 1
+    status = a.GetStatus(
+        pb.GetStatusRequest(location_id=loc, contact_id="c", fully_consistent=True)
+    )
+    assert status.status.version == 1
+
+
+def test_write_on_one_replica_invalidates_the_other(replicas: Any) -> None:
+    a, b, _ = replicas
+    loc = new_id("loc")
+    assert b.CheckSend(check(loc, "c")).allowed  # B caches "no DND"
+    a.SetDnd(sms(loc, "c"))
+    deadline = time.monotonic() + 5
+    allowed = True
+    while allowed and time.monotonic() < deadline:
+        allowed = b.CheckSend(check(loc, "c")).allowed
+        time.sleep(0.01)
+    assert not allowed, "B's cache must be invalidated by A's change through the feed"
+
+
+def test_min_cursor_reads_a_write_of_another_replica_at_once(replicas: Any) -> None:
+    a, b, _ = replicas
+    loc = new_id("loc")
+    for i in range(30):
+        contact = f"c{i}"
+        assert b.CheckSend(check(loc, contact)).allowed  # cached on B
+        cursor = a.SetDnd(sms(loc, contact)).cursor
+        answer = b.CheckSend(check(loc, contact, min_cursor=cursor))
+        assert not answer.allowed, f"stale allowed after the write's cursor (contact {contact})"
+        status = b.GetStatus(
+            pb.GetStatusRequest(location_id=loc, contact_id=contact, min_cursor=cursor)
+        )
+        assert status.status.version == 1
+
+
+def test_writes_update_their_own_replica_before_returning(replicas: Any) -> None:
+    a, _, _ = replicas
+    loc = new_id("loc")
+    for i in range(30):
+        assert a.CheckSend(check(loc, f"c{i}")).allowed
+        a.SetDnd(sms(loc, f"c{i}"))
+        assert not a.CheckSend(check(loc, f"c{i}")).allowed  # no min_cursor needed here
+
+
+def test_feed_loss_drops_the_cache_and_reads_through(replicas: Any) -> None:
+    a, _, db = replicas
+    loc = new_id("loc")
+    assert a.CheckSend(check(loc, "c")).allowed
+    insert_block_behind_the_feed(db, loc, "c")
+    assert a.CheckSend(check(loc, "c")).allowed  # served from the (now wrong) cache
+    killed = db.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE application_name = 'dnd-service-feed' AND datname = current_database()"
+    )
+    assert killed == 2
+    deadline = time.monotonic() + 5
+    allowed = True
+    while allowed and time.monotonic() < deadline:
+        allowed = a.CheckSend(check(loc, "c")).allowed
+        time.sleep(0.02)
+    assert not allowed, "after losing its feed a replica must stop trusting its cache"
+
+
+def test_batch_check_send_answers_in_order(stub: Any, loc: str) -> None:
+    stub.SetDnd(sms(loc, "blocked"))
+    stub.ProcessInboundMessage(
+        pb.ProcessInboundMessageRequest(
+            location_id=loc,
+            contact_id="stopper",
+            channel=pb.CHANNEL_SMS,
+            body="STOP",
+            from_address="+14155550199",
+        )
+    )
+    targets = [pb.CheckTarget(contact_id=f"free{i}") for i in range(997)]
+    targets.insert(10, pb.CheckTarget(contact_id="blocked"))
+    targets.insert(500, pb.CheckTarget(contact_id="shares-number", address="(415) 555-0199"))
+    targets.append(pb.CheckTarget(contact_id="free0"))  # duplicates answer twice
+    answer = stub.BatchCheckSend(
+        pb.BatchCheckSendRequest(location_id=loc, channel=pb.CHANNEL_SMS, targets=targets)
+    )
+    assert [r.contact_id for r in answer.results] == [t.contact_id for t in targets]
+    denied = [r.contact_id for r in answer.results if not r.allowed]
+    assert denied == ["blocked", "shares-number"]
+    assert answer.results[10].denied_by[0].reason == pb.REASON_MANUAL
+    assert answer.results[500].denied_by_address[0].contact_id == "stopper"
+    assert len(answer.results) == 1000
+
+
+def test_batch_check_send_limits(stub: Any, loc: str) -> None:
+    too_many = [pb.CheckTarget(contact_id=f"c{i}") for i in range(1001)]
+    for targets, field in ((too_many, "targets"), ([], "targets")):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.BatchCheckSend(
+                pb.BatchCheckSendRequest(location_id=loc, channel=pb.CHANNEL_SMS, targets=targets)
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        fields = [v.field for v in error_details(caught.value)["BadRequest"].field_violations]
+        assert field in fields
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.BatchCheckSend(
+            pb.BatchCheckSendRequest(
+                location_id=loc,
+                channel=pb.CHANNEL_SMS,
+                targets=[pb.CheckTarget(contact_id="ok"), pb.CheckTarget(contact_id="")],
+            )
+        )
+    fields = [v.field for v in error_details(caught.value)["BadRequest"].field_violations]
+    assert fields == ["targets[1].contact_id"]
+
+
+def test_batch_check_send_reads_misses_in_one_statement(replicas: Any) -> None:
+    a, _, db = replicas
+    loc = new_id("loc")
+
+    def scans() -> int:
+        time.sleep(1.2)  # table statistics are flushed about once a second
+        rows = db.fetch(
+            "SELECT coalesce(idx_scan, 0) + coalesce(seq_scan, 0) FROM pg_stat_user_tables "
+            "WHERE relname = 'dnd_contacts'"
+        )
+        return int(rows[0][0])
+
+    before = scans()
+    targets = [pb.CheckTarget(contact_id=f"fresh{i}") for i in range(1000)]
+    answer = a.BatchCheckSend(
+        pb.BatchCheckSendRequest(location_id=loc, channel=pb.CHANNEL_SMS, targets=targets)
+    )
+    assert all(r.allowed for r in answer.results)
+    # One statement reads all 1,000 misses: a handful of scans, not one per contact.
+    assert scans() - before <= 5
+
+
+def test_bad_min_cursor(stub: Any, loc: str) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CheckSend(check(loc, "c", min_cursor="nope"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = [v.field for v in error_details(caught.value)["BadRequest"].field_violations]
+    assert fields == ["min_cursor"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_two_workers_share_one_port(fresh_database: Any) -> None:
+    port = free_port()
+    process = ServerProcess(
+        fresh_database(), {"DND_WORKERS": "2", "DND_GRPC_ADDR": f"127.0.0.1:{port}"}
+    )
+    process.start(wait_serving=False)
+    try:
+        process.wait_health("SERVING")
+        deadline = time.monotonic() + 20
+        pids: set[int] = set()
+        while len(pids) < 2 and time.monotonic() < deadline:
+            pids = {
+                int(e["pid"])
+                for e in process.collect_logs()
+                if e.get("event") == "server_listening"
+            }
+            time.sleep(0.1)
+        assert len(pids) == 2, "two worker processes listening"
+        loc = new_id("loc")
+        # Connections land on either worker; every answer is consistent with min_cursor.
+        for i in range(20):
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = dnd_pb2_grpc.DndServiceStub(channel)
+                cursor = stub.SetDnd(sms(loc, f"c{i}")).cursor
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = dnd_pb2_grpc.DndServiceStub(channel)
+                assert not stub.CheckSend(check(loc, f"c{i}", min_cursor=cursor)).allowed
+    finally:
+        assert process.stop() == 0
