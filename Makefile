@@ -8,7 +8,7 @@ PROTOC := $(BIN)/python -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: run migrate test lint proto-lint typecheck proto proto-check pytest bench clean venv
+.PHONY: run migrate test lint proto-lint typecheck proto proto-check pytest bench bench-watch clean venv
 
 $(BIN)/dnd-server: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,18 @@ proto-check: venv
 		|| (echo "generated/ is out of date: run 'make proto' and commit" && rm -rf .proto-check && exit 1)
 	@rm -rf .proto-check
 	@echo "generated code is up to date"
+
+## Hot-path benchmark suite (installs h2load from Debian's nghttp2-client when it can).
+bench: venv
+	@command -v h2load >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+		(apt-get install -y -q nghttp2-client >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nghttp2-client >/dev/null 2>&1))) || \
+		echo "h2load unavailable: falling back to the Python load generator"
+	$(BIN)/python bench/run.py
+
+## Change-stream benchmark.
+bench-watch: venv
+	$(BIN)/python bench/watch_bench.py
 
 clean:
 	rm -rf $(VENV) .proto-check .mypy_cache .ruff_cache .pytest_cache
