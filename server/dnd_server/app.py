@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -16,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from dnd_server.auth import TokensFileError, TokenTable
 from dnd_server.cache import ContactCache
 from dnd_server.config import Config
 from dnd_server.domain.errors import Unavailable
@@ -70,12 +72,14 @@ async def run_migrations(url: str, timeout: float) -> list[int]:
 class App:
     """One server process: owns the gRPC server, the pool and the health state."""
 
-    def __init__(self, config: Config, url: str) -> None:
+    def __init__(self, config: Config, url: str, tokens: TokenTable | None = None) -> None:
         self.config = config
         self.url = url
         self.servicer = DndServicer(
             read_sample_rate=config.log_read_sample_rate,
             phone_region=config.default_phone_region,
+            tokens=tokens,
+            max_streams_per_caller=config.max_streams_per_caller,
         )
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -87,7 +91,14 @@ class App:
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        server = grpc.aio.server()
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", self.config.max_message_bytes),
+                ("grpc.max_send_message_length", max(self.config.max_message_bytes, 4 << 20)),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ]
+        )
         dnd_pb2_grpc.add_DndServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -98,7 +109,11 @@ class App:
             ),
             server,
         )
-        self.port = server.add_insecure_port(self.config.grpc_addr)
+        credentials = server_credentials(self.config)
+        if credentials is None:
+            self.port = server.add_insecure_port(self.config.grpc_addr)
+        else:
+            self.port = server.add_secure_port(self.config.grpc_addr, credentials)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on DND_GRPC_ADDR={self.config.grpc_addr}")
         for name in _SERVICES_WITH_HEALTH:
@@ -207,10 +222,65 @@ class App:
         log.info("server_stopped")
 
 
+class StartupError(RuntimeError):
+    """The configuration does not allow a safe start."""
+
+
+def load_tokens(config: Config) -> TokenTable | None:
+    """The tokens to check, or None to run open: only on loopback (with a warning) or when
+    explicitly told ``DND_AUTH=disabled``."""
+    if config.tokens_file:
+        try:
+            tokens = TokenTable.load(Path(config.tokens_file))
+        except TokensFileError as error:
+            raise StartupError(str(error)) from None
+        log.info("auth_enabled", tokens=len(tokens))
+        return tokens
+    if config.auth == "enabled":
+        raise StartupError("DND_AUTH=enabled needs DND_TOKENS_FILE")
+    if config.auth == "disabled":
+        log.warning("auth_disabled", detail="DND_AUTH=disabled: every caller may do everything")
+        return None
+    if config.loopback:
+        log.warning(
+            "auth_disabled_on_loopback",
+            detail="no DND_TOKENS_FILE: running open, reachable from this machine only",
+        )
+        return None
+    raise StartupError(
+        f"refusing to serve on {config.grpc_addr} without authentication: set DND_TOKENS_FILE "
+        "(or DND_AUTH=disabled to run open on purpose)"
+    )
+
+
+def server_credentials(config: Config) -> grpc.ServerCredentials | None:
+    if not (config.tls_cert_file or config.tls_key_file):
+        if config.tls_client_ca_file:
+            raise StartupError(
+                "DND_TLS_CLIENT_CA_FILE needs DND_TLS_CERT_FILE and DND_TLS_KEY_FILE"
+            )
+        return None
+    if not (config.tls_cert_file and config.tls_key_file):
+        raise StartupError("TLS needs both DND_TLS_CERT_FILE and DND_TLS_KEY_FILE")
+    try:
+        key = Path(config.tls_key_file).read_bytes()
+        cert = Path(config.tls_cert_file).read_bytes()
+        client_ca = (
+            Path(config.tls_client_ca_file).read_bytes() if config.tls_client_ca_file else None
+        )
+    except OSError as error:
+        raise StartupError(f"cannot read TLS files: {error}") from None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
 async def serve(config: Config) -> None:
+    tokens = load_tokens(config)
+    server_credentials(config)  # fail before starting anything when TLS files are unusable
     # The embedded PostgreSQL starts before any gRPC object exists (it forks processes).
     url, _embedded = database_url(config)
-    app = App(config, url)
+    app = App(config, url, tokens)
     await app.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -9,7 +9,8 @@ import sys
 
 import structlog
 
-from dnd_server.app import database_url, run_migrations, serve
+from dnd_server.app import StartupError, database_url, run_migrations, serve
+from dnd_server.auth import hash_token
 from dnd_server.config import Config, ConfigError
 from dnd_server.logs import configure_logging
 
@@ -24,10 +25,19 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "migrate"],
-        help="serve (default): run the gRPC server; migrate: apply database migrations and exit",
+        choices=["serve", "migrate", "hash-token", "healthcheck"],
+        help="serve (default): run the gRPC server; migrate: apply database migrations and "
+        "exit; hash-token: print the SHA-256 of a token (read from stdin) for the tokens file; "
+        "healthcheck: exit 0 when the local server reports SERVING",
     )
     args = parser.parse_args(argv)
+    if args.command == "hash-token":
+        token = sys.stdin.readline().strip()
+        if not token:
+            print("dnd-server: give the token on standard input", file=sys.stderr)
+            return 2
+        print(hash_token(token))
+        return 0
     try:
         config = Config.from_env()
     except ConfigError as exc:
@@ -35,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(config.log_level)
     log = structlog.get_logger("dnd_server.cli")
+    if args.command == "healthcheck":
+        return healthcheck(config)
     if args.command == "migrate":
         url, _embedded = database_url(config)
         applied = asyncio.run(run_migrations(url, config.db_timeout_seconds))
@@ -44,10 +56,44 @@ def main(argv: list[str] | None = None) -> int:
         from dnd_server.supervisor import supervise
 
         return supervise(config)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(config))
+    except StartupError as error:
+        log.error("startup_refused", error=str(error))
+        print(f"dnd-server: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def healthcheck(config: Config) -> int:
+    """Container health probe: the gRPC health service of the local server says SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port = config.grpc_addr.rsplit(":", 1)[-1]
+    target = f"127.0.0.1:{port}"
+    if config.tls_cert_file:
+        ca = open(config.tls_cert_file, "rb").read()  # noqa: SIM115 - tiny file, short-lived
+        channel = grpc.secure_channel(
+            target,
+            grpc.ssl_channel_credentials(root_certificates=ca),
+            options=[("grpc.ssl_target_name_override", "localhost")],
+        )
+    else:
+        channel = grpc.insecure_channel(target)
+    with channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
+                health_pb2.HealthCheckRequest(), timeout=3
+            )
+        except grpc.RpcError as error:
+            print(f"unhealthy: {error.code().name}", file=sys.stderr)
+            return 1
+    serving = answer.status == health_pb2.HealthCheckResponse.SERVING
+    print("SERVING" if serving else "NOT_SERVING")
+    return 0 if serving else 1

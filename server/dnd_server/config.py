@@ -48,6 +48,17 @@ class Config:
     cache_max_entries: int = 100_000
     # Server processes sharing the gRPC port (SO_REUSEPORT).
     workers: int = 1
+    # Security: bearer tokens file; "disabled" to run open off loopback; TLS files.
+    tokens_file: str = ""
+    auth: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    # Limits.
+    max_message_bytes: int = 1024 * 1024
+    max_streams_per_caller: int = 16
+    # Prometheus metrics address (host:port); empty: no metrics endpoint.
+    metrics_addr: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -92,7 +103,23 @@ class Config:
             cache=_bool(env, "DND_CACHE", d.cache),
             cache_max_entries=_int(env, "DND_CACHE_MAX_ENTRIES", d.cache_max_entries, 1),
             workers=_int(env, "DND_WORKERS", d.workers, 1),
+            tokens_file=env.get("DND_TOKENS_FILE", "").strip(),
+            auth=_choice(env, "DND_AUTH", ("", "enabled", "disabled")),
+            tls_cert_file=env.get("DND_TLS_CERT_FILE", "").strip(),
+            tls_key_file=env.get("DND_TLS_KEY_FILE", "").strip(),
+            tls_client_ca_file=env.get("DND_TLS_CLIENT_CA_FILE", "").strip(),
+            max_message_bytes=_int(env, "DND_MAX_MESSAGE_BYTES", d.max_message_bytes, 1024),
+            max_streams_per_caller=_int(
+                env, "DND_MAX_STREAMS_PER_CALLER", d.max_streams_per_caller, 1
+            ),
+            metrics_addr=env.get("DND_METRICS_ADDR", "").strip(),
         )
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the gRPC address is reachable from this machine only."""
+        host = self.grpc_addr.rsplit(":", 1)[0].strip("[]").lower()
+        return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
@@ -143,4 +170,13 @@ def _region(env: Mapping[str, str], default: str) -> str:
     raw = env.get("DND_DEFAULT_PHONE_REGION", "").strip().upper() or default
     if len(raw) != 2 or not raw.isalpha():
         raise ConfigError(f"DND_DEFAULT_PHONE_REGION must be a two-letter region code, got {raw!r}")
+    return raw
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if raw not in choices:
+        raise ConfigError(
+            f"{name} must be one of {', '.join(c for c in choices if c)}, got {raw!r}"
+        )
     return raw

@@ -90,3 +90,14 @@ class SubscriberTooSlow(DndError):
             "the subscriber fell too far behind the change stream and was disconnected; "
             f"resume with after_cursor={cursor}"
         )
+
+
+class TooManyStreams(DndError):
+    """The caller already has the most watch streams it may open."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"this caller already has {limit} open watch streams, the most allowed; "
+            "close one or share a stream"
+        )

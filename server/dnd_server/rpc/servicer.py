@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import hashlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol, TypeVar
+from dataclasses import replace
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import structlog
@@ -16,8 +18,17 @@ from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 from google.protobuf.message import Message
 
+from dnd_server.auth import (
+    ANONYMOUS,
+    SOURCE_SCOPES,
+    Caller,
+    Scope,
+    TokenTable,
+    Unauthenticated,
+    bearer,
+)
 from dnd_server.cursor import encode_cursor, encode_page_token
-from dnd_server.domain.errors import DndError, Unavailable
+from dnd_server.domain.errors import DndError, TooManyStreams, Unavailable
 from dnd_server.domain.keywords import (
     HELP_WORDS,
     OPT_IN_WORDS,
@@ -26,7 +37,7 @@ from dnd_server.domain.keywords import (
     KeywordKind,
     KeywordSettings,
 )
-from dnd_server.domain.model import INBOUND_CHANNELS, Block, Channel, Direction
+from dnd_server.domain.model import INBOUND_CHANNELS, Block, Channel, Direction, Source
 from dnd_server.feed import ChangeFeed
 from dnd_server.rpc import validate
 from dnd_server.rpc.convert import (
@@ -44,6 +55,14 @@ from dnd_server.storage.store import Idempotency, Replay, WriteResult
 from dnd_server.watch import WatchSettings
 
 log = structlog.get_logger("dnd_server.rpc")
+
+# The authenticated caller of the RPC being handled.
+CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller", default=ANONYMOUS)
+
+
+def require(scope: Scope, *locations: str) -> None:
+    CALLER.get().require(scope, locations)
+
 
 _Req = TypeVar("_Req", contravariant=True)
 _Resp = TypeVar("_Resp", covariant=True)
@@ -74,6 +93,7 @@ def rpc(name: str, hot: bool = False) -> Callable[[Handler[_S, _R, _T]], Handler
             code = grpc.StatusCode.OK
             status: grpc.Status | None = None
             try:
+                CALLER.set(self.authenticate(context))
                 if self.service is None:
                     raise Unavailable("the service is starting: the database is not ready yet")
                 return await fn(self, request, context)
@@ -137,14 +157,37 @@ def answer(outcome: WriteResult | Replay, build: Callable[[WriteResult], _M], cl
 
 
 class DndServicer(dnd_pb2_grpc.DndServiceServicer):
-    def __init__(self, read_sample_rate: float = 0.0, phone_region: str = "US") -> None:
+    def __init__(
+        self,
+        read_sample_rate: float = 0.0,
+        phone_region: str = "US",
+        tokens: TokenTable | None = None,
+        max_streams_per_caller: int = 16,
+    ) -> None:
         # Set once the database is reachable and migrated.
         self.service: DndService | None = None
+        # None: no authentication (loopback or explicitly disabled).
+        self.tokens = tokens
+        self.max_streams_per_caller = max_streams_per_caller
+        self.streams: dict[str, int] = {}
         self._sample_rate = read_sample_rate
         self._region = phone_region
         # Set with the service: the process's change feed and the stream settings.
         self.feed: ChangeFeed | None = None
         self.watch_settings: WatchSettings | None = None
+
+    def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        if self.tokens is None:
+            return ANONYMOUS
+        token = bearer(context.invocation_metadata())
+        if token is None:
+            raise Unauthenticated(
+                "missing bearer token: send metadata 'authorization: Bearer <token>'"
+            )
+        caller = self.tokens.authenticate(token)
+        if caller is None:
+            raise Unauthenticated("unknown token")
+        return caller
 
     def sampled(self) -> bool:
         return self._sample_rate > 0 and random.random() < self._sample_rate
@@ -160,6 +203,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         context: grpc.aio.ServicerContext[pb.GetStatusRequest, pb.GetStatusResponse],
     ) -> pb.GetStatusResponse:
         location_id, contact_id, addresses, options = validate.get_status(request, self._region)
+        require(Scope.READ, location_id)
         state = await self._svc().get_status(location_id, contact_id, addresses, options)
         return pb.GetStatusResponse(status=status_to_pb(state))
 
@@ -170,6 +214,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         context: grpc.aio.ServicerContext[pb.SetDndRequest, pb.SetDndResponse],
     ) -> pb.SetDndResponse:
         command = validate.set_dnd(request, self._region)
+        require(SOURCE_SCOPES[command.meta.source], command.location_id)
 
         def build(result: WriteResult) -> pb.SetDndResponse:
             return pb.SetDndResponse(
@@ -195,6 +240,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         location_id, contact_id, channel, direction, address, options = validate.check_send(
             request, self._region
         )
+        require(Scope.CHECK, location_id)
         decision, state = await self._svc().check_send(
             location_id, contact_id, channel, direction, address, options
         )
@@ -215,6 +261,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         location_id, channel, direction, targets, options = validate.batch_check_send(
             request, self._region
         )
+        require(Scope.CHECK, location_id)
         answers = await self._svc().batch_check(location_id, channel, direction, targets, options)
         return pb.BatchCheckSendResponse(
             results=[
@@ -239,10 +286,20 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         code = grpc.StatusCode.OK
         status: grpc.Status | None = None
         sent = 0
+        counted = ""
         try:
+            caller = self.authenticate(context)
             if self.service is None or self.feed is None or self.watch_settings is None:
                 raise Unavailable("the service is starting: the database is not ready yet")
             flt, after, cursor_text = validate.watch(request)
+            if caller.locations is not None and not flt.locations:
+                flt = replace(flt, locations=caller.locations)
+            caller.require(Scope.WATCH, flt.locations)
+            name = caller.name if self.tokens is not None else _peer_host(context.peer())
+            if self.streams.get(name, 0) >= self.max_streams_per_caller:
+                raise TooManyStreams(self.max_streams_per_caller)
+            self.streams[name] = self.streams.get(name, 0) + 1
+            counted = name
             log.info("watch_started", resume=after is not None, locations=len(flt.locations))
             changes = self.service.watch(self.feed, flt, after, self.watch_settings, cursor_text)
             async for item in changes:
@@ -262,6 +319,10 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
             log.exception("rpc_internal_error", method="WatchChanges")
             status = internal_status()
         finally:
+            if counted:
+                self.streams[counted] -= 1
+                if not self.streams[counted]:
+                    del self.streams[counted]
             if status is not None:
                 code = status.code
             log.info(
@@ -282,6 +343,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         ],
     ) -> pb.ProcessInboundMessageResponse:
         message = validate.inbound_message(request, self._region)
+        require(Scope.CONTACT, message.location_id)
 
         def build(result: WriteResult) -> pb.ProcessInboundMessageResponse:
             decided = result.detail
@@ -348,6 +410,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         ],
     ) -> pb.ReportSmsDeliveryFailureResponse:
         event = validate.sms_failure(request, self._region)
+        require(Scope.WRITE, event.location_id)
         return await self._provider_event(
             "ReportSmsDeliveryFailure", request, event, pb.ReportSmsDeliveryFailureResponse
         )
@@ -359,6 +422,8 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         context: grpc.aio.ServicerContext[pb.ReportEmailEventRequest, pb.ReportEmailEventResponse],
     ) -> pb.ReportEmailEventResponse:
         event = validate.email_event(request, self._region)
+        acting_as = event.effect[1] if event.effect else Source.SYSTEM
+        require(SOURCE_SCOPES[acting_as], event.location_id)
         return await self._provider_event(
             "ReportEmailEvent", request, event, pb.ReportEmailEventResponse
         )
@@ -370,6 +435,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         context: grpc.aio.ServicerContext[pb.ListHistoryRequest, pb.ListHistoryResponse],
     ) -> pb.ListHistoryResponse:
         location_id, contact_id, before, size = validate.list_history(request)
+        require(Scope.READ, location_id)
         rows = await self._svc().history(location_id, contact_id, before, size + 1)
         page = rows[:size]
         more = len(rows) > size
@@ -387,6 +453,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         ],
     ) -> pb.GetKeywordSettingsResponse:
         location_id = validate.get_keyword_settings(request)
+        require(Scope.READ, location_id)
         settings = await self._svc().keyword_settings(location_id)
         return pb.GetKeywordSettingsResponse(
             settings=settings_to_pb(settings),
@@ -405,11 +472,17 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         ],
     ) -> pb.UpdateKeywordSettingsResponse:
         settings = validate.update_keyword_settings(request)
+        require(Scope.WRITE, request.location_id)
         await self._svc().update_keyword_settings(request.location_id, settings)
         return pb.UpdateKeywordSettingsResponse(settings=settings_to_pb(settings))
 
 
 _E = TypeVar("_E", pb.ReportSmsDeliveryFailureResponse, pb.ReportEmailEventResponse)
+
+
+def _peer_host(peer: str) -> str:
+    """``ipv4:127.0.0.1:5555`` -> ``ipv4:127.0.0.1``: streams are counted per client host."""
+    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
 
 
 def settings_to_pb(settings: KeywordSettings) -> pb.KeywordSettings:

@@ -7,12 +7,14 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from dnd_server.auth import PermissionDenied, Unauthenticated
 from dnd_server.domain.errors import (
     ClearNotPermitted,
     CursorExpired,
     DndError,
     InvalidArgument,
     SubscriberTooSlow,
+    TooManyStreams,
     Unavailable,
     VersionMismatch,
 )
@@ -91,6 +93,16 @@ def status_for(error: DndError) -> grpc.Status:
             code_pb2.RESOURCE_EXHAUSTED,
             str(error),
             _info("SUBSCRIBER_TOO_SLOW", cursor=error.cursor),
+        )
+    if isinstance(error, Unauthenticated):
+        return _status(code_pb2.UNAUTHENTICATED, str(error), _info("UNAUTHENTICATED"))
+    if isinstance(error, PermissionDenied):
+        return _status(code_pb2.PERMISSION_DENIED, str(error), _info("PERMISSION_DENIED"))
+    if isinstance(error, TooManyStreams):
+        return _status(
+            code_pb2.RESOURCE_EXHAUSTED,
+            str(error),
+            _info("TOO_MANY_STREAMS", limit=str(error.limit)),
         )
     if isinstance(error, Unavailable):
         return _status(
