@@ -22,6 +22,7 @@ from dnd_server.cache import ContactCache
 from dnd_server.config import Config
 from dnd_server.domain.errors import Unavailable
 from dnd_server.feed import ChangeFeed
+from dnd_server.metrics import Metrics
 from dnd_server.rpc.servicer import DndServicer
 from dnd_server.service import DndService
 from dnd_server.storage.embedded import start_embedded_postgres
@@ -86,6 +87,8 @@ class App:
         self.pool: asyncpg.Pool | None = None
         self.feed: ChangeFeed | None = None
         self.cache: ContactCache | None = None
+        self.head_seq = 0
+        self.metrics_port = 0
         self.port: int = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -118,6 +121,8 @@ class App:
             raise RuntimeError(f"cannot listen on DND_GRPC_ADDR={self.config.grpc_addr}")
         for name in _SERVICES_WITH_HEALTH:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.config.metrics_addr:
+            self.start_metrics()
         await server.start()
         self.server = server
         log.info(
@@ -128,6 +133,29 @@ class App:
             worker=os.environ.get("DND_WORKER_INDEX", "0"),
         )
         self._tasks.append(asyncio.create_task(self._connect_and_monitor()))
+
+    def start_metrics(self) -> None:
+        """Serve /metrics; with several workers each listens on the port plus its index."""
+        metrics = Metrics()
+        host, _, port = self.config.metrics_addr.rpartition(":")
+        index = int(os.environ.get("DND_WORKER_INDEX", "0"))
+        addr = f"{host}:{int(port) + index}" if int(port) else self.config.metrics_addr
+        live = metrics.live
+        live.watch_streams = lambda: float(sum(self.servicer.streams.values()))
+        live.cache_hits = lambda: float(self.cache.hits) if self.cache else 0.0
+        live.cache_misses = lambda: float(self.cache.misses) if self.cache else 0.0
+        live.cache_entries = lambda: float(len(self.cache)) if self.cache else 0.0
+        live.cache_enabled = lambda: 1.0 if self.cache and self.cache.enabled else 0.0
+        live.feed_lag = lambda: (
+            float(max(0, self.head_seq - self.feed.position)) if self.feed else 0.0
+        )
+        live.feed_listening = lambda: 1.0 if self.feed and self.feed.listening else 0.0
+        live.pool_size = lambda: float(self.pool.get_size()) if self.pool else 0.0
+        live.pool_idle = lambda: float(self.pool.get_idle_size()) if self.pool else 0.0
+        live.pool_max = lambda: float(self.pool.get_max_size()) if self.pool else 0.0
+        self.metrics_port = metrics.serve(addr)
+        self.servicer.metrics = metrics
+        log.info("metrics_listening", addr=addr, port=self.metrics_port)
 
     async def _connect_and_monitor(self) -> None:
         """Connect and migrate (retrying with backoff), then keep health in step with the
@@ -166,7 +194,7 @@ class App:
         serving: bool | None = None
         while not self._stopping.is_set():
             try:
-                await store.ping()
+                self.head_seq = await store.head_seq()
                 healthy = True
             except Unavailable:
                 healthy = False

@@ -39,6 +39,7 @@ from dnd_server.domain.keywords import (
 )
 from dnd_server.domain.model import INBOUND_CHANNELS, Block, Channel, Direction, Source
 from dnd_server.feed import ChangeFeed
+from dnd_server.metrics import Metrics
 from dnd_server.rpc import validate
 from dnd_server.rpc.convert import (
     KEYWORD_ACTION_TO_PB,
@@ -112,6 +113,8 @@ def rpc(name: str, hot: bool = False) -> Callable[[Handler[_S, _R, _T]], Handler
             finally:
                 if status is not None:
                     code = status.code
+                if self.metrics is not None:
+                    self.metrics.observe(name, code.name, time.perf_counter() - started)
                 if not hot or code is not grpc.StatusCode.OK or self.sampled():
                     log.info(
                         "rpc",
@@ -170,6 +173,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         self.tokens = tokens
         self.max_streams_per_caller = max_streams_per_caller
         self.streams: dict[str, int] = {}
+        self.metrics: Metrics | None = None
         self._sample_rate = read_sample_rate
         self._region = phone_region
         # Set with the service: the process's change feed and the stream settings.
@@ -325,6 +329,8 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
                     del self.streams[counted]
             if status is not None:
                 code = status.code
+            if self.metrics is not None:
+                self.metrics.observe("WatchChanges", code.name, time.perf_counter() - started)
             log.info(
                 "watch_ended",
                 code=code.name,

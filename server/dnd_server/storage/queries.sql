@@ -166,5 +166,3 @@ RETURNING (SELECT count(*) FROM gone)
 -- head_seq --
 SELECT seq FROM dnd_log_head
 
--- ping --
-SELECT 1

@@ -151,11 +151,6 @@ class Store:
         self._timeout = timeout
         self._idempotency_ttl = idempotency_ttl
 
-    async def ping(self) -> None:
-        with translate_errors():
-            async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
-                await conn.fetchval(QUERIES["ping"])
-
     async def head_seq(self) -> int:
         with translate_errors():
             async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:

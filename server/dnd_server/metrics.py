@@ -1,0 +1,82 @@
+"""Prometheus metrics (``DND_METRICS_ADDR``): RPCs by method and status code with latency,
+cache hits and misses, active watch streams, change-feed lag, database pool usage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass
+class LiveValues:
+    """Callables read at scrape time (each returns the current value)."""
+
+    cache_hits: Callable[[], float] = lambda: 0.0
+    cache_misses: Callable[[], float] = lambda: 0.0
+    cache_entries: Callable[[], float] = lambda: 0.0
+    cache_enabled: Callable[[], float] = lambda: 0.0
+    watch_streams: Callable[[], float] = lambda: 0.0
+    feed_lag: Callable[[], float] = lambda: 0.0
+    feed_listening: Callable[[], float] = lambda: 0.0
+    pool_size: Callable[[], float] = lambda: 0.0
+    pool_idle: Callable[[], float] = lambda: 0.0
+    pool_max: Callable[[], float] = lambda: 0.0
+
+
+class _LiveCollector(Collector):
+    def __init__(self, live: LiveValues) -> None:
+        self.live = live
+
+    def collect(self) -> Iterator[Metric]:
+        gauges = (
+            ("dnd_cache_hits", "Cache hits (CheckSend, GetStatus, BatchCheckSend).", "cache_hits"),
+            ("dnd_cache_misses", "Cache misses read from the database.", "cache_misses"),
+            ("dnd_cache_entries", "Contacts and addresses held by the cache.", "cache_entries"),
+            ("dnd_cache_enabled", "1 while the cache is trusted (feed up).", "cache_enabled"),
+            ("dnd_watch_streams_active", "Open WatchChanges streams.", "watch_streams"),
+            ("dnd_feed_lag_changes", "Changes committed but not yet read by the feed.", "feed_lag"),
+            ("dnd_feed_listening", "1 while the feed's LISTEN connection is up.", "feed_listening"),
+            ("dnd_db_pool_connections", "Open database connections.", "pool_size"),
+            ("dnd_db_pool_idle_connections", "Idle database connections.", "pool_idle"),
+            ("dnd_db_pool_max_connections", "Most database connections.", "pool_max"),
+        )
+        for name, text, attribute in gauges:
+            yield GaugeMetricFamily(name, text, value=getattr(self.live, attribute)())
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "dnd_rpc_requests",
+            "RPCs handled, by method and status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "dnd_rpc_duration_seconds",
+            "RPC latency, by method and status code.",
+            ["method", "code"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.live = LiveValues()
+        self.registry.register(_LiveCollector(self.live))
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        self.requests.labels(method, code).inc()
+        self.latency.labels(method, code).observe(seconds)
+
+    def serve(self, addr: str) -> int:
+        host, _, port = addr.rpartition(":")
+        server, _thread = start_http_server(
+            int(port), addr=host or "0.0.0.0", registry=self.registry
+        )
+        bound: int = server.server_port
+        return bound
