@@ -246,7 +246,11 @@ class App:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self.pool is not None:
-            await self.pool.close()
+            try:
+                await asyncio.wait_for(self.pool.close(), timeout=5)
+            except TimeoutError:
+                log.warning("pool_close_timeout", detail="terminating database connections")
+                self.pool.terminate()
         log.info("server_stopped")
 
 

@@ -10,6 +10,9 @@ import structlog
 
 def configure_logging(level: str = "INFO") -> None:
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    # One line per event reaches the collector at once, even through a pipe.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     logging.basicConfig(format="%(message)s", stream=sys.stdout, level=numeric)
     # The embedded PostgreSQL's helper narrates every command it runs; keep its warnings only.
     logging.getLogger("pgserver").setLevel(max(numeric, logging.WARNING))
