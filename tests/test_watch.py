@@ -434,7 +434,7 @@ def test_client_disconnect_mid_stream_frees_the_subscription(
     watcher.wait_events(1)
     before = cancelled()
     watcher.close()  # the client goes away
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20
     while cancelled() == before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert cancelled() == before + 1, "the server must end the stream when the client leaves"

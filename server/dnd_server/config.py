@@ -56,7 +56,7 @@ class Config:
     tls_client_ca_file: str = ""
     # Limits.
     max_message_bytes: int = 1024 * 1024
-    max_streams_per_caller: int = 16
+    max_streams_per_caller: int = 64
     # Prometheus metrics address (host:port); empty: no metrics endpoint.
     metrics_addr: str = ""
 

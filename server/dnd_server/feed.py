@@ -45,16 +45,21 @@ class Subscription:
         self.wakeup = asyncio.Event()
 
     def offer(self, changes: list[ChangeRow]) -> None:
+        """Queue the matching changes. A subscriber that still holds ``limit`` undelivered
+        changes and is offered more is cut off; one that has caught up takes any batch (at
+        most the feed's batch size), so a burst after a stall does not cut off everyone."""
         if self.overflowed or self.closed_reason:
             return
         matching = [c for c in changes if self.matches(c)]
-        if len(self.queue) + len(matching) > self.limit:
+        if self.queue and len(self.queue) + len(matching) > self.limit:
             self.overflowed = True
             self.queue.clear()
-        else:
+            self.wakeup.set()
+            return
+        self.position = changes[-1].seq
+        if matching:
             self.queue.extend(matching)
-            self.position = changes[-1].seq
-        self.wakeup.set()
+            self.wakeup.set()
 
     def close(self, reason: str) -> None:
         self.closed_reason = reason
@@ -78,6 +83,7 @@ class ChangeFeed:
         self._listener: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_ping = 0.0
+        self._closing = False
         # The last sequence read from the log and dispatched.
         self.position = 0
         # Whether LISTEN is up (False: delivery falls back to polling).
@@ -103,6 +109,7 @@ class ChangeFeed:
         self._subscriptions.discard(subscription)
 
     async def close(self) -> None:
+        self._closing = True
         for subscription in list(self._subscriptions):
             subscription.close("the server is shutting down")
         if self._task is not None:
@@ -176,8 +183,10 @@ class ChangeFeed:
         self._wake.set()
 
     def _listener_lost(self, *_args: object) -> None:
-        log.warning("feed_listener_lost")
         self.listening = False
+        if self._closing:
+            return
+        log.warning("feed_listener_lost")
         if self._cache is not None:
             self._cache.feed_lost()
         self._listener = None
@@ -186,7 +195,7 @@ class ChangeFeed:
     async def _drop_listener(self) -> None:
         listener, self._listener = self._listener, None
         self.listening = False
-        if self._cache is not None:
+        if self._cache is not None and not self._closing:
             self._cache.feed_lost()
         if listener is not None and not listener.is_closed():
             with contextlib.suppress(Exception):

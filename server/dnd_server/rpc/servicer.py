@@ -8,6 +8,7 @@ import functools
 import hashlib
 import random
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
@@ -52,7 +53,7 @@ from dnd_server.rpc.convert import (
 )
 from dnd_server.rpc.status import deadline_status, internal_status, status_for
 from dnd_server.service import DndService, InboundDecision, ProviderEvent
-from dnd_server.storage.store import Idempotency, Replay, WriteResult
+from dnd_server.storage.store import ChangeRow, Idempotency, Replay, WriteResult
 from dnd_server.watch import WatchSettings
 
 log = structlog.get_logger("dnd_server.rpc")
@@ -165,7 +166,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         read_sample_rate: float = 0.0,
         phone_region: str = "US",
         tokens: TokenTable | None = None,
-        max_streams_per_caller: int = 16,
+        max_streams_per_caller: int = 64,
     ) -> None:
         # Set once the database is reachable and migrated.
         self.service: DndService | None = None
@@ -173,6 +174,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         self.tokens = tokens
         self.max_streams_per_caller = max_streams_per_caller
         self.streams: dict[str, int] = {}
+        self._events: OrderedDict[int, pb.WatchChangesResponse] = OrderedDict()
         self.metrics: Metrics | None = None
         self._sample_rate = read_sample_rate
         self._region = phone_region
@@ -311,8 +313,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
                     bookmark = pb.Bookmark(cursor=encode_cursor(item))
                     yield pb.WatchChangesResponse(bookmark=bookmark)
                 else:
-                    event = change_to_pb(item, encode_cursor(item.seq))
-                    yield pb.WatchChangesResponse(event=event)
+                    yield self._event_message(item)
                     sent += 1
         except DndError as error:
             status = status_for(error)
@@ -339,6 +340,17 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
             )
         if status is not None:
             await context.abort_with_status(status)
+
+    def _event_message(self, change: ChangeRow) -> pb.WatchChangesResponse:
+        """The stream message of a change, built once and shared by every stream."""
+        message = self._events.get(change.seq)
+        if message is None:
+            event = change_to_pb(change, encode_cursor(change.seq))
+            message = pb.WatchChangesResponse(event=event)
+            self._events[change.seq] = message
+            if len(self._events) > _EVENT_MESSAGES:
+                self._events.popitem(last=False)
+        return message
 
     @rpc("ProcessInboundMessage")
     async def ProcessInboundMessage(
@@ -484,6 +496,9 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
 
 
 _E = TypeVar("_E", pb.ReportSmsDeliveryFailureResponse, pb.ReportEmailEventResponse)
+
+# Stream messages of recent changes kept for the streams that have yet to send them.
+_EVENT_MESSAGES = 4096
 
 
 def _peer_host(peer: str) -> str:
