@@ -1,0 +1,1 @@
+"""Benchmarks of dnd-service (run as scripts: see bench/README.md)."""
