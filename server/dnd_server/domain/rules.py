@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -237,6 +238,8 @@ def decide_send(
     ``suppressions`` are those of the destination address: any on this channel denies an
     outbound send, whichever contact set it.
     """
+    if not blocks and not suppressions:
+        return _allowed(channel, direction)  # the common case: nothing to look at
     denied_by = tuple(b for b in blocks if b.covers(direction, channel))
     by_address = tuple(
         s for s in suppressions if direction is Direction.OUTBOUND and s.channel is channel
@@ -252,6 +255,11 @@ def decide_send(
             f"{_since(first.since)}); {what_clears(first.reason)}"
         )
         return SendDecision(False, (), why, by_address)
+    return _allowed(channel, direction)
+
+
+@functools.cache
+def _allowed(channel: Channel, direction: Direction) -> SendDecision:
     if direction is Direction.INBOUND and channel not in INBOUND_CHANNELS:
         why = f"inbound DND never covers {channel.value}"
     else:

@@ -269,19 +269,29 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         )
         require(Scope.CHECK, location_id)
         answers = await self._svc().batch_check(location_id, channel, direction, targets, options)
-        return pb.BatchCheckSendResponse(
-            results=[
+        results = []
+        for (contact_id, _), (decision, state) in zip(targets, answers, strict=True):
+            if decision.allowed:  # most answers: no repeated fields to build
+                results.append(
+                    pb.CheckResult(
+                        contact_id=contact_id,
+                        allowed=True,
+                        version=state.version,
+                        explanation=decision.explanation,
+                    )
+                )
+                continue
+            results.append(
                 pb.CheckResult(
                     contact_id=contact_id,
-                    allowed=decision.allowed,
+                    allowed=False,
                     denied_by=[block_to_pb(b) for b in decision.denied_by],
                     denied_by_address=[suppression_to_pb(s) for s in decision.denied_by_address],
                     version=state.version,
                     explanation=decision.explanation,
                 )
-                for (contact_id, _), (decision, state) in zip(targets, answers, strict=True)
-            ]
-        )
+            )
+        return pb.BatchCheckSendResponse(results=results)
 
     async def WatchChanges(
         self,
