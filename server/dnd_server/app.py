@@ -49,12 +49,19 @@ def database_url(config: Config) -> tuple[str, Any]:
     return url, server
 
 
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """Pool release: asyncpg still rolls back an open transaction; the default extra round trip
+    (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) is skipped, as pooled connections take
+    only transaction-scoped locks, open no cursors, never LISTEN and never SET."""
+
+
 async def create_pool(url: str, config: Config) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         url,
         min_size=config.db_pool_min,
         max_size=config.db_pool_max,
         timeout=config.db_timeout_seconds,
+        reset=_keep_session,
         server_settings={"application_name": "dnd-service"},
     )
     assert pool is not None
@@ -116,7 +123,14 @@ class App:
         if credentials is None:
             self.port = server.add_insecure_port(self.config.grpc_addr)
         else:
-            self.port = server.add_secure_port(self.config.grpc_addr, credentials)
+            try:
+                self.port = server.add_secure_port(self.config.grpc_addr, credentials)
+            except RuntimeError:
+                raise StartupError(
+                    f"cannot serve TLS on {self.config.grpc_addr}: check that "
+                    "DND_TLS_CERT_FILE and DND_TLS_KEY_FILE hold a matching PEM certificate "
+                    "chain and private key"
+                ) from None
         if self.port == 0:
             raise RuntimeError(f"cannot listen on DND_GRPC_ADDR={self.config.grpc_addr}")
         for name in _SERVICES_WITH_HEALTH:
@@ -139,13 +153,13 @@ class App:
         metrics = Metrics()
         host, _, port = self.config.metrics_addr.rpartition(":")
         index = int(os.environ.get("DND_WORKER_INDEX", "0"))
-        addr = f"{host}:{int(port) + index}" if int(port) else self.config.metrics_addr
+        addr = f"{host}:{int(port) + index if int(port) else 0}"
         live = metrics.live
         live.watch_streams = lambda: float(sum(self.servicer.streams.values()))
-        live.cache_hits = lambda: float(self.cache.hits) if self.cache else 0.0
-        live.cache_misses = lambda: float(self.cache.misses) if self.cache else 0.0
-        live.cache_entries = lambda: float(len(self.cache)) if self.cache else 0.0
-        live.cache_enabled = lambda: 1.0 if self.cache and self.cache.enabled else 0.0
+        live.cache_hits = lambda: float(self.cache.hits) if self.cache is not None else 0.0
+        live.cache_misses = lambda: float(self.cache.misses) if self.cache is not None else 0.0
+        live.cache_entries = lambda: float(len(self.cache)) if self.cache is not None else 0.0
+        live.cache_enabled = lambda: 1.0 if self.cache is not None and self.cache.enabled else 0.0
         live.feed_lag = lambda: (
             float(max(0, self.head_seq - self.feed.position)) if self.feed else 0.0
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 
 import structlog
@@ -55,7 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     if config.workers > 1:
         from dnd_server.supervisor import supervise
 
-        return supervise(config)
+        try:
+            return supervise(config)
+        except StartupError as error:
+            log.error("startup_refused", error=str(error))
+            print(f"dnd-server: {error}", file=sys.stderr)
+            return 2
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(config))
@@ -78,11 +84,19 @@ def healthcheck(config: Config) -> int:
     port = config.grpc_addr.rsplit(":", 1)[-1]
     target = f"127.0.0.1:{port}"
     if config.tls_cert_file:
-        ca = open(config.tls_cert_file, "rb").read()  # noqa: SIM115 - tiny file, short-lived
+        # Trust the server's own certificate. Under mutual TLS present the probe's client
+        # certificate (DND_HEALTHCHECK_CERT_FILE / _KEY_FILE), else the server's own, which
+        # then needs the clientAuth usage too.
+        root = _read(config.tls_cert_file)
+        chain = key = None
+        if config.tls_client_ca_file:
+            chain = _read(os.environ.get("DND_HEALTHCHECK_CERT_FILE") or config.tls_cert_file)
+            key = _read(os.environ.get("DND_HEALTHCHECK_KEY_FILE") or config.tls_key_file)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=root, private_key=key, certificate_chain=chain
+        )
         channel = grpc.secure_channel(
-            target,
-            grpc.ssl_channel_credentials(root_certificates=ca),
-            options=[("grpc.ssl_target_name_override", "localhost")],
+            target, credentials, options=[("grpc.ssl_target_name_override", "localhost")]
         )
     else:
         channel = grpc.insecure_channel(target)
@@ -97,3 +111,8 @@ def healthcheck(config: Config) -> int:
     serving = answer.status == health_pb2.HealthCheckResponse.SERVING
     print("SERVING" if serving else "NOT_SERVING")
     return 0 if serving else 1
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()

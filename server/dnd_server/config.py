@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -119,7 +120,12 @@ class Config:
     def loopback(self) -> bool:
         """Whether the gRPC address is reachable from this machine only."""
         host = self.grpc_addr.rsplit(":", 1)[0].strip("[]").lower()
-        return host in ("localhost", "::1") or host.startswith("127.")
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:

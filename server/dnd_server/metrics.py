@@ -75,8 +75,7 @@ class Metrics:
 
     def serve(self, addr: str) -> int:
         host, _, port = addr.rpartition(":")
-        server, _thread = start_http_server(
-            int(port), addr=host or "0.0.0.0", registry=self.registry
-        )
+        host = host.strip("[]") or "0.0.0.0"  # an IPv6 literal comes bracketed: [::1]:9090
+        server, _thread = start_http_server(int(port), addr=host, registry=self.registry)
         bound: int = server.server_port
         return bound

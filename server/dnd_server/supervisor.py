@@ -17,7 +17,7 @@ import time
 
 import structlog
 
-from dnd_server.app import database_url, run_migrations
+from dnd_server.app import database_url, load_tokens, run_migrations, server_credentials
 from dnd_server.config import Config
 
 log = structlog.get_logger("dnd_server.supervisor")
@@ -29,6 +29,9 @@ def supervise(config: Config) -> int:
     if config.grpc_addr.rsplit(":", 1)[-1] == "0":
         log.error("workers_need_fixed_port", addr=config.grpc_addr)
         return 2
+    # Refuse an unsafe configuration once, here, rather than in every worker.
+    load_tokens(config)
+    server_credentials(config)
     url, _embedded = database_url(config)
     if config.migrate_on_start:
         applied = asyncio.run(run_migrations(url, config.db_timeout_seconds))
@@ -63,6 +66,10 @@ def supervise(config: Config) -> int:
             if code is None or stopping:
                 continue
             log.warning("worker_exited", index=i, pid=worker.pid, code=code)
+            if code == 2:  # a configuration error: restarting cannot help
+                stop(signal.SIGTERM, None)
+                log.error("workers_refused_to_start", index=i)
+                continue
             time.sleep(_RESTART_DELAY)
             if not stopping:
                 workers[i] = start(i)
@@ -71,4 +78,6 @@ def supervise(config: Config) -> int:
             break
     codes = [w.returncode for w in workers]
     log.info("workers_stopped", codes=codes)
+    if any(c == 2 for c in codes):
+        return 2
     return 0 if all(c == 0 for c in codes) else 1

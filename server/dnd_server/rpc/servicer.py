@@ -23,6 +23,7 @@ from dnd_server.auth import (
     ANONYMOUS,
     SOURCE_SCOPES,
     Caller,
+    PermissionDenied,
     Scope,
     TokenTable,
     Unauthenticated,
@@ -309,6 +310,8 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
                 raise Unavailable("the service is starting: the database is not ready yet")
             flt, after, cursor_text = validate.watch(request)
             if caller.locations is not None and not flt.locations:
+                if not caller.locations:
+                    raise PermissionDenied(f"caller {caller.name!r} may act on no location")
                 flt = replace(flt, locations=caller.locations)
             caller.require(Scope.WATCH, flt.locations)
             name = caller.name if self.tokens is not None else _peer_host(context.peer())

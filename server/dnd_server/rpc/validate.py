@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from collections.abc import Mapping
 from typing import Protocol, TypeVar
 
@@ -129,11 +129,14 @@ def _names(mapping: Mapping[int, object], field: str) -> str:
     return ", ".join(values[v].name for v in mapping)
 
 
+# Unicode category Cc (control characters) is exactly these two ranges.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_WHITESPACE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def _has_control(value: str, allow_whitespace: bool) -> bool:
-    for ch in value:
-        if unicodedata.category(ch) == "Cc" and not (allow_whitespace and ch in "\t\n\r"):
-            return True
-    return False
+    pattern = _CONTROL_BUT_WHITESPACE if allow_whitespace else _CONTROL
+    return pattern.search(value) is not None
 
 
 class _Keyed(Protocol):

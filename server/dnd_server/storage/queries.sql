@@ -28,6 +28,20 @@ JOIN unnest($3::text[], $4::text[]) AS a(channel, address)
   ON s.channel = a.channel AND s.address = a.address
 WHERE s.location_id = $1
 
+-- read_contact --
+-- The common case of read_contacts: one contact, no address.
+SELECT 'c' AS kind, c.contact_id, c.version, c.updated_at, c.last_seq,
+       NULL::text AS direction, NULL::text AS scope, NULL::text AS reason, NULL::text AS source,
+       NULL::text AS actor_id, NULL::text AS note, NULL::text AS evidence,
+       NULL::text AS provider_detail, NULL::timestamptz AS since, NULL::text AS address
+FROM dnd_contacts c
+WHERE c.location_id = $1 AND c.contact_id = $2
+UNION ALL
+SELECT 'b', b.contact_id, NULL, NULL, NULL, b.direction, b.scope, b.reason, b.source,
+       b.actor_id, b.note, b.evidence, b.provider_detail, b.since, b.address
+FROM dnd_blocks b
+WHERE b.location_id = $1 AND b.contact_id = $2
+
 -- get_blocks --
 SELECT direction, scope, reason, source, actor_id, note, evidence, provider_detail, since,
        address

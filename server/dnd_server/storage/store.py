@@ -212,6 +212,11 @@ class Store:
         channels, values = _address_columns(addresses)
 
         async def read(conn: Any) -> list[asyncpg.Record]:
+            if len(contact_ids) == 1 and not addresses:
+                one: list[asyncpg.Record] = await conn.fetch(
+                    QUERIES["read_contact"], location_id, contact_ids[0]
+                )
+                return one
             rows: list[asyncpg.Record] = await conn.fetch(
                 QUERIES["read_contacts"], location_id, list(contact_ids), channels, values
             )
