@@ -52,6 +52,10 @@ class ChannelSettings:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
+            # Reconnect within seconds of a server coming back, not gRPC's default minutes.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 5000),
         ]
 
     def credentials(self) -> grpc.ChannelCredentials | None:

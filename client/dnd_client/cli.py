@@ -163,9 +163,11 @@ def _scope_name(scope: pb.Scope, direction: int) -> str:
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-    head = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    return "\n".join([head, *lines]).rstrip()
+    lines = [
+        "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    head = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()
+    return "\n".join([head, *lines])
 
 
 def show_status(status: pb.ContactStatus) -> str:
@@ -316,7 +318,7 @@ async def _watch(args: argparse.Namespace, out: Any) -> int:
 
 async def _import(args: argparse.Namespace, out: Any) -> int:
     text = args.file.read_text(encoding="utf-8-sig")
-    progress = Progress(count_rows(text))
+    progress = Progress(count_rows(text, args.format))
     async with AsyncDndClient(args.addr, **_client_options(args)) as client:
         summary = await run_import(
             client,

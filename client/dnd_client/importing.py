@@ -48,16 +48,24 @@ class Summary:
         }
 
 
-def _rows(text: TextIO) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row with lower-cased keys) for each data row."""
-    reader = csv.DictReader(text)
+def _rows(text: str, fmt: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row with lower-cased keys) for each data row. A Twilio list may come
+    without a header (one number per line); fields beyond the header (an unquoted comma in an
+    error text) are joined back into the last column."""
+    fieldnames = ["phone_number"] if fmt == "twilio" and not _has_header(text) else None
+    reader = csv.DictReader(io.StringIO(text), fieldnames=fieldnames)
     if reader.fieldnames is None:
         return
+    last = (reader.fieldnames[-1] or "").strip().lower()
     for row in reader:
         line = reader.line_num
-        if not any((v or "").strip() for v in row.values()):
+        extra = row.pop(None, None)
+        cleaned = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        if extra:
+            cleaned[last] = ",".join([cleaned.get(last, ""), *extra]).strip()
+        if not any(cleaned.values()):
             continue
-        yield line, {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        yield line, cleaned
 
 
 def _pick(row: dict[str, str], names: tuple[str, ...], what: str) -> str:
@@ -200,8 +208,6 @@ async def run_import(
     recorded with its line number and never stops the others."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
-    if fmt == "twilio" and not _has_header(text):
-        text = "phone_number\n" + text
     summary = Summary()
     queue: asyncio.Queue[tuple[int, dict[str, str]] | None] = asyncio.Queue(concurrency * 2)
     done = 0
@@ -231,7 +237,7 @@ async def run_import(
                 progress.update(done)
 
     workers = [asyncio.create_task(worker()) for _ in range(max(1, concurrency))]
-    for item in _rows(io.StringIO(text)):
+    for item in _rows(text, fmt):
         await queue.put(item)
     for _ in workers:
         await queue.put(None)
@@ -247,5 +253,5 @@ def _has_header(text: str) -> bool:
     return any(c.isalpha() for c in first)
 
 
-def count_rows(text: str) -> int:
-    return sum(1 for _ in _rows(io.StringIO(text)))
+def count_rows(text: str, fmt: str) -> int:
+    return sum(1 for _ in _rows(text, fmt))
