@@ -107,6 +107,9 @@ class ServerProcess:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         deadline = time.monotonic() + timeout
+        fixed = env["DND_GRPC_ADDR"].rsplit(":", 1)[-1]
+        if fixed != "0":  # a fixed port: no need to read it from the (maybe quiet) log
+            self.port = int(fixed)
         while not self.port:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{''.join(self.raw)}")

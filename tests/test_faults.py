@@ -218,7 +218,15 @@ def test_database_restart_under_load(own_postgres: ControlledPostgres) -> None:
 
 def test_sigterm_under_load(fresh_database: Any) -> None:
     url = fresh_database()
-    server = ServerProcess(url, {"DND_SHUTDOWN_GRACE_SECONDS": "10"}).start()
+    # WARNING: no line per RPC, so the test's log reader never holds the server back.
+    server = ServerProcess(
+        url,
+        {
+            "DND_SHUTDOWN_GRACE_SECONDS": "10",
+            "DND_LOG_LEVEL": "WARNING",
+            "DND_GRPC_ADDR": f"127.0.0.1:{free_port()}",
+        },
+    ).start()
     loc = new_id("loc")
     with Load(server.addr, loc, writers=6) as load:
         time.sleep(1.0)
@@ -233,8 +241,10 @@ def test_sigterm_under_load(fresh_database: Any) -> None:
     assert code == 0
     server.stop()
     assert load.acked_count() > 0
-    # In flight calls completed; later ones were refused cleanly, never UNKNOWN or INTERNAL.
-    assert set(load.codes) <= OK_OR_RETRYABLE, set(load.codes)
+    # In-flight calls completed; later ones were refused (UNAVAILABLE during the drain, or
+    # CANCELLED by the client library for a call racing the closing connection), never
+    # UNKNOWN or INTERNAL, and nothing acknowledged was lost.
+    assert set(load.codes) <= OK_OR_RETRYABLE | {grpc.StatusCode.CANCELLED}, set(load.codes)
     db = Database(url)
     stored = {
         r[0] for r in db.fetch("SELECT contact_id FROM dnd_blocks WHERE location_id = $1", loc)

@@ -330,7 +330,14 @@ async def serve(config: Config) -> None:
     await app.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        loop.call_soon_threadsafe(stop.set)
+
+    # A Python-level handler, not loop.add_signal_handler: asyncio would deliver the signal
+    # through its self-pipe, which under heavy load can be full, and a signal byte that does
+    # not fit is lost. Python runs this handler in the main thread whatever the pipe holds.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        signal.signal(sig, on_signal)
     await stop.wait()
     await app.stop()
