@@ -1,0 +1,932 @@
+"""Hot-path benchmark suite (``make bench``): one command, one run, one table per worker count,
+every figure set against a baseline measured in the same run, JSON under ``bench/results/``.
+
+Run from the repository root::
+
+    .venv/bin/python bench/run.py                     # workers 1 and 2, 5 s per phase
+    .venv/bin/python bench/run.py --workers 2 --seconds 3
+    .venv/bin/python bench/run.py --profile           # + py-spy of extra, unmeasured repeats
+
+Figures (targets from the issue):
+
+1. warm CheckSend req/s vs the no-op ``grpc.health.v1.Health/Check`` on the same server (>= 0.7x)
+2. CheckSend req/s with ``DND_CACHE=false`` vs raw asyncpg single-row lookups (>= 0.5x)
+3. BatchCheckSend (1,000 contacts) contact-checks/s vs single CheckSend req/s (>= 50x)
+4. SetDnd writes/s vs a raw asyncpg transaction running the same statements (>= 0.5x)
+5. CheckSend p50 / p99 at half its measured maximum rate, vs Health/Check at the same rate
+6. stale reads: CheckSend answers "allowed" on replica B with ``min_cursor`` = the cursor of a
+   blocking write just acknowledged by replica A, during a write-heavy run (must be 0)
+
+Load of one pre-encoded request comes from h2load (nghttp2-client) when installed, else from a
+multi-process Python client. SetDnd, the raw asyncpg baselines and the stale-read probe are
+Python processes (SetDnd needs a different contact per call; h2load sends one body).
+
+It starts its own PostgreSQL (embedded in a temporary folder, or a fresh database in the
+server named by ``DND_BENCH_DATABASE_URL``) and its own servers on loopback ports, and stops
+all of them at the end, on error and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import handler_profile
+import profiling
+import pyload
+from dnd.v1 import dnd_pb2 as pb
+from dnd.v1 import dnd_pb2_grpc
+from dnd_server.config import Config
+from grpc_frames import (
+    BATCH_CHECK_SEND,
+    CHECK_SEND,
+    HEALTH_CHECK,
+    Verified,
+    nghttp_call,
+    python_call,
+    write_frame,
+)
+from grpc_health.v1 import health_pb2
+from infra import REPO, CpuMeter, Database, ServerGroup
+from loadgen import LoadGen, LoadResult
+
+RESULTS_DIR = REPO / "bench" / "results"
+BATCH_SIZE = 1000
+TARGETS = {"1": 0.7, "2": 0.5, "3": 50.0, "4": 0.5}
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="dnd-service hot-path benchmark suite (see the module docstring)."
+    )
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="DND_WORKERS runs")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per phase")
+    parser.add_argument("--clients", type=int, default=16, help="h2load connections")
+    parser.add_argument("--streams", type=int, default=8, help="h2load streams per connection")
+    parser.add_argument(
+        "--batch-streams", type=int, default=1, help="streams per connection for BatchCheckSend"
+    )
+    parser.add_argument("--writers", type=int, default=32, help="concurrent SetDnd callers")
+    parser.add_argument("--stale-probers", type=int, default=8, help="stale-read probe loops")
+    parser.add_argument(
+        "--stale-writers", type=int, default=16, help="background SetDnd callers (figure 6)"
+    )
+    parser.add_argument(
+        "--latency-processes", type=int, default=16, help="paced h2load processes (figure 5)"
+    )
+    parser.add_argument(
+        "--load", choices=["auto", "h2load", "python"], default="auto", help="load generator"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the workers during extra, unmeasured repeats of phases 1, 2 and 4",
+    )
+    parser.add_argument("--no-json", action="store_true", help="do not write bench/results/")
+    args = parser.parse_args(argv)
+    if any(w < 1 for w in args.workers) or args.seconds <= 0:
+        parser.error("--workers must be >= 1 and --seconds > 0")
+    return args
+
+
+def ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or not base:
+        return None
+    return round(value / base, 3)
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+# --- one worker count ----------------------------------------------------------------------
+
+
+class WorkerRun:
+    def __init__(
+        self, args: argparse.Namespace, workers: int, db: Database, cpu: CpuMeter, gen: LoadGen
+    ) -> None:
+        self.args = args
+        self.workers = workers
+        self.db = db
+        self.cpu = cpu
+        self.gen = gen
+        self.pool_size = Config.from_env().db_pool_max
+        self.servers: list[ServerGroup] = []
+        self.phases: dict[str, Any] = {}
+        self.checks: dict[str, Any] = {
+            "verified": {},
+            "server_problems": {},
+            "server_problem_examples": {},
+        }
+        self.profiles: dict[str, Any] = {}
+        self.folder = Path(tempfile.mkdtemp(prefix=f"dnd-hotbench-w{workers}-"))
+        self.location = f"hot-w{workers}"
+        self.source: dict[str, Any] = {}
+
+    # -- infrastructure ----------------------------------------------------------------------
+
+    def start_server(self, name: str, **env: str) -> ServerGroup:
+        progress(f"workers={self.workers}: starting server {name} {env or ''}".rstrip())
+        server = ServerGroup(name, self.db.url, self.workers, env)
+        self.servers.append(server)
+        self.cpu.servers = [s for s in self.servers if s.alive() or s is server]
+        server.start()
+        server.failures_since_last()  # start-up lines
+        return server
+
+    def stop_server(self, server: ServerGroup) -> None:
+        self._collect_problems(server)
+        server.stop()
+        self.servers.remove(server)
+        self.cpu.servers = list(self.servers)
+        if server.returncode not in (0, None):
+            self.checks["server_problems"][f"{server.name} exit code"] = server.returncode
+
+    def _collect_problems(self, server: ServerGroup) -> dict[str, Any]:
+        found = server.failures_since_last()
+        for key, n in found["log_problems"].items():
+            name = f"{server.name}: {key}"
+            self.checks["server_problems"][name] = self.checks["server_problems"].get(name, 0) + n
+            examples = self.checks["server_problem_examples"].setdefault(name, [])
+            examples += found["examples"].get(key, [])[: 3 - len(examples)]
+        return found
+
+    def close(self) -> None:
+        for server in list(self.servers):
+            server.stop()
+        self.servers.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def phase(
+        self, name: str, servers: list[ServerGroup], fn: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Run one measured phase: its result, the cores each party kept busy, and the failed
+        RPCs the servers logged meanwhile (must be 0)."""
+        progress(f"workers={self.workers}: {name}")
+        for server in servers:
+            self._collect_problems(server)
+        before = self.cpu.snapshot()
+        result = fn()
+        after = self.cpu.snapshot()
+        failed: dict[str, int] = {}
+        for server in servers:
+            found = self._collect_problems(server)
+            for key, n in found["by"].items():
+                failed[f"{server.name}: {key}"] = n
+            if not server.alive():
+                raise RuntimeError(f"server {server.name} died:\n{server.read_log()[-3000:]}")
+        result["cpu_cores"] = CpuMeter.cores(before, after)
+        result["failed_rpcs_logged"] = failed
+        self.phases[name] = result
+        return result
+
+    def profile(self, name: str, server: ServerGroup, fn: Callable[[], Any]) -> None:
+        """An extra, unmeasured repeat of a phase with py-spy attached to every worker."""
+        if not self.args.profile:
+            return
+        progress(f"workers={self.workers}: profiling {name} (py-spy, not measured)")
+        # Raw stacks in the run's temporary folder; the summary goes into the JSON.
+        stem = self.folder / f"profile-w{self.workers}-{name}"
+        seconds = self.args.seconds + self.args.warmup
+        recorder = profiling.Recorder(server.worker_pids, seconds, stem)
+        fn()
+        problems = recorder.wait(timeout=seconds + 60)
+        server.failures_since_last()
+        summary = profiling.summarize(recorder.files)
+        summary["problems"] = problems
+        self.profiles[name] = summary
+
+    # -- frames ------------------------------------------------------------------------------
+
+    def verify(self, server: ServerGroup, label: str, method: str, path: Path) -> Verified:
+        """One call of the frame before h2load sends it thousands of times: grpcio's status and
+        response, and nghttp's grpc-status (the same HTTP/2 request h2load makes)."""
+        payload = path.read_bytes()[5:]
+        py = python_call(server.addr, method, payload)
+        ng = nghttp_call(server.addr, method, path)
+        self.checks["verified"][f"{server.name} {label}"] = {
+            "grpcio_status": py.grpc_status,
+            "nghttp_status": ng.grpc_status if ng else "nghttp not installed",
+            "response_frame_len": py.response_frame_len,
+        }
+        if not py.ok:
+            raise RuntimeError(
+                f"{label} on {server.name}: grpc-status {py.grpc_status} {py.grpc_message}"
+            )
+        if ng is not None and (not ng.ok or ng.response_frame_len != py.response_frame_len):
+            raise RuntimeError(
+                f"{label} on {server.name} via nghttp: grpc-status {ng.grpc_status} "
+                f"{ng.grpc_message!r}, {ng.response_frame_len} bytes "
+                f"(grpcio: {py.response_frame_len})"
+            )
+        return py
+
+    # -- data --------------------------------------------------------------------------------
+
+    def contact(self, i: int) -> str:
+        return f"c{i:05d}"
+
+    async def seed_and_warm(self, server: ServerGroup) -> dict[str, int]:
+        """Contacts c00000..c00999: every 10th with outbound SMS DND, every 7th with EMAIL DND
+        (c00000 has both: the contact of the single CheckSend frame, a denied answer with its
+        block). Then every contact is read once through several connections (each worker's
+        cache) with BatchCheckSend and the fixed contact with CheckSend."""
+        writes = []
+        for i in range(BATCH_SIZE):
+            for channel, every in ((pb.CHANNEL_SMS, 10), (pb.CHANNEL_EMAIL, 7)):
+                if i % every == 0:
+                    writes.append(
+                        pb.SetDndRequest(
+                            location_id=self.location,
+                            contact_id=self.contact(i),
+                            action=pb.DND_ACTION_ENABLE,
+                            direction=pb.DIRECTION_OUTBOUND,
+                            scope=pb.Scope(channel=channel),
+                            source=pb.SOURCE_USER,
+                            actor_id="hot-bench-seed",
+                        )
+                    )
+        channels = [
+            grpc.aio.insecure_channel(server.addr, options=pyload.OWN_CONNECTION)
+            for _ in range(4 * self.workers)
+        ]
+        stubs = [dnd_pb2_grpc.DndServiceStub(c) for c in channels]
+        try:
+            queue = list(writes)
+
+            async def writer(stub: dnd_pb2_grpc.DndServiceStub) -> None:
+                while queue:
+                    await stub.SetDnd(queue.pop(), timeout=30)
+
+            await asyncio.gather(*(writer(stubs[i % len(stubs)]) for i in range(16)))
+            batch = self.batch_request()
+            check = self.check_request()
+            for stub in stubs:
+                answer = await stub.BatchCheckSend(batch, timeout=30)
+                await stub.CheckSend(check, timeout=30)
+            denied = sum(not r.allowed for r in answer.results)
+        finally:
+            for c in channels:
+                await c.close()
+        return {"writes": len(writes), "batch_denied": denied}
+
+    def check_request(self, contact: str = "c00000") -> pb.CheckSendRequest:
+        return pb.CheckSendRequest(
+            location_id=self.location,
+            contact_id=contact,
+            channel=pb.CHANNEL_SMS,
+            send_kind=pb.SEND_KIND_AUTOMATED,
+        )
+
+    def batch_request(self) -> pb.BatchCheckSendRequest:
+        return pb.BatchCheckSendRequest(
+            location_id=self.location,
+            channel=pb.CHANNEL_SMS,
+            send_kind=pb.SEND_KIND_AUTOMATED,
+            targets=[pb.CheckTarget(contact_id=self.contact(i)) for i in range(BATCH_SIZE)],
+        )
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def closed(
+        self, server: ServerGroup, method: str, path: Path, expect: int, streams: int = 0
+    ) -> dict[str, Any]:
+        result: LoadResult = self.gen.closed(
+            server.addr,
+            method,
+            path,
+            expect,
+            self.args.seconds,
+            self.args.warmup,
+            self.args.clients,
+            streams or self.args.streams,
+            server_cpu=server.cpu_seconds,
+        )
+        return result.as_dict()
+
+    def run(self) -> dict[str, Any]:
+        # The code measured (the server may change between worker counts of one run).
+        self.source = git_state()
+        a = self.args
+        seconds, warmup = a.seconds, a.warmup
+        server = self.start_server("A")
+        seeded = asyncio.run(self.seed_and_warm(server))
+        check_path = write_frame(self.folder, "check", self.check_request())
+        batch_path = write_frame(self.folder, "batch", self.batch_request())
+        health_path = write_frame(self.folder, "health", health_pb2.HealthCheckRequest())
+        check = self.verify(server, "CheckSend", CHECK_SEND, check_path)
+        batch = self.verify(server, "BatchCheckSend", BATCH_CHECK_SEND, batch_path)
+        health = self.verify(server, "Health/Check", HEALTH_CHECK, health_path)
+        answer = pb.CheckSendResponse.FromString(check.response)
+        batch_answer = pb.BatchCheckSendResponse.FromString(batch.response)
+        self.checks["frames"] = {
+            "check_send": {
+                "contact": "c00000",
+                "allowed": answer.allowed,
+                "denied_by": len(answer.denied_by),
+                "request_bytes": check_path.stat().st_size,
+                "response_bytes": check.response_frame_len,
+            },
+            "batch": {
+                "targets": BATCH_SIZE,
+                "denied": sum(not r.allowed for r in batch_answer.results),
+                "request_bytes": batch_path.stat().st_size,
+                "response_bytes": batch.response_frame_len,
+            },
+            "seeded": seeded,
+        }
+
+        # 1. warm CheckSend vs Health/Check (baseline before and after: drift).
+        h1 = self.phase(
+            "1_health_a",
+            [server],
+            lambda: self.closed(server, HEALTH_CHECK, health_path, health.response_frame_len),
+        )
+        c1 = self.phase(
+            "1_checksend",
+            [server],
+            lambda: self.closed(server, CHECK_SEND, check_path, check.response_frame_len),
+        )
+        h2 = self.phase(
+            "1_health_b",
+            [server],
+            lambda: self.closed(server, HEALTH_CHECK, health_path, health.response_frame_len),
+        )
+        self.profile(
+            "checksend",
+            server,
+            lambda: self.closed(server, CHECK_SEND, check_path, check.response_frame_len),
+        )
+        self.profile(
+            "health",
+            server,
+            lambda: self.closed(server, HEALTH_CHECK, health_path, health.response_frame_len),
+        )
+
+        # 3. BatchCheckSend.
+        b = self.phase(
+            "3_batch",
+            [server],
+            lambda: self.closed(
+                server, BATCH_CHECK_SEND, batch_path, batch.response_frame_len, a.batch_streams
+            ),
+        )
+        self.profile(
+            "batch",
+            server,
+            lambda: self.closed(
+                server, BATCH_CHECK_SEND, batch_path, batch.response_frame_len, a.batch_streams
+            ),
+        )
+
+        # 5. latency at half the max rate (the max: figure 1), Health/Check at the same rate.
+        half = c1["rate"] / 2
+        lat_c = self.phase(
+            "5_checksend_paced",
+            [server],
+            lambda: self.gen.paced(
+                server.addr,
+                CHECK_SEND,
+                check_path,
+                check.response_frame_len,
+                half,
+                seconds,
+                processes=a.latency_processes,
+            ).as_dict(),
+        )
+        lat_h = self.phase(
+            "5_health_paced",
+            [server],
+            lambda: self.gen.paced(
+                server.addr,
+                HEALTH_CHECK,
+                health_path,
+                health.response_frame_len,
+                half,
+                seconds,
+                processes=a.latency_processes,
+            ).as_dict(),
+        )
+
+        # 4. SetDnd vs the same statements in raw asyncpg transactions.
+        procs = self.workers
+        per_proc = max(1, a.writers // procs)
+
+        def setdnd(location: str) -> dict[str, Any]:
+            start_at = time.time() + 2.5
+            arg_lists = [
+                (server.addr, location, p, per_proc, 4, start_at, warmup, seconds)
+                for p in range(procs)
+            ]
+            merged = pyload.merge(
+                pyload.run_parallel(pyload.setdnd_load, arg_lists, seconds + warmup + 90)
+            )
+            merged["tool"] = f"python grpc.aio x{procs} processes x{per_proc} callers"
+            return merged
+
+        def raw_setdnd(location: str) -> dict[str, Any]:
+            start_at = time.time() + 2.5
+            arg_lists = [
+                (self.db.url, location, p, per_proc, self.pool_size, start_at, warmup, seconds)
+                for p in range(procs)
+            ]
+            merged = pyload.merge(
+                pyload.run_parallel(pyload.pg_setdnd_load, arg_lists, seconds + warmup + 90)
+            )
+            merged["tool"] = (
+                f"python asyncpg x{procs} processes x{per_proc} callers, pool {self.pool_size}"
+            )
+            return merged
+
+        wr1 = self.phase(
+            "4_raw_setdnd_tx_a", [server], lambda: raw_setdnd(f"{self.location}-raw-a")
+        )
+        w = self.phase("4_setdnd", [server], lambda: setdnd(f"{self.location}-write"))
+        wr2 = self.phase(
+            "4_raw_setdnd_tx_b", [server], lambda: raw_setdnd(f"{self.location}-raw-b")
+        )
+        self.profile("setdnd", server, lambda: setdnd(f"{self.location}-write-profile"))
+
+        # 6. stale reads across replicas during a write-heavy run.
+        replica_b = self.start_server("B")
+
+        def stale() -> dict[str, Any]:
+            start_at = time.time() + 2.5
+            bg = pyload.Processes(procs + 1)
+            per = max(1, a.stale_writers // procs)
+            for p in range(procs):
+                bg.submit(
+                    pyload.setdnd_load,
+                    server.addr,
+                    f"{self.location}-stale-bg",
+                    p,
+                    per,
+                    4,
+                    start_at,
+                    warmup,
+                    seconds,
+                )
+            bg.submit(
+                pyload.stale_probe,
+                server.addr,
+                replica_b.addr,
+                f"{self.location}-stale",
+                a.stale_probers,
+                start_at + warmup,
+                0.0,
+                seconds,
+            )
+            *writers, probe = bg.results(seconds + warmup + 90)
+            return {"probe": probe, "background_writes": pyload.merge(writers)}
+
+        st = self.phase("6_stale_reads", [server, replica_b], stale)
+        self.stop_server(replica_b)
+        self.stop_server(server)
+
+        # 2. cache off: CheckSend vs raw asyncpg lookups of the same row.
+        cold = self.start_server("C", DND_CACHE="false")
+        check_c = self.verify(cold, "CheckSend (cache off)", CHECK_SEND, check_path)
+        if check_c.response != check.response:
+            raise RuntimeError("the cache-off server answered the CheckSend frame differently")
+
+        def raw_lookup(statement: str) -> dict[str, Any]:
+            start_at = time.time() + 2.5
+            tasks = max(1, a.clients * a.streams // procs)
+            arg_lists = [
+                (
+                    self.db.url,
+                    statement,
+                    self.location,
+                    "c00000",
+                    tasks,
+                    self.pool_size,
+                    start_at,
+                    warmup,
+                    seconds,
+                )
+                for _ in range(procs)
+            ]
+            merged = pyload.merge(
+                pyload.run_parallel(pyload.pg_lookup_load, arg_lists, seconds + warmup + 90)
+            )
+            merged["tool"] = (
+                f"python asyncpg x{procs} processes x{tasks} callers, pool {self.pool_size}"
+            )
+            return merged
+
+        r1 = self.phase("2_raw_contact_row_a", [cold], lambda: raw_lookup("contact_row"))
+        c2 = self.phase(
+            "2_checksend_cache_off",
+            [cold],
+            lambda: self.closed(cold, CHECK_SEND, check_path, check.response_frame_len),
+        )
+        r1b = self.phase("2_raw_contact_row_b", [cold], lambda: raw_lookup("contact_row"))
+        r2 = self.phase("2_raw_read_contacts", [cold], lambda: raw_lookup("read_contacts"))
+        self.profile(
+            "checksend_cache_off",
+            cold,
+            lambda: self.closed(cold, CHECK_SEND, check_path, check.response_frame_len),
+        )
+        self.stop_server(cold)
+
+        health_rate = mean([h1["rate"], h2["rate"]])
+        raw_rate = mean([r1["rate"], r1b["rate"]])
+        raw_tx_rate = mean([wr1["rate"], wr2["rate"]])
+        probe = st["probe"]
+
+        def us(phase: dict[str, Any]) -> float | None:
+            value = phase.get("server_cpu_us_per_request")
+            return float(value) if value else None
+
+        health_us = mean([x for x in (us(h1), us(h2)) if x is not None]) or None
+        batch_total_us = us(b)
+        batch_us = batch_total_us / BATCH_SIZE if batch_total_us else None
+        figures = {
+            "1": {
+                "measured": c1["rate"],
+                "baseline": health_rate,
+                "baseline_runs": [h1["rate"], h2["rate"]],
+                "ratio": ratio(c1["rate"], health_rate),
+                "server_cpu_us_per_request": us(c1),
+                "baseline_server_cpu_us_per_request": health_us,
+                "cpu_cost_ratio": ratio(health_us, us(c1)),
+            },
+            "2": {
+                "measured": c2["rate"],
+                "baseline": raw_rate,
+                "baseline_runs": [r1["rate"], r1b["rate"]],
+                "ratio": ratio(c2["rate"], raw_rate),
+                "info_read_contacts_raw": r2["rate"],
+                "info_ratio_vs_read_contacts_raw": ratio(c2["rate"], r2["rate"]),
+                "server_cpu_us_per_request": us(c2),
+            },
+            "3": {
+                "measured": b["rate"] * BATCH_SIZE,
+                "baseline": c1["rate"],
+                "ratio": ratio(b["rate"] * BATCH_SIZE, c1["rate"]),
+                "batch_requests_per_s": b["rate"],
+                "server_cpu_us_per_check": batch_us,
+                "baseline_server_cpu_us_per_request": us(c1),
+                "cpu_cost_ratio": ratio(us(c1), batch_us),
+            },
+            "4": {
+                "measured": w["rate"],
+                "baseline": raw_tx_rate,
+                "baseline_runs": [wr1["rate"], wr2["rate"]],
+                "ratio": ratio(w["rate"], raw_tx_rate),
+            },
+            "5": {
+                "offered_rate": half,
+                "checksend_ms": lat_c["latency_ms"],
+                "health_ms": lat_h["latency_ms"],
+                "p50_ratio": ratio(lat_c["latency_ms"].get("p50"), lat_h["latency_ms"].get("p50")),
+                "p99_ratio": ratio(lat_c["latency_ms"].get("p99"), lat_h["latency_ms"].get("p99")),
+                "checksend_achieved_rate": lat_c["rate"],
+                "health_achieved_rate": lat_h["rate"],
+            },
+            "6": {
+                "probes": probe["ops"],
+                "allowed_with_min_cursor": probe.get("allowed_with_min_cursor", 0),
+                "allowed_without_min_cursor": probe.get("allowed_without_min_cursor", 0),
+                "probe_errors": probe["errors"],
+                "background_writes_per_s": st["background_writes"]["rate"],
+            },
+        }
+        for key, target in TARGETS.items():
+            fig = figures[key]
+            fig["target"] = target
+            fig["pass"] = fig["ratio"] is not None and fig["ratio"] >= target
+        f6 = figures["6"]
+        f6["target"] = 0
+        f6["pass"] = f6["probes"] > 0 and f6["allowed_with_min_cursor"] == 0
+        f6["pass"] = f6["pass"] and not f6["probe_errors"]
+        return {
+            "workers": self.workers,
+            "source": self.source,
+            "figures": figures,
+            "checks": self.checks,
+            "phases": self.phases,
+            "profiles": self.profiles,
+        }
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _result(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def table(run: dict[str, Any], gen: LoadGen, args: argparse.Namespace) -> str:
+    f = run["figures"]
+    phases = run["phases"]
+    load = gen.version or "python fallback (h2load not installed)"
+    lines = [
+        f"== DND_WORKERS={run['workers']} == load: {load}; {args.clients} connections x "
+        f"{args.streams} streams; {args.seconds:g} s measured per phase",
+        f"{'figure':<44} {'measured':>22}  {'baseline':<36} {'ratio':>7}  {'target':>7}  result",
+    ]
+
+    def row(fig: str, measured: str, baseline: str, r: str, target: str, result: str) -> None:
+        lines.append(f"{fig:<44} {measured:>22}  {baseline:<36} {r:>7}  {target:>7}  {result}")
+
+    f1, f2, f3, f4, f5, f6 = (f[k] for k in "123456")
+    drift = f1["baseline_runs"]
+    row(
+        "1 warm CheckSend",
+        f"{_n(f1['measured'])} req/s",
+        f"{_n(f1['baseline'])} req/s Health/Check",
+        _x(f1["ratio"]),
+        ">=0.7x",
+        _result(f1["pass"]),
+    )
+    row(
+        "    (Health/Check runs before / after)",
+        "",
+        f"{_n(drift[0])} / {_n(drift[1])} req/s",
+        "",
+        "",
+        "",
+    )
+    row(
+        "    (info) server CPU per request",
+        f"{_n(f1['server_cpu_us_per_request'])} us",
+        f"{_n(f1['baseline_server_cpu_us_per_request'])} us Health/Check",
+        _x(f1["cpu_cost_ratio"]),
+        "",
+        "",
+    )
+    row(
+        "2 CheckSend, DND_CACHE=false",
+        f"{_n(f2['measured'])} req/s",
+        f"{_n(f2['baseline'])} req/s asyncpg PK lookup",
+        _x(f2["ratio"]),
+        ">=0.5x",
+        _result(f2["pass"]),
+    )
+    row(
+        "    (asyncpg runs before / after)",
+        "",
+        f"{_n(f2['baseline_runs'][0])} / {_n(f2['baseline_runs'][1])} req/s",
+        "",
+        "",
+        "",
+    )
+    row(
+        "    (info) vs asyncpg running read_contacts",
+        "",
+        f"{_n(f2['info_read_contacts_raw'])} req/s",
+        _x(f2["info_ratio_vs_read_contacts_raw"]),
+        "",
+        "",
+    )
+    row(
+        f"3 BatchCheckSend x{BATCH_SIZE} ({_n(f3['batch_requests_per_s'], 1)} req/s)",
+        f"{_n(f3['measured'])} checks/s",
+        f"{_n(f3['baseline'])} req/s CheckSend",
+        _x(f3["ratio"]),
+        ">=50x",
+        _result(f3["pass"]),
+    )
+    row(
+        "    (info) server CPU per contact-check",
+        f"{_n(f3['server_cpu_us_per_check'], 1)} us",
+        f"{_n(f3['baseline_server_cpu_us_per_request'])} us per CheckSend",
+        _x(f3["cpu_cost_ratio"]),
+        "",
+        "",
+    )
+    row(
+        "4 SetDnd (python client, distinct contacts)",
+        f"{_n(f4['measured'])} writes/s",
+        f"{_n(f4['baseline'])} tx/s asyncpg same SQL",
+        _x(f4["ratio"]),
+        ">=0.5x",
+        _result(f4["pass"]),
+    )
+    row(
+        "    (asyncpg runs before / after)",
+        "",
+        f"{_n(f4['baseline_runs'][0])} / {_n(f4['baseline_runs'][1])} tx/s",
+        "",
+        "",
+        "",
+    )
+    cs, hs = f5["checksend_ms"], f5["health_ms"]
+    for q in ("p50", "p99"):
+        row(
+            f"5 CheckSend {q} @ {_n(f5['offered_rate'])} req/s (R/2)",
+            f"{_n(cs.get(q), 2)} ms",
+            f"{_n(hs.get(q), 2)} ms Health/Check same rate",
+            _x(f5[f"{q}_ratio"]),
+            "info",
+            "",
+        )
+    if f5["checksend_achieved_rate"] < 0.95 * f5["offered_rate"]:
+        lines.append(
+            f"    (!) CheckSend kept up with only {_n(f5['checksend_achieved_rate'])} of "
+            f"{_n(f5['offered_rate'])} req/s offered: overloaded during figure 5 (a queue "
+            "built up), latencies include the queue"
+        )
+    row(
+        "6 stale 'allowed' with min_cursor",
+        f"{f6['allowed_with_min_cursor']} of {f6['probes']}",
+        f"probes ({_n(f6['background_writes_per_s'])} bg writes/s)",
+        "",
+        "=0",
+        _result(f6["pass"]),
+    )
+    row(
+        "    (info) 'allowed' without min_cursor",
+        f"{f6['allowed_without_min_cursor']} of {f6['probes']}",
+        "same probes: cache propagation window",
+        "",
+        "",
+        "",
+    )
+    failed = {
+        f"{name}: {k}": n
+        for name, p in phases.items()
+        for k, n in p.get("failed_rpcs_logged", {}).items()
+    }
+    transport = sum(p.get("failed", 0) for p in phases.values() if isinstance(p, dict))
+    bodies = sum((p.get("bodies_bad") or 0) for p in phases.values() if isinstance(p, dict))
+    errors: dict[str, int] = {}
+    for name, p in phases.items():
+        for k, n in (p.get("errors") or {}).items():
+            errors[f"{name}: {k}"] = n
+        for part in ("probe", "background_writes"):
+            for k, n in ((p.get(part) or {}).get("errors") or {}).items():
+                errors[f"{name} {part}: {k}"] = n
+    verified = run["checks"]["verified"]
+    statuses = {v["grpcio_status"] for v in verified.values()}
+    statuses |= {v["nghttp_status"] for v in verified.values()}
+    lines.append(
+        f"checks: frames verified grpc-status {sorted(map(str, statuses))} (grpcio + nghttp); "
+        f"failed RPCs in server logs: {sum(failed.values())}{' ' + str(failed) if failed else ''}; "
+        f"load-generator failures (h2load failed/non-2xx): {transport}; "
+        f"responses without the expected body: {bodies}; "
+        f"client errors: {sum(errors.values())}{' ' + str(errors) if errors else ''}"
+    )
+    problems = run["checks"]["server_problems"]
+    if problems:
+        lines.append(f"server warnings/errors logged: {problems}")
+        for name, examples in run["checks"]["server_problem_examples"].items():
+            lines += [f"  {name}: {x[:240]}" for x in examples[:1]]
+    cores = []
+    for name in (
+        "1_health_a",
+        "1_checksend",
+        "2_raw_contact_row_a",
+        "2_checksend_cache_off",
+        "2_raw_contact_row_b",
+        "2_raw_read_contacts",
+        "3_batch",
+        "4_raw_setdnd_tx_a",
+        "4_setdnd",
+        "4_raw_setdnd_tx_b",
+        "5_checksend_paced",
+        "5_health_paced",
+        "6_stale_reads",
+    ):
+        c = phases[name]["cpu_cores"]
+        cores.append(
+            f"{name:<22} server {c.get('servers', 0):.2f}  postgres {c.get('postgres', 0):.2f}"
+            f"  load+bench {c.get('load_and_bench', 0):.2f}  others {c.get('others', 0):.2f}"
+            f"  (machine {c.get('machine', 0):.2f} of {os.cpu_count()})"
+        )
+    busy = [phases[n]["cpu_cores"].get("others", 0.0) for n in phases if "cpu_cores" in phases[n]]
+    if busy and mean(busy) > 0.25:
+        lines.append(
+            f"NOTE: processes not started by the bench kept {mean(busy):.2f} of {os.cpu_count()} "
+            "cores busy on average during the phases: absolute rates are depressed and ratios "
+            "noisy; compare ratios across runs, ideally on a quiet machine."
+        )
+    lines.append("cores busy per phase (others = processes not started by the bench):")
+    lines += [f"  {c}" for c in cores]
+    for name, summary in run["profiles"].items():
+        lines.append(profiling.render(f"py-spy {name} (workers={run['workers']})", summary))
+    return "\n".join(lines)
+
+
+def git_state() -> dict[str, Any]:
+    def git(*argv: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *argv], cwd=REPO, capture_output=True, text=True, timeout=5, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.strip()
+
+    changed = [
+        line[3:]
+        for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+        if not line[3:].startswith("bench/")
+    ]
+    return {"git_commit": git("rev-parse", "--short", "HEAD"), "git_modified_files": changed}
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = dt.datetime.now(dt.UTC)
+    signal.signal(signal.SIGTERM, _interrupt)
+    # pgserver's lock folder falls back to /tmp without XDG_RUNTIME_DIR, and says so.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+    gen = LoadGen(args.load)
+    if gen.tool == "python":
+        progress("h2load not found: falling back to the multi-process Python client")
+    db = Database()
+    runs: list[dict[str, Any]] = []
+    current: WorkerRun | None = None
+    try:
+        progress("starting PostgreSQL ...")
+        db.start()
+        cpu = CpuMeter(db.postmaster_pid)
+        for workers in args.workers:
+            current = WorkerRun(args, workers, db, cpu, gen)
+            try:
+                runs.append(current.run())
+            finally:
+                current.close()
+                current = None
+            print(table(runs[-1], gen, args), flush=True)
+            print(flush=True)
+    except KeyboardInterrupt:
+        progress("interrupted: stopping the servers and PostgreSQL")
+        return 130
+    except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as error:
+        progress(f"failed: {error}")
+        return 1
+    finally:
+        if current is not None:
+            current.close()
+        db.stop()
+        progress("stopped the servers and PostgreSQL")
+
+    meta = {
+        "benchmark": "hot-path",
+        "started_at": started.isoformat(timespec="seconds"),
+        "wall_seconds": round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1),
+        **git_state(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "load_generator": gen.version or "python",
+        "database": db.kind,
+        "server_env": {"DND_LOG_LEVEL": "INFO", "DND_LOG_READ_SAMPLE_RATE": "0"},
+        "args": vars(args),
+    }
+    if args.profile:
+        progress("handler micro-profile (in-process)")
+        meta["handler_profile"] = handler_profile.safe_measure()
+        print(handler_profile.render(meta["handler_profile"]))
+        print()
+    passed = all(fig["pass"] for run in runs for fig in run["figures"].values() if "pass" in fig)
+    print(f"all targets met: {'yes' if passed else 'no'} (wall {meta['wall_seconds']} s)")
+    if not args.no_json:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path = RESULTS_DIR / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+        path.write_text(json.dumps(meta | {"runs": runs}, indent=2, default=str) + "\n")
+        print(f"results: {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
