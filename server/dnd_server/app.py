@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 from pathlib import Path
@@ -28,6 +27,7 @@ from dnd_server.service import DndService
 from dnd_server.storage.embedded import start_embedded_postgres
 from dnd_server.storage.migrations import migrate
 from dnd_server.storage.store import Store
+from dnd_server.waiting import wait_event, within
 from dnd_server.watch import WatchSettings
 
 log = structlog.get_logger("dnd_server.app")
@@ -222,10 +222,7 @@ class App:
                 for name in _SERVICES_WITH_HEALTH:
                     await self.health.set(name, state)
                 log.info("health_changed", serving=healthy)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._stopping.wait(), timeout=self.config.health_interval_seconds
-                )
+            await wait_event(self._stopping, self.config.health_interval_seconds)
 
     async def _maintain(self, store: Store) -> None:
         """Periodic clean-up: expired idempotency keys, change-log rows past retention."""
@@ -239,10 +236,7 @@ class App:
                     log.info("changes_pruned", count=pruned)
             except Unavailable:
                 pass
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._stopping.wait(), timeout=self.config.maintenance_interval_seconds
-                )
+            await wait_event(self._stopping, self.config.maintenance_interval_seconds)
 
     async def stop(self) -> None:
         """Graceful stop: NOT_SERVING, refuse new calls, let in-flight ones finish."""
@@ -256,12 +250,11 @@ class App:
             await self.server.stop(self.config.shutdown_grace_seconds)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         if self.pool is not None:
             try:
-                await asyncio.wait_for(self.pool.close(), timeout=5)
+                await within(self.pool.close(), 5)
             except TimeoutError:
                 log.warning("pool_close_timeout", detail="terminating database connections")
                 self.pool.terminate()

@@ -21,6 +21,7 @@ import structlog
 from dnd_server.cache import ContactCache
 from dnd_server.domain.errors import Unavailable
 from dnd_server.storage.store import ChangeRow, Store
+from dnd_server.waiting import wait_event, within
 
 log = structlog.get_logger("dnd_server.feed")
 
@@ -114,8 +115,7 @@ class ChangeFeed:
             subscription.close("the server is shutting down")
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=5)
         await self._drop_listener()
 
     async def _run(self) -> None:
@@ -134,8 +134,7 @@ class ChangeFeed:
                         self._cache.feed_ready(self.position)
                     else:
                         self._cache.feed_lost()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+            await wait_event(self._wake, self._poll_interval)
             self._wake.clear()
 
     async def _catch_up(self) -> None:
@@ -158,7 +157,7 @@ class ChangeFeed:
         if self._listener is not None and not self._listener.is_closed():
             if time.monotonic() - self._last_ping > _LISTENER_PING_SECONDS:
                 try:
-                    await asyncio.wait_for(self._listener.fetchval("SELECT 1"), timeout=5)
+                    await within(self._listener.fetchval("SELECT 1"), 5)
                     self._last_ping = time.monotonic()
                 except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                     await self._drop_listener()
@@ -199,4 +198,4 @@ class ChangeFeed:
             self._cache.feed_lost()
         if listener is not None and not listener.is_closed():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(listener.close(), timeout=2)
+                await within(listener.close(), 2)

@@ -3,8 +3,6 @@ feed live, with bookmarks, a bounded mailbox and expiry of old cursors."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ from dnd_server.domain.errors import CursorExpired, InvalidArgument, SubscriberT
 from dnd_server.domain.model import INBOUND_CHANNELS, Channel, Direction, Source
 from dnd_server.feed import ChangeFeed
 from dnd_server.storage.store import ChangeRow, Store
+from dnd_server.waiting import wait_event
 
 _CATCH_UP_BATCH = 500
 
@@ -120,7 +119,6 @@ async def follow(
                 last_sent = time.monotonic()
                 continue
             subscription.wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(subscription.wakeup.wait(), timeout=due)
+            await wait_event(subscription.wakeup, due)
     finally:
         feed.unsubscribe(subscription)
