@@ -11,6 +11,7 @@ from dnd_server.domain.model import Channel
 
 MAX_ADDRESS_LENGTH = 254
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 PHONE_CHANNELS = frozenset({Channel.SMS, Channel.CALL, Channel.WHATSAPP})
 
@@ -41,6 +42,8 @@ def normalize_address(
     """The canonical form of ``raw`` as an address on ``channel``."""
     if len(raw) > MAX_ADDRESS_LENGTH:
         raise InvalidArgument.one(field, f"at most {MAX_ADDRESS_LENGTH} characters")
+    if _CONTROL.search(raw.strip()):  # surrounding whitespace is trimmed, inner is refused
+        raise InvalidArgument.one(field, "must not contain control characters")
     if channel is Channel.EMAIL:
         return normalize_email(raw, field)
     if channel in PHONE_CHANNELS:

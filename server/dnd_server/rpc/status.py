@@ -21,6 +21,7 @@ from dnd_server.domain.errors import (
 from dnd_server.domain.model import AddressSuppression, Block, scope_name
 
 DOMAIN = "dnd.v1"
+_MAX_VIOLATIONS = 20
 
 
 def _pack(*details: object) -> list[any_pb2.Any]:
@@ -44,20 +45,26 @@ def _info(reason: str, **metadata: str) -> error_details_pb2.ErrorInfo:
 
 def status_for(error: DndError) -> grpc.Status:
     if isinstance(error, InvalidArgument):
+        # The status travels in trailers, which clients cap (8-16 KB): report the first
+        # problems, and how many there are.
+        shown = error.violations[:_MAX_VIOLATIONS]
+        more = len(error.violations) - len(shown)
         bad = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
+                    field=v.field[:200], description=v.description[:200]
                 )
-                for v in error.violations
+                for v in shown
             ]
         )
-        return _status(
-            code_pb2.INVALID_ARGUMENT,
-            f"invalid request: {error}",
-            bad,
-            _info("INVALID_ARGUMENT", fields=",".join(v.field for v in error.violations)),
-        )
+        message = "; ".join(f"{v.field}: {v.description}" for v in shown)[:3000]
+        if more:
+            message += f"; and {more} more problems"
+        fields = ",".join(v.field for v in shown)[:1000]
+        info = _info("INVALID_ARGUMENT", fields=fields, violations=str(len(error.violations)))
+        if more:
+            info.metadata["omitted"] = str(more)
+        return _status(code_pb2.INVALID_ARGUMENT, f"invalid request: {message}", bad, info)
     if isinstance(error, ClearNotPermitted):
         failure = error_details_pb2.PreconditionFailure(
             violations=[

@@ -159,7 +159,7 @@ LIMIT $2
 -- than the stream's retention window.
 SELECT h.seq AS head, h.pruned_below,
        (SELECT c.created_at < now() - make_interval(secs => $2)
-        FROM dnd_changes c WHERE c.seq = $1::bigint + 1) AS next_expired
+        FROM dnd_changes c WHERE c.seq > $1 ORDER BY c.seq LIMIT 1) AS next_expired
 FROM dnd_log_head h
 
 -- prune_changes --
