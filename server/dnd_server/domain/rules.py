@@ -82,6 +82,7 @@ CLEAR_POLICY: dict[Reason, dict[Source, Requirement]] = {
 }
 
 
+@functools.cache
 def what_clears(reason: Reason) -> str:
     """A one-line description of who may clear a block of ``reason``, from ``CLEAR_POLICY``."""
     if reason in (Reason.SMS_OPT_OUT_KEYWORD, Reason.SMS_CARRIER_PERMANENT):
@@ -267,6 +268,7 @@ def _allowed(channel: Channel, direction: Direction) -> SendDecision:
     return SendDecision(True, (), f"allowed: {why}")
 
 
+@functools.lru_cache(maxsize=65536)
 def explain_denial(block: Block, channel: Channel, direction: Direction) -> str:
     scope = "all channels" if block.scope is None else block.scope.value
     return (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from dnd.v1 import dnd_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -64,7 +65,13 @@ def scope_to_pb(scope: Scope) -> pb.Scope:
     return pb.Scope(channel=CHANNEL_TO_PB[scope])
 
 
+@functools.lru_cache(maxsize=65536)
 def block_to_pb(block: Block) -> pb.Block:
+    """The message of a block (cached: blocks are immutable; callers copy it into theirs)."""
+    return _block_to_pb(block)
+
+
+def _block_to_pb(block: Block) -> pb.Block:
     message = pb.Block(
         direction=DIRECTION_TO_PB[block.direction],
         scope=scope_to_pb(block.scope),
