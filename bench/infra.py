@@ -52,7 +52,8 @@ class Database:
     """A fresh database in ``DND_BENCH_DATABASE_URL``'s server (dropped at the end), or the
     embedded PostgreSQL in a temporary folder (removed at the end)."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "hotbench") -> None:
+        self.prefix = prefix
         self.url = ""
         self.kind = ""
         self.postmaster_pid: int | None = None
@@ -70,12 +71,12 @@ class Database:
             from pgserver.postgres_server import get_server
 
             self.kind = "embedded"
-            self._folder = tempfile.mkdtemp(prefix="dnd-hotbench-pg-")
+            self._folder = tempfile.mkdtemp(prefix=f"dnd-{self.prefix}-pg-")
             os.chmod(self._folder, 0o755)
             self._pg = get_server(os.path.join(self._folder, "pgdata"), cleanup_mode="stop")
             self._admin_url = self._pg.get_uri()
             self.postmaster_pid = self._pg.get_pid()
-        self._name = f"dnd_hotbench_{uuid.uuid4().hex[:10]}"
+        self._name = f"dnd_{self.prefix}_{uuid.uuid4().hex[:10]}"
         asyncio.run(_admin(self._admin_url, f'CREATE DATABASE "{self._name}"'))
         self.url = with_database(self._admin_url, self._name)
         return self

@@ -23,9 +23,7 @@ import json
 import math
 import os
 import platform
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,12 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 import psutil  # type: ignore[import-untyped]
 from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from infra import Database, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
@@ -92,74 +90,6 @@ def cursor_seq(cursor: str) -> int:
 
 
 # --- PostgreSQL and the server process -------------------------------------------------------
-
-
-def with_database(url: str, name: str) -> str:
-    """``url`` pointing at database ``name`` instead (query string and socket kept)."""
-    base, _, query = url.partition("?")
-    scheme_host, _, _old = base.rpartition("/")
-    return f"{scheme_host}/{name}" + (f"?{query}" if query else "")
-
-
-async def _admin(url: str, statement: str) -> None:
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-class Database:
-    """The bench's PostgreSQL: a fresh database in ``DND_BENCH_DATABASE_URL``'s server (dropped
-    at the end), or the embedded PostgreSQL in a temporary folder (removed at the end)."""
-
-    def __init__(self) -> None:
-        self.url = ""
-        self.kind = ""
-        self.postmaster_pid: int | None = None
-        self._admin_url = ""
-        self._name = ""
-        self._folder = ""
-        self._pg: Any = None
-
-    def start(self) -> Database:
-        external = os.environ.get("DND_BENCH_DATABASE_URL", "").strip()
-        if external:
-            self.kind = "DND_BENCH_DATABASE_URL"
-            self._admin_url = external
-        else:
-            from pgserver.postgres_server import get_server
-
-            self.kind = "embedded"
-            self._folder = tempfile.mkdtemp(prefix="dnd-bench-pg-")
-            os.chmod(self._folder, 0o755)
-            self._pg = get_server(os.path.join(self._folder, "pgdata"), cleanup_mode="stop")
-            self._admin_url = self._pg.get_uri()
-            self.postmaster_pid = self._pg.get_pid()
-        self._name = f"dnd_bench_{uuid.uuid4().hex[:10]}"
-        asyncio.run(_admin(self._admin_url, f'CREATE DATABASE "{self._name}"'))
-        self.url = with_database(self._admin_url, self._name)
-        return self
-
-    def stop(self) -> None:
-        if self._name and self._pg is None:
-            with contextlib.suppress(Exception):
-                drop = f'DROP DATABASE IF EXISTS "{self._name}" WITH (FORCE)'
-                asyncio.run(_admin(self._admin_url, drop))
-        if self._pg is not None:
-            with contextlib.suppress(Exception):
-                self._pg.cleanup()
-            self._pg = None
-        if self._folder:
-            shutil.rmtree(self._folder, ignore_errors=True)
-            self._folder = ""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Server:
@@ -1151,7 +1081,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     # pgserver's lock folder falls back to /tmp without XDG_RUNTIME_DIR, and says so.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-    db = Database()
+    db = Database(prefix="bench")
     server: Server | None = None
     try:
         progress("starting PostgreSQL ...")

@@ -89,12 +89,6 @@ class ChangeFeed:
         self.position = 0
         # Whether LISTEN is up (False: delivery falls back to polling).
         self.listening = False
-        # Whether the feed is caught up with the log as of its last poll.
-        self.caught_up = False
-
-    @property
-    def subscribers(self) -> int:
-        return len(self._subscriptions)
 
     async def start(self) -> None:
         self.position = await self._store.head_seq()
@@ -124,7 +118,6 @@ class ChangeFeed:
             try:
                 await self._catch_up()
             except Unavailable as error:
-                self.caught_up = False
                 if self._cache is not None:
                     self._cache.feed_lost()
                 log.warning("feed_poll_failed", error=str(error))
@@ -147,7 +140,6 @@ class ChangeFeed:
                 for subscription in list(self._subscriptions):
                     subscription.offer(changes)
             if len(changes) < _BATCH:
-                self.caught_up = True
                 return
 
     def _notified(self, *_args: object) -> None:

@@ -67,10 +67,6 @@ def require(scope: Scope, *locations: str) -> None:
     CALLER.get().require(scope, locations)
 
 
-_Req = TypeVar("_Req", contravariant=True)
-_Resp = TypeVar("_Resp", covariant=True)
-
-
 class _HasLocation(Protocol):
     @property
     def location_id(self) -> str: ...

@@ -195,14 +195,6 @@ class Store:
                 count: int = await conn.fetchval(QUERIES["prune_changes"], retention)
         return count
 
-    async def get_state(
-        self, location_id: str, contact_id: str, addresses: Addresses = ()
-    ) -> tuple[ContactState, int]:
-        """The contact's state (with the suppressions of ``addresses``) and the sequence
-        number of its last change."""
-        found = await self.read_contacts(location_id, [contact_id], addresses)
-        return found.contacts[contact_id], found.last_seqs[contact_id]
-
     async def read_contacts(
         self, location_id: str, contact_ids: Sequence[str], addresses: Addresses = ()
     ) -> ContactsRead:
