@@ -8,7 +8,7 @@ PROTOC := $(BIN)/python -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: run migrate test lint proto-lint typecheck proto proto-check pytest bench bench-watch clean venv
+.PHONY: run migrate test lint proto-lint proto-release typecheck proto proto-check pytest bench bench-watch clean venv
 
 $(BIN)/dnd-server: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,11 +33,22 @@ lint: venv
 	$(BIN)/ruff check $(LINT_DIRS)
 	$(BIN)/ruff format --check $(LINT_DIRS)
 
-## buf lint of protos/ (skipped with a note when npm is not installed).
+BUF := npx --yes @bufbuild/buf@1.75.0
+# The contract as last released: the API only grows from it (buf breaking, FILE rules).
+PROTO_RELEASE := releases/v1.json
+
+## buf lint of protos/, and buf breaking against the last release (skipped with a note when
+## npm is not installed).
 proto-lint:
 	@if command -v npx >/dev/null 2>&1; then \
-		cd protos && npx --yes @bufbuild/buf@1.75.0 lint && echo "buf lint: clean"; \
-	else echo "buf lint skipped: npx not found"; fi
+		cd protos && $(BUF) lint && echo "buf lint: clean" && \
+		$(BUF) breaking --against $(PROTO_RELEASE) && \
+		echo "buf breaking: clean against protos/$(PROTO_RELEASE)"; \
+	else echo "buf lint and breaking skipped: npx not found"; fi
+
+## Record protos/ as the released contract that later changes must not break.
+proto-release:
+	cd protos && $(BUF) build --exclude-source-info -o $(PROTO_RELEASE)
 
 typecheck: venv
 	$(BIN)/mypy server/dnd_server client/dnd_client

@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import grpc
+
+from dnd_client._requests import READS, Prepared
 
 SERVICE = "dnd.v1.DndService"
 
 # Reads are idempotent: gRPC retries them on UNAVAILABLE with exponential backoff. Writes are
 # retried by the client itself, and only when they carry an idempotency key.
-READ_METHODS = ("GetStatus", "CheckSend", "ListHistory", "GetKeywordSettings")
+READ_METHODS = READS
+
+_C = TypeVar("_C")
+
+
+class ChannelOptions(TypedDict, total=False):
+    """The options both clients take beside the target address."""
+
+    # Default per-call deadline, seconds.
+    timeout: float
+    # Bearer token sent with every call.
+    token: str | None
+    tls: bool
+    root_certificates: bytes | None
+    client_certificate: bytes | None
+    client_key: bytes | None
+    keepalive_seconds: float
+    # Attempts of a call retried on UNAVAILABLE (reads by gRPC, idempotent writes by the client).
+    max_attempts: int
 
 
 def service_config(max_attempts: int = 5) -> str:
@@ -37,12 +58,33 @@ def service_config(max_attempts: int = 5) -> str:
 @dataclass(frozen=True)
 class ChannelSettings:
     target: str
+    timeout: float = 5.0
+    token: str | None = None
     tls: bool = False
     root_certificates: bytes | None = None
     client_certificate: bytes | None = None
     client_key: bytes | None = None
     keepalive_seconds: float = 30.0
     max_attempts: int = 5
+
+    @classmethod
+    def of(cls, target: str, **options: Unpack[ChannelOptions]) -> ChannelSettings:
+        return cls(target, **options)
+
+    def open(self, insecure: Callable[..., _C], secure: Callable[..., _C]) -> _C:
+        """A channel made by the sync or the aio flavour of grpc's channel functions."""
+        credentials = self.credentials()
+        if credentials is None:
+            return insecure(self.target, options=self.options())
+        return secure(self.target, credentials, options=self.options())
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return metadata(self.token)
+
+    def call(self, prepared: Prepared[Any]) -> dict[str, Any]:
+        """The keyword arguments of one call: its deadline and metadata."""
+        return {"timeout": prepared.timeout or self.timeout, "metadata": self.metadata}
 
     def options(self) -> Sequence[tuple[str, object]]:
         return [
