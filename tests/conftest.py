@@ -19,6 +19,7 @@ import asyncpg
 import grpc
 import pytest
 from dnd.v1 import dnd_pb2_grpc
+from dnd_server.storage.migrations import migrate
 
 from tests.support import Database, ServerProcess, new_id, run_async, with_database
 
@@ -41,18 +42,30 @@ def admin_url() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _create_database(admin: str) -> str:
+def _create_database(admin: str, template: str = "") -> str:
     name = f"dnd_test_{uuid.uuid4().hex[:10]}"
+    clause = f' TEMPLATE "{template}"' if template else ""
 
     async def go() -> None:
         conn = await asyncpg.connect(admin)
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"{clause}')
         finally:
             await conn.close()
 
     run_async(go())
     return name
+
+
+def _migrate(url: str) -> None:
+    async def go() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    run_async(go())
 
 
 def _drop_database(admin: str, name: str) -> None:
@@ -67,19 +80,38 @@ def _drop_database(admin: str, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def fresh_database(admin_url: str) -> Iterator[Any]:
-    """A factory of new empty databases (dropped at the end of the session)."""
+def databases(admin_url: str) -> Iterator[Any]:
+    """A factory of new databases, empty or cloned from a template database migrated once
+    (``CREATE DATABASE ... TEMPLATE``); all dropped at the end of the session."""
     made: list[str] = []
+    template = ""
 
-    def make() -> str:
-        name = _create_database(admin_url)
+    def make(migrated: bool) -> str:
+        nonlocal template
+        if migrated and not template:
+            template = _create_database(admin_url)
+            made.append(template)
+            _migrate(with_database(admin_url, template))
+        name = _create_database(admin_url, template if migrated else "")
         made.append(name)
         return with_database(admin_url, name)
 
     yield make
-    for name in made:
+    for name in reversed(made):
         with contextlib.suppress(Exception):
             _drop_database(admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def fresh_database(databases: Any) -> Any:
+    """A factory of new databases with every migration applied."""
+    return lambda: databases(True)
+
+
+@pytest.fixture(scope="session")
+def empty_database(databases: Any) -> Any:
+    """A factory of new databases with no schema at all (for migration tests)."""
+    return lambda: databases(False)
 
 
 @pytest.fixture(scope="session")

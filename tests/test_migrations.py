@@ -29,8 +29,8 @@ def test_migration_files_are_numbered_without_gaps() -> None:
         assert name.endswith(".sql") and name[:4].isdigit() and name[4] == "_", name
 
 
-def test_concurrent_migrations_apply_once(fresh_database: Any) -> None:
-    url = fresh_database()
+def test_concurrent_migrations_apply_once(empty_database: Any) -> None:
+    url = empty_database()
 
     async def race() -> list[list[int]]:
         conns = [await asyncpg.connect(url) for _ in range(4)]
@@ -55,8 +55,8 @@ def test_concurrent_migrations_apply_once(fresh_database: Any) -> None:
     assert sorted(run_async(rows())) == everything
 
 
-def test_edited_applied_migration_is_refused(fresh_database: Any) -> None:
-    url = fresh_database()
+def test_edited_applied_migration_is_refused(empty_database: Any) -> None:
+    url = empty_database()
 
     async def go() -> None:
         conn = await asyncpg.connect(url)
@@ -82,8 +82,8 @@ def test_edited_applied_migration_is_refused(fresh_database: Any) -> None:
     run_async(go())
 
 
-def test_migrate_command(fresh_database: Any) -> None:
-    url = fresh_database()
+def test_migrate_command(empty_database: Any) -> None:
+    url = empty_database()
     result = subprocess.run(
         [sys.executable, "-m", "dnd_server", "migrate"],
         env={**os.environ, "DND_DATABASE_URL": url},
