@@ -9,21 +9,27 @@
 #     -v "$PWD/tokens.json:/run/secrets/dnd-tokens.json:ro" \
 #     dnd-service:0.1.0
 #
-# Production needs DND_DATABASE_URL. Without it the server starts the embedded PostgreSQL of
-# the `pgserver` wheel under DND_DATA_DIR inside the container: a development convenience whose
-# data lives and dies with the container and which no second replica can share.
-# The image listens on 0.0.0.0, so the server refuses to start unless DND_TOKENS_FILE is set
-# (or DND_AUTH=disabled is passed on purpose, e.g. for a local try-out).
+# The image is for production: it needs DND_DATABASE_URL. The embedded PostgreSQL of
+# development (`make run`, the `embedded` extra) is not installed, and a server listening off
+# loopback, as this image does on 0.0.0.0, refuses to start without DND_DATABASE_URL.
+# It also refuses to start unless DND_TOKENS_FILE is set (or DND_AUTH=disabled is passed on
+# purpose, e.g. for a local try-out).
 #
 # Migrations run at start (DND_MIGRATE_ON_START=true, under an advisory lock, so replicas may
 # start together). To run them as a separate release step instead, run the image with the
 # `migrate` command (`docker run ... dnd-service:0.1.0 migrate`, or deploy/migrate/job.yaml)
 # and start the servers with DND_MIGRATE_ON_START=false.
 #
-# Other commands: `healthcheck` (the HEALTHCHECK below), `hash-token` (reads a token on stdin).
+# Other commands: `healthcheck` (the HEALTHCHECK below; `healthcheck --service liveness`
+# asks the liveness status instead), `hash-token` (reads a token on stdin).
+#
+# PYTHON_IMAGE: the base of both stages, a Debian bookworm with Python 3.11 as `python`
+# (e.g. `--build-arg PYTHON_IMAGE=registry.example/python:3.11-slim-bookworm` for a mirror).
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---- build: install the project and its server dependencies into a virtualenv -------------
-FROM python:3.11-slim AS build
+FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -36,13 +42,14 @@ COPY pyproject.toml README.md ./
 COPY generated/ generated/
 COPY server/ server/
 COPY client/ client/
-# The project itself (not a registry package), with the dependency ranges of pyproject.toml.
+# The project itself (not a registry package), with the dependency ranges of pyproject.toml:
+# the `server` extra only (no `embedded` development database, no `dev` tools).
 # A regular (non-editable) install with byte-code compiled, so the runtime stage needs no
 # source tree and a read-only root filesystem costs nothing at start.
 RUN /opt/dnd/bin/pip install --no-cache-dir '.[server]'
 
 # ---- runtime: the virtualenv on a clean slim base, as a non-root user ----------------------
-FROM python:3.11-slim AS runtime
+FROM ${PYTHON_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="dnd-service" \
       org.opencontainers.image.description="Do-Not-Disturb (messaging consent) gRPC service" \
@@ -59,8 +66,7 @@ ENV PATH=/opt/dnd/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     DND_GRPC_ADDR=0.0.0.0:50051 \
-    DND_METRICS_ADDR=0.0.0.0:9090 \
-    DND_DATA_DIR=/var/lib/dnd/pgdata
+    DND_METRICS_ADDR=0.0.0.0:9090
 
 WORKDIR /var/lib/dnd
 USER 10001:10001
@@ -69,7 +75,8 @@ USER 10001:10001
 EXPOSE 50051 9090
 
 # `dnd-server healthcheck` asks the local gRPC health service and exits 0 only on SERVING
-# (the database answers). The start period covers connecting to the database and migrating.
+# (readiness: the database answers and the change feed keeps up). The start period covers
+# connecting to the database and migrating.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["dnd-server", "healthcheck"]
 

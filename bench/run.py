@@ -291,6 +291,51 @@ class WorkerRun:
                 await c.close()
         return {"writes": len(writes), "batch_denied": denied}
 
+    async def batch_worst_case(self, server: ServerGroup) -> dict[str, Any]:
+        """BatchCheckSend response sizes of the worst case: one contact with the 5 blocks that
+        cover outbound SMS, each with 4,000 characters of evidence (and the longest note,
+        provider detail and actor), checked 200 times in one call; compact and with details."""
+        location = f"{self.location}-worst"
+        sms, every = pb.Scope(channel=pb.CHANNEL_SMS), pb.Scope(all_channels=True)
+        blocks = [(sms, pb.REASON_MANUAL), (every, pb.REASON_MANUAL)] + [
+            (sms, r)
+            for r in (
+                pb.REASON_SMS_OPT_OUT_KEYWORD,
+                pb.REASON_SMS_CARRIER_PERMANENT,
+                pb.REASON_SMS_CARRIER_TEMPORARY,
+            )
+        ]
+        sizes: dict[str, Any] = {"targets": 200, "blocks": len(blocks)}
+        async with grpc.aio.insecure_channel(server.addr) as channel:
+            stub = dnd_pb2_grpc.DndServiceStub(channel)
+            for scope, reason in blocks:
+                await stub.SetDnd(
+                    pb.SetDndRequest(
+                        location_id=location,
+                        contact_id="heavy",
+                        action=pb.DND_ACTION_ENABLE,
+                        direction=pb.DIRECTION_OUTBOUND,
+                        scope=scope,
+                        reason=reason,
+                        source=pb.SOURCE_USER,
+                        actor_id="a" * 128,
+                        note="n" * 1000,
+                        evidence="e" * 4000,
+                        provider_detail="d" * 256,
+                    ),
+                    timeout=30,
+                )
+            for name, details in (("compact_bytes", False), ("details_bytes", True)):
+                request = pb.BatchCheckSendRequest(
+                    location_id=location,
+                    channel=pb.CHANNEL_SMS,
+                    targets=[pb.CheckTarget(contact_id="heavy")] * 200,
+                    include_details=details,
+                )
+                answer = await stub.BatchCheckSend(request, timeout=30)
+                sizes[name] = answer.ByteSize()
+        return sizes
+
     def check_request(self, contact: str = "c00000") -> pb.CheckSendRequest:
         return pb.CheckSendRequest(
             location_id=self.location,
@@ -356,6 +401,7 @@ class WorkerRun:
             },
             "seeded": seeded,
         }
+        self.checks["batch_worst_case"] = asyncio.run(self.batch_worst_case(server))
 
         # 1. warm CheckSend vs Health/Check (baseline before and after: drift).
         h1 = self.phase(
@@ -774,6 +820,13 @@ def table(run: dict[str, Any], gen: LoadGen, args: argparse.Namespace) -> str:
         "",
         "",
         "",
+    )
+    worst = run["checks"]["batch_worst_case"]
+    lines.append(
+        f"BatchCheckSend worst case ({worst['targets']} targets of one contact, "
+        f"{worst['blocks']} blocks with 4,000-character evidence): response "
+        f"{_n(worst['compact_bytes'])} bytes compact, {_n(worst['details_bytes'])} bytes "
+        "with include_details (clients accept 4 MiB)"
     )
     failed = {
         f"{name}: {k}": n

@@ -61,6 +61,16 @@ class Database:
         return self.fetchval("SELECT count(*) FROM dnd_blocks WHERE location_id = $1", location_id)
 
 
+def cursor_codec(database_url: str) -> Any:
+    """The codec sealing the cursors and page tokens of the servers on ``database_url`` (the
+    key the first of them stored), for tests that need a cursor no call answered."""
+    from dnd_server.cursor import CursorCodec
+
+    key = Database(database_url).fetchval("SELECT key FROM dnd_cursor_key")
+    assert key is not None, "no server has started on this database yet"
+    return CursorCodec(bytes(key))
+
+
 def with_database(url: str, name: str) -> str:
     """``url`` pointing at database ``name`` instead (query string and socket kept)."""
     base, _, query = url.partition("?")
@@ -285,12 +295,63 @@ class ControlledPostgres:
         log = os.path.join(self.pgdata, "log")
         self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self.pgdata}", "-l", log, "start")
 
+    def postmaster_pid(self) -> int:
+        return postmaster_pid(self.pgdata)
+
+    def pause(self) -> list[int]:
+        """SIGSTOP the postmaster, then every process it started: a hung database (its sockets
+        stay open, nothing answers). Returns the stopped pids, for ``resume``."""
+        postmaster = self.postmaster_pid()
+        os.kill(postmaster, signal.SIGSTOP)  # first: a stopped postmaster forks no one new
+        children = child_pids(postmaster)
+        for pid in children:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        return [postmaster, *children]
+
+    @staticmethod
+    def resume(pids: list[int]) -> None:
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def destroy(self) -> None:
         import shutil
 
         with suppress(Exception):
             self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def postmaster_pid(pgdata: str) -> int:
+    """The postmaster's pid, from the first line of ``postmaster.pid``."""
+    with open(os.path.join(pgdata, "postmaster.pid"), encoding="utf-8") as f:
+        return int(f.readline())
+
+
+def child_pids(parent: int) -> list[int]:
+    """The live (not zombie) processes whose parent is ``parent``, read from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 class Watcher:

@@ -665,15 +665,28 @@ def test_email_suppression_clears_under_the_email_rules(
     assert refused(
         stub, loc, other, EMAIL, address=EMAIL_ADDRESS, source=WORKFLOW, confirmed=True
     ) == ["EMAIL_HARD_BOUNCE"]
+    # Set by the other contact's event, the bounce is that address's: a USER acting on this
+    # contact may not lift it even with the confirmation.
+    assert refused(stub, loc, other, EMAIL, address=EMAIL_ADDRESS, source=USER, confirmed=True) == [
+        "EMAIL_HARD_BOUNCE"
+    ]
     assert everything(stub, db, loc, [contact, other]) == before
 
     answer = set_dnd(
-        stub, loc, other, DISABLE, EMAIL, address="PAT@example.com", source=USER, confirmed=True
+        stub,
+        loc,
+        other,
+        DISABLE,
+        EMAIL,
+        address="PAT@example.com",
+        source=SUPPORT,
+        evidence=PROOF,
+        confirmed=True,
     )
     assert answer.changed
     assert suppression_rows(db, loc) == []
     assert change_rows(db, loc, other) == [
-        (False, "EMAIL", "EMAIL_HARD_BOUNCE", "USER", 1, EMAIL_ADDRESS)
+        (False, "EMAIL", "EMAIL_HARD_BOUNCE", "SUPPORT", 1, EMAIL_ADDRESS)
     ]
     assert check(stub, loc, other, EMAIL, EMAIL_ADDRESS).allowed
     assert not check(stub, loc, contact, EMAIL).allowed

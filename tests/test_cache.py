@@ -148,9 +148,11 @@ def test_batch_check_send_answers_in_order(stub: Any, loc: str) -> None:
     targets = [pb.CheckTarget(contact_id=f"free{i}") for i in range(997)]
     targets.insert(10, pb.CheckTarget(contact_id="blocked"))
     targets.insert(500, pb.CheckTarget(contact_id="shares-number", address="(415) 555-0199"))
-    targets.append(pb.CheckTarget(contact_id="free0"))  # duplicates answer twice
+    targets.append(pb.CheckTarget(contact_id="free0"))  # a duplicate answers twice
     answer = stub.BatchCheckSend(
-        pb.BatchCheckSendRequest(location_id=loc, channel=pb.CHANNEL_SMS, targets=targets)
+        pb.BatchCheckSendRequest(
+            location_id=loc, channel=pb.CHANNEL_SMS, targets=targets, include_details=True
+        )
     )
     assert [r.contact_id for r in answer.results] == [t.contact_id for t in targets]
     denied = [r.contact_id for r in answer.results if not r.allowed]
@@ -158,6 +160,7 @@ def test_batch_check_send_answers_in_order(stub: Any, loc: str) -> None:
     assert answer.results[10].denied_by[0].reason == pb.REASON_MANUAL
     assert answer.results[500].denied_by_address[0].contact_id == "stopper"
     assert len(answer.results) == 1000
+    assert answer.results[-1].repeat_of == 0 and answer.results[-1].allowed
 
 
 def test_batch_check_send_limits(stub: Any, loc: str) -> None:

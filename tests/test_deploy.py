@@ -9,18 +9,30 @@ them is skipped, saying so, when it is not installed.
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import tomllib
+import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from dnd.v1 import dnd_pb2 as pb
+from dnd.v1 import dnd_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support import Database, ServerProcess, new_id
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -28,6 +40,8 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 DEPLOY = ROOT / "deploy"
 SCALING = ROOT / "docs" / "scaling.md"
 README = ROOT / "README.md"
+PYPROJECT = ROOT / "pyproject.toml"
+MAKEFILE = ROOT / "Makefile"
 
 GRPC_PORT = 50051
 METRICS_PORT = 9090
@@ -68,11 +82,14 @@ def instructions(text: str) -> list[Instruction]:
 
 
 def stages(items: list[Instruction]) -> list[list[Instruction]]:
-    """Instructions grouped by build stage (each list starts with its FROM)."""
+    """Instructions grouped by build stage (each list starts with its FROM); the ARGs before
+    the first FROM (the global build arguments) are left out."""
     grouped: list[list[Instruction]] = []
     for item in items:
         if item.keyword == "FROM":
             grouped.append([item])
+        elif not grouped and item.keyword == "ARG":
+            continue
         else:
             assert grouped, f"line {item.line}: {item.keyword} before the first FROM"
             grouped[-1].append(item)
@@ -84,6 +101,26 @@ def exec_form(args: str) -> list[str]:
     if args.startswith("["):
         return [str(part) for part in json.loads(args)]
     return shlex.split(args)
+
+
+def global_args(items: list[Instruction]) -> dict[str, str]:
+    """The build arguments declared before the first FROM, with their defaults."""
+    found: dict[str, str] = {}
+    for item in items:
+        if item.keyword == "FROM":
+            break
+        if item.keyword == "ARG":
+            name, _, default = item.args.partition("=")
+            found[name] = default
+    return found
+
+
+def base_image(items: list[Instruction], stage: list[Instruction]) -> str:
+    """A stage's base image with the global build arguments at their defaults."""
+    image = stage[0].args.split()[0]
+    for name, default in global_args(items).items():
+        image = image.replace(f"${{{name}}}", default).replace(f"${name}", default)
+    return image
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +154,7 @@ def test_dockerfile_is_multi_stage_on_slim_python(dockerfile: list[Instruction])
     assert len(built) >= 2, "expected a build stage and a runtime stage"
     names = [stage[0].args.split()[-1] for stage in built[:-1]]
     assert all(" AS " in stage[0].args.upper() for stage in built[:-1]), "name the build stages"
-    runtime_base = built[-1][0].args.split()[0]
+    runtime_base = base_image(dockerfile, built[-1])
     assert runtime_base.startswith("python:3.11-slim"), runtime_base
     build_runs = " ".join(i.args for stage in built[:-1] for i in stage if i.keyword == "RUN")
     assert "pip install" in build_runs and ".[server]" in build_runs
@@ -191,11 +228,92 @@ def test_dockerignore_keeps_the_context_to_what_the_build_copies(
             assert (ROOT / source).exists(), source
 
 
+def test_dockerfile_base_is_a_build_argument(dockerfile: list[Instruction]) -> None:
+    """Both stages start from PYTHON_IMAGE, a Debian release with Python 3.11 by default, so a
+    mirror or a locally built base of the same release can stand in (tests/test_image.py)."""
+    default = global_args(dockerfile).get("PYTHON_IMAGE")
+    assert default, "declare ARG PYTHON_IMAGE=<image> before the first FROM"
+    assert re.fullmatch(r"python:3\.11-slim-[a-z]+", default), default
+    for stage in stages(dockerfile):
+        assert stage[0].args.split()[0] == "${PYTHON_IMAGE}", stage[0].args
+
+
+def test_production_image_installs_no_embedded_database(dockerfile: list[Instruction]) -> None:
+    """pgserver (the embedded development PostgreSQL) is in the `embedded` extra, which `make`
+    installs for development and tests and the image does not."""
+    extras = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0].lower() for r in requirements}
+
+    assert "pgserver" not in names(extras["server"])
+    assert "pgserver" in names(extras["embedded"])
+    runs = " ".join(i.args for i in dockerfile if i.keyword == "RUN")
+    installed = [set(group.split(",")) for group in re.findall(r"\.\[([\w,-]+)\]", runs)]
+    assert installed == [{"server"}], f"the image installs the extras {installed}"
+    make = re.findall(r"pip install [^\n]*\.\[([\w,-]+)\]", MAKEFILE.read_text(encoding="utf-8"))
+    assert make and all({"server", "embedded", "dev"} <= set(m.split(",")) for m in make), make
+    env = " ".join(i.args for i in stages(dockerfile)[-1] if i.keyword == "ENV")
+    assert "DND_DATA_DIR" not in env, "the image has no embedded database to give a folder"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize(
+    ("command", "extra"),
+    [("serve", {}), ("migrate", {}), ("serve", {"DND_WORKERS": "2"})],
+    ids=["serve", "migrate", "workers"],
+)
+def test_embedded_database_is_refused_off_loopback(
+    tmp_path: Path, command: str, extra: dict[str, str]
+) -> None:
+    """A server others can reach never runs on the development database: without
+    DND_DATABASE_URL it exits at once (code 2) saying what to set, and starts no PostgreSQL."""
+    data_dir = tmp_path / "pgdata"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DND_")}
+    env.update(
+        DND_GRPC_ADDR=f"0.0.0.0:{free_port()}",
+        DND_AUTH="disabled",
+        DND_DATA_DIR=str(data_dir),
+        **extra,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "dnd_server", command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "set DND_DATABASE_URL" in result.stderr, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not data_dir.exists(), "an embedded PostgreSQL was started"
+
+
 # ---- Kubernetes manifests ---------------------------------------------------------------------
 
 
+MONITORING = DEPLOY / "monitoring"
+
+
 def manifest_files() -> list[Path]:
-    return sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml"))
+    """deploy/'s Kubernetes YAML (deploy/monitoring/ holds Prometheus files beside its
+    kustomization: tests/test_monitoring.py reads those)."""
+    return sorted(
+        p
+        for p in DEPLOY.rglob("*")
+        if p.suffix in (".yaml", ".yml")
+        and (p.parent != MONITORING or p.name == "kustomization.yaml")
+    )
 
 
 def load_documents() -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -267,6 +385,8 @@ def test_kustomizations_cover_every_manifest(
             target = (path.parent / resource).resolve()
             assert target.is_file(), f"{path}: resource {resource} does not exist"
             listed.add(target)
+        if not document.get("resources"):
+            continue  # generators only (deploy/monitoring/): no image to set
         image_names = {image["name"] for image in document.get("images", [])}
         assert server["image"].split(":")[0] in image_names, f"{path}: images must cover it"
     manifests = {path.resolve() for path, doc in documents if doc["kind"] != "Kustomization"}
@@ -276,11 +396,8 @@ def test_kustomizations_cover_every_manifest(
 def test_deployment_probes_use_grpc_health_on_the_grpc_port(server: dict[str, Any]) -> None:
     ports = {port["name"]: port["containerPort"] for port in server["ports"]}
     assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT}
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert server[probe]["grpc"]["port"] == GRPC_PORT, probe
-        assert "service" not in server[probe]["grpc"], "the overall status ('') is the one set"
-    if "startupProbe" in server:
-        assert server["startupProbe"]["grpc"]["port"] == GRPC_PORT
     env = env_of(server)
     assert env["DND_GRPC_ADDR"]["value"] == f"0.0.0.0:{GRPC_PORT}"
     assert env["DND_METRICS_ADDR"]["value"] == f"0.0.0.0:{METRICS_PORT}"
@@ -402,6 +519,442 @@ def test_migration_job_runs_migrate_outside_the_server_selector(
         assert "secretKeyRef" in env_of(container)["DND_DATABASE_URL"]["valueFrom"]
         assert template["spec"]["securityContext"]["runAsNonRoot"] is True
         assert not matches(selector, template["metadata"]["labels"]), "Service would route to it"
+
+
+# ---- Kubernetes schemas -----------------------------------------------------------------------
+
+# The oldest Kubernetes release the manifests must apply to (fields newer than it are refused).
+KUBERNETES_VERSION = "1.33.0"
+
+
+def generated_config_maps() -> list[dict[str, Any]]:
+    """The ConfigMaps deploy/monitoring/kustomization.yaml generates (its configMapGenerator:
+    files as data, options' labels), so they are validated like the other manifests."""
+    yaml = pytest.importorskip("yaml")
+    kustomization = yaml.safe_load((MONITORING / "kustomization.yaml").read_text(encoding="utf-8"))
+    options = kustomization.get("generatorOptions", {})
+    made = []
+    for generator in kustomization["configMapGenerator"]:
+        labels = {**options.get("labels", {}), **generator.get("options", {}).get("labels", {})}
+        data = {
+            Path(name).name: (MONITORING / name).read_text(encoding="utf-8")
+            for name in generator["files"]
+        }
+        made.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": generator["name"], "labels": labels},
+                "data": data,
+            }
+        )
+    return made
+
+
+def test_manifests_match_the_kubernetes_schemas(
+    documents: list[tuple[Path, dict[str, Any]]],
+) -> None:
+    """Every resource, the generated ConfigMaps included, against the pinned release's schemas
+    in strict mode (an unknown or misspelt field is an error, as kubectl's validation has it)."""
+    import kubernetes_validate
+
+    resources = [doc for _path, doc in documents if doc["kind"] != "Kustomization"]
+    resources += generated_config_maps()
+    checked = []
+    for resource in resources:
+        kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+        checked.append(f"{resource['kind']}/{resource['metadata']['name']}")
+    assert len(checked) >= 7, checked
+    for config_map in generated_config_maps():
+        size = sum(len(value.encode()) for value in config_map["data"].values())
+        assert size < 1 << 20, f"{config_map['metadata']['name']}: over a ConfigMap's 1 MiB"
+
+
+def test_schema_validation_refuses_a_misspelt_field(deployment: dict[str, Any]) -> None:
+    import kubernetes_validate
+
+    broken = copy.deepcopy(deployment)
+    probe = broken["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
+    probe["grpc"]["servcie"] = probe["grpc"].pop("service")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+# ---- probes and connection age ----------------------------------------------------------------
+
+
+def test_probes_separate_liveness_from_readiness(server: dict[str, Any]) -> None:
+    """Liveness (and startup) ask the health service that follows only the process; readiness
+    the overall status, which follows the database and the change feed."""
+    from dnd_server.app import LIVENESS_SERVICE, SERVICE_NAME
+
+    assert server["livenessProbe"]["grpc"].get("service") == LIVENESS_SERVICE
+    assert server["startupProbe"]["grpc"].get("service") == LIVENESS_SERVICE
+    assert server["readinessProbe"]["grpc"].get("service", "") in ("", SERVICE_NAME)
+
+    def window(probe: str) -> float:
+        spec = server[probe]
+        return float(spec.get("periodSeconds", 10) * spec.get("failureThreshold", 3))
+
+    # A database outage takes pods out of the Service within seconds, and restarts nothing.
+    assert window("readinessProbe") <= 15
+    assert window("livenessProbe") >= 20, "a restart needs more than one missed answer"
+
+
+def test_deployment_sets_connection_age_and_feed_delay(server: dict[str, Any]) -> None:
+    env = env_of(server)
+    age = float(env["DND_MAX_CONNECTION_AGE_SECONDS"]["value"])
+    grace = float(env["DND_MAX_CONNECTION_AGE_GRACE_SECONDS"]["value"])
+    assert 60 <= age <= 3600, "clients should move to new replicas within minutes"
+    assert 0 < grace < age
+    assert float(env["DND_READY_MAX_FEED_DELAY_SECONDS"]["value"]) > 0
+
+
+def test_connection_age_settings_become_grpc_options() -> None:
+    from dnd_server.app import connection_age_options
+    from dnd_server.config import Config, ConfigError
+
+    assert connection_age_options(Config()) == []
+    config = Config.from_env(
+        {"DND_MAX_CONNECTION_AGE_SECONDS": "300", "DND_MAX_CONNECTION_AGE_GRACE_SECONDS": "2.5"}
+    )
+    assert connection_age_options(config) == [
+        ("grpc.max_connection_age_ms", 300_000),
+        ("grpc.max_connection_age_grace_ms", 2_500),
+    ]
+    with pytest.raises(ConfigError, match="DND_MAX_CONNECTION_AGE_SECONDS"):
+        Config.from_env({"DND_MAX_CONNECTION_AGE_SECONDS": "-1"})
+    with pytest.raises(ConfigError, match="DND_READY_MAX_FEED_DELAY_SECONDS"):
+        Config.from_env({"DND_READY_MAX_FEED_DELAY_SECONDS": "soon"})
+
+
+def test_feed_delay_is_the_age_of_the_oldest_head_not_reached() -> None:
+    from dnd_server.readiness import FeedDelay
+
+    delay = FeedDelay()
+    assert delay.observe(head=10, position=10, now=0.0) == 0.0
+    assert delay.observe(head=12, position=10, now=1.0) == 0.0  # just shown: not late yet
+    assert delay.observe(head=13, position=11, now=2.0) == 1.0  # 12, shown at 1.0, not read
+    assert delay.observe(head=14, position=12, now=3.0) == 1.0  # 13, shown at 2.0
+    assert delay.observe(head=14, position=14, now=4.0) == 0.0  # caught up
+    # A stuck feed: the delay grows with time, whatever the write rate.
+    for now, head in ((5.0, 15), (6.0, 16), (7.0, 17), (10.0, 17)):
+        behind = delay.observe(head=head, position=14, now=now)
+    assert behind == 5.0 and delay.seconds == 5.0
+    # A busy feed a few changes behind at every look, but reading what it was shown: no delay.
+    busy = FeedDelay()
+    for step in range(1, 20):
+        behind = busy.observe(head=100 * step, position=100 * step - 3, now=float(step))
+        assert behind <= 1.0
+
+
+def health_of(addr: str, service: str) -> str:
+    with grpc.insecure_channel(addr) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=2
+            )
+        except grpc.RpcError as error:
+            return f"error:{error.code().name}"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+
+
+def wait_health(addr: str, service: str, wanted: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    seen = health_of(addr, service)
+    while seen != wanted and time.monotonic() < deadline:
+        time.sleep(0.1)
+        seen = health_of(addr, service)
+    assert seen == wanted, f"health of {service!r} stayed {seen}, wanted {wanted}"
+
+
+def healthcheck(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """`dnd-server healthcheck` as a probe runs it, beside the server on ``port``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DND_")}
+    env["DND_GRPC_ADDR"] = f"127.0.0.1:{port}"
+    return subprocess.run(
+        [sys.executable, "-m", "dnd_server", "healthcheck", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_liveness_serves_while_the_database_is_down() -> None:
+    """No database: readiness NOT_SERVING (out of the Service), liveness SERVING (no restart)."""
+    from dnd_server.app import LIVENESS_SERVICE, SERVICE_NAME
+
+    unreachable = f"postgresql://dnd@127.0.0.1:{free_port()}/dnd"
+    process = ServerProcess(unreachable, {"DND_DB_TIMEOUT_SECONDS": "1"}).start(wait_serving=False)
+    try:
+        wait_health(process.addr, LIVENESS_SERVICE, "SERVING")
+        assert health_of(process.addr, "") == "NOT_SERVING"
+        assert health_of(process.addr, SERVICE_NAME) == "NOT_SERVING"
+        live = healthcheck(process.port, "--service", LIVENESS_SERVICE)
+        assert (live.returncode, live.stdout.strip()) == (0, "SERVING"), live.stderr
+        ready = healthcheck(process.port)
+        assert (ready.returncode, ready.stdout.strip()) == (1, "NOT_SERVING"), ready.stderr
+        unknown = healthcheck(process.port, "--service", "no-such-service")
+        assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
+        assert any(e.get("event") == "database_unreachable" for e in process.collect_logs())
+    finally:
+        process.stop()
+
+
+def test_readiness_follows_the_change_feed(fresh_database: Any) -> None:
+    """The database answers but the change feed is behind the log head: readiness turns
+    NOT_SERVING past DND_READY_MAX_FEED_DELAY_SECONDS, liveness stays SERVING; once the feed
+    reads up to the head again readiness comes back."""
+    from dnd_server.app import LIVENESS_SERVICE
+
+    url = fresh_database()
+    process = ServerProcess(
+        url, {"DND_READY_MAX_FEED_DELAY_SECONDS": "0.5", "DND_METRICS_ADDR": "127.0.0.1:0"}
+    ).start()
+    try:
+        metrics_port = next(
+            int(e["port"]) for e in process.logs if e.get("event") == "metrics_listening"
+        )
+        assert healthcheck(process.port).returncode == 0
+        # The log head moves past every change the feed can read, as when the feed stops
+        # following the log while the database still answers.
+        Database(url).fetch("UPDATE dnd_log_head SET seq = seq + 3")
+        wait_health(process.addr, "", "NOT_SERVING")
+        assert health_of(process.addr, LIVENESS_SERVICE) == "SERVING"
+        assert healthcheck(process.port).returncode == 1
+        assert healthcheck(process.port, "--service", LIVENESS_SERVICE).returncode == 0
+        changed = [e for e in process.collect_logs() if e.get("event") == "health_changed"]
+        assert changed[-1]["serving"] is False
+        assert "change feed" in changed[-1]["reason"]
+        assert scraped(metrics_port, "dnd_feed_delay_seconds") > 0.5
+        assert scraped(metrics_port, "dnd_feed_lag_changes") == 3
+        # A write takes the next sequence number: the feed reads it and is at the head again.
+        with grpc.insecure_channel(process.addr) as channel:
+            dnd_pb2_grpc.DndServiceStub(channel).SetDnd(
+                pb.SetDndRequest(
+                    location_id=new_id("loc-ready"),
+                    contact_id="c1",
+                    action=pb.DND_ACTION_ENABLE,
+                    direction=pb.DIRECTION_OUTBOUND,
+                    scope=pb.Scope(all_channels=True),
+                    source=pb.SOURCE_USER,
+                ),
+                timeout=10,
+            )
+        wait_health(process.addr, "", "SERVING")
+        assert scraped(metrics_port, "dnd_feed_delay_seconds") == 0
+    finally:
+        process.stop()
+
+
+def scraped(port: int, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def test_max_connection_age_moves_clients_to_a_new_connection(fresh_database: Any) -> None:
+    """DND_MAX_CONNECTION_AGE_SECONDS: the server sends a GOAWAY; a stream still open past the
+    grace ends with UNAVAILABLE (resumable), new calls on the channel go over a new connection."""
+    process = ServerProcess(
+        fresh_database(),
+        {"DND_MAX_CONNECTION_AGE_SECONDS": "1", "DND_MAX_CONNECTION_AGE_GRACE_SECONDS": "1"},
+    ).start()
+    try:
+        with grpc.insecure_channel(process.addr) as channel:
+            stub = dnd_pb2_grpc.DndServiceStub(channel)
+            started = time.monotonic()
+            stream = stub.WatchChanges(pb.WatchChangesRequest(), timeout=30)
+            with pytest.raises(grpc.RpcError) as ended:
+                for _message in stream:
+                    pass
+            lasted = time.monotonic() - started
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value.details()
+            assert 1.5 <= lasted < 10, lasted
+            request = pb.CheckSendRequest(
+                location_id=new_id("loc-age"), contact_id="c1", channel=pb.CHANNEL_SMS
+            )
+            for _ in range(3):
+                assert stub.CheckSend(request, timeout=10).allowed
+    finally:
+        process.stop()
+
+
+# ---- node drains ------------------------------------------------------------------------------
+
+
+@dataclass
+class Node:
+    name: str
+    zone: str
+    cordoned: bool = False
+
+
+@dataclass
+class Cluster:
+    """Enough of the scheduler, the Deployment controller and the eviction API to drain nodes:
+    pods are placed under the pod template's topology spread constraints (DoNotSchedule ones
+    filter, ScheduleAnyway ones score), and an eviction is granted only within the
+    PodDisruptionBudget. Replacements are Ready at once: the budget, not time, is modelled."""
+
+    nodes: list[Node]
+    constraints: list[dict[str, Any]]
+    pdb: dict[str, Any]
+    pods: dict[str, str] = field(default_factory=dict)  # ready pod -> node
+    pending: int = 0
+    serial: int = 0
+
+    def domain(self, node: Node, key: str) -> str:
+        return node.name if key == "kubernetes.io/hostname" else node.zone
+
+    def counts(self, constraint: dict[str, Any]) -> dict[str, int]:
+        """Matching pods per topology domain over the nodes the constraint counts."""
+        honor = constraint.get("nodeTaintsPolicy", "Ignore") == "Honor"
+        eligible = [n for n in self.nodes if not (honor and n.cordoned)]
+        key = constraint["topologyKey"]
+        found = {self.domain(n, key): 0 for n in eligible}
+        names = {n.name: n for n in eligible}
+        for node_name in self.pods.values():
+            if node_name in names:
+                found[self.domain(names[node_name], key)] += 1
+        return found
+
+    def place(self) -> None:
+        candidates = [n for n in self.nodes if not n.cordoned]
+        for constraint in self.constraints:
+            if constraint["whenUnsatisfiable"] != "DoNotSchedule":
+                continue
+            counts = self.counts(constraint)
+            lowest = min(counts.values())
+            key = constraint["topologyKey"]
+            candidates = [
+                n
+                for n in candidates
+                if counts[self.domain(n, key)] + 1 - lowest <= constraint["maxSkew"]
+            ]
+        if not candidates:
+            self.pending += 1
+            return
+
+        def score(node: Node) -> tuple[int, str]:
+            return (
+                sum(self.counts(c)[self.domain(node, c["topologyKey"])] for c in self.constraints),
+                node.name,
+            )
+
+        self.serial += 1
+        self.pods[f"pod-{self.serial}"] = min(candidates, key=score).name
+
+    def desired_healthy(self, replicas: int) -> int:
+        if "minAvailable" in self.pdb:
+            return int(self.pdb["minAvailable"])
+        return replicas - int(self.pdb["maxUnavailable"])
+
+    def drain(self, node: Node, replicas: int) -> tuple[bool, int]:
+        """kubectl drain: cordon, then evict each pod of the node as the budget allows. Returns
+        whether every pod left the node and was replaced, and the fewest Ready pods seen."""
+        node.cordoned = True
+        fewest = len(self.pods)
+        for pod in sorted(p for p, n in self.pods.items() if n == node.name):
+            if len(self.pods) - 1 < self.desired_healthy(replicas):
+                return False, fewest  # the eviction API answers 429 until a pod is Ready
+            del self.pods[pod]
+            fewest = min(fewest, len(self.pods))
+            self.place()  # the ReplicaSet's replacement
+        return self.pending == 0, fewest
+
+
+CLUSTERS = {
+    "3 nodes in 3 zones": [("n1", "a"), ("n2", "b"), ("n3", "c")],
+    "6 nodes in 3 zones": [(f"n{i}", "abc"[i % 3]) for i in range(6)],
+    "4 nodes in 2 zones": [(f"n{i}", "ab"[i % 2]) for i in range(4)],
+    "2 nodes in 1 zone": [("n1", "a"), ("n2", "a")],
+}
+
+
+def rolling_node_upgrade(
+    nodes: list[tuple[str, str]],
+    constraints: list[dict[str, Any]],
+    pdb: dict[str, Any],
+    replicas: int,
+) -> tuple[bool, int, dict[str, int]]:
+    """Drain every node in turn (uncordoned again, empty, before the next, as an upgrade
+    does). Returns whether every drain completed, the fewest Ready pods, the pods per node
+    before the first drain."""
+    cluster = Cluster([Node(name, zone) for name, zone in nodes], constraints, pdb)
+    for _ in range(replicas):
+        cluster.place()
+    assert cluster.pending == 0, "the replicas do not fit the cluster at all"
+    spread = {n.name: list(cluster.pods.values()).count(n.name) for n in cluster.nodes}
+    fewest = replicas
+    for node in cluster.nodes:
+        completed, seen = cluster.drain(node, replicas)
+        fewest = min(fewest, seen)
+        if not completed:
+            return False, fewest, spread
+        node.cordoned = False
+    return True, fewest, spread
+
+
+@pytest.fixture(scope="module")
+def spread(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    constraints: list[dict[str, Any]] = deployment["spec"]["template"]["spec"][
+        "topologySpreadConstraints"
+    ]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    for constraint in constraints:
+        assert constraint["labelSelector"]["matchLabels"] == selector
+    return constraints
+
+
+@pytest.mark.parametrize("nodes", list(CLUSTERS.values()), ids=list(CLUSTERS))
+def test_a_rolling_node_upgrade_drains_every_node(
+    documents: list[tuple[Path, dict[str, Any]]],
+    deployment: dict[str, Any],
+    spread: list[dict[str, Any]],
+    nodes: list[tuple[str, str]],
+) -> None:
+    """At the HPA's floor and ceiling, every node drains in turn: no eviction waits forever,
+    no replacement stays Pending, no more than the budget is ever unavailable, and no node
+    holds more than its share of pods."""
+    pdb = one(documents, "PodDisruptionBudget")["spec"]
+    hpa = one(documents, "HorizontalPodAutoscaler")["spec"]
+    for replicas in (hpa["minReplicas"], hpa["maxReplicas"]):
+        completed, fewest, placed = rolling_node_upgrade(nodes, spread, pdb, replicas)
+        assert completed, f"{replicas} replicas: a drain got stuck (placed {placed})"
+        assert fewest >= replicas - pdb["maxUnavailable"]
+        assert max(placed.values()) <= -(-replicas // len(nodes)), placed
+
+
+def test_drain_model_catches_a_spread_that_strands_pods(spread: list[dict[str, Any]]) -> None:
+    """Counting the cordoned node (nodeTaintsPolicy Ignore) leaves the evicted pod Pending
+    under DoNotSchedule, and a budget of minAvailable == replicas blocks every eviction: the
+    model fails both, so the test above can fail."""
+    stranding = [{**c, "nodeTaintsPolicy": "Ignore"} for c in spread]
+    completed, _fewest, _placed = rolling_node_upgrade(
+        CLUSTERS["3 nodes in 3 zones"], stranding, {"maxUnavailable": 1}, 3
+    )
+    assert not completed
+    completed, _fewest, _placed = rolling_node_upgrade(
+        CLUSTERS["3 nodes in 3 zones"], spread, {"minAvailable": 3}, 3
+    )
+    assert not completed
+
+
+def test_pdb_lets_drains_evict_pods_that_are_not_ready(
+    documents: list[tuple[Path, dict[str, Any]]],
+) -> None:
+    """During a database outage no pod is Ready; the budget must not hold drains up then."""
+    pdb = one(documents, "PodDisruptionBudget")["spec"]
+    assert pdb.get("unhealthyPodEvictionPolicy") == "AlwaysAllow"
 
 
 # ---- docs/scaling.md --------------------------------------------------------------------------

@@ -486,6 +486,8 @@ GARBAGE_TOKENS = {
     "right-prefix-letters": token_for("dndh1:abc"),
     "right-prefix-negative": token_for("dndh1:-5"),
     "other-prefix": token_for("dndh2:5"),
+    # The first, plaintext format: forgeable, so no longer accepted.
+    "plaintext-format": token_for("dndh1:5"),
     "a-change-cursor": token_for("dnd1:5"),
     "unicode": "ページ",
 }

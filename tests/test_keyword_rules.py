@@ -172,7 +172,7 @@ def test_opt_out_with_inner_whitespace_runs() -> None:
 NOT_KEYWORDS = [
     "stop by tomorrow",
     "Please stop",
-    "STOP STOP",
+    "stop stopping",
     "stop it",
     "stopp",
     "S T O P",

@@ -504,7 +504,7 @@ def test_help_after_stop_keeps_the_opt_out(stub: Any, loc: str, contact: str, db
 NOT_KEYWORDS = [
     "stop by tomorrow",
     "Please stop",
-    "STOP STOP",
+    "stop stopping",
     "stopp",
     "unstoppable",
     "start over",

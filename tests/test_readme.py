@@ -106,11 +106,15 @@ def test_list_shows_services(readme_server: ServerProcess) -> None:
 
 def test_readme_examples_in_order(readme_server: ServerProcess) -> None:
     ran = 0
+    # "<cursor>" in an example stands for the cursor the last write before it answered.
+    cursor = ""
     for command, kind, expected in examples():
         argv = shlex.split(command)
         assert argv[0] == "grpcurl"
+        assert cursor or "<cursor>" not in command, "<cursor> before any write"
         argv = [grpcurl_binary()] + [
-            readme_server.addr if a == "127.0.0.1:50051" else a for a in argv[1:]
+            readme_server.addr if a == "127.0.0.1:50051" else a.replace("<cursor>", cursor)
+            for a in argv[1:]
         ]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         if "WatchChanges" in command:
@@ -131,5 +135,6 @@ def test_readme_examples_in_order(readme_server: ServerProcess) -> None:
             if expected:
                 actual = json.loads(result.stdout)
                 assert is_subset(json.loads(expected), actual), (command, result.stdout)
+                cursor = actual.get("cursor", cursor) if isinstance(actual, dict) else cursor
         ran += 1
     assert ran >= 17

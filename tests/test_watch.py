@@ -25,6 +25,7 @@ from tests.support import (
     Database,
     ServerProcess,
     Watcher,
+    cursor_codec,
     error_details,
     new_id,
     run_async,
@@ -463,10 +464,9 @@ def test_bad_watch_requests(server: ServerProcess, request_: Any, field: str) ->
     assert field in [v.field for v in bad.field_violations]
 
 
-def test_cursor_ahead_of_the_log_is_refused(server: ServerProcess) -> None:
-    from dnd_server.cursor import encode_cursor
-
-    with Watcher(server.addr, pb.WatchChangesRequest(after_cursor=encode_cursor(10**12))) as w:
+def test_cursor_ahead_of_the_log_is_refused(server: ServerProcess, database_url: str) -> None:
+    ahead = cursor_codec(database_url).encode_cursor(10**12)
+    with Watcher(server.addr, pb.WatchChangesRequest(after_cursor=ahead)) as w:
         error = w.wait_done()
     assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT
 

@@ -177,9 +177,11 @@ def batch_check_send(
     send_kind: SendKind | None = None,
     min_cursor: str = "",
     fully_consistent: bool = False,
+    include_details: bool = False,
     timeout: float | None = None,
 ) -> Prepared[pb.BatchCheckSendResponse]:
-    """Up to 1,000 checks at once; ``targets`` are contact ids or (contact id, address)."""
+    """Up to 1,000 checks at once; ``targets`` are contact ids or (contact id, address).
+    Denied results are compact unless ``include_details`` (which needs the read scope)."""
     request = pb.BatchCheckSendRequest(
         location_id=location_id,
         channel=channel.value,
@@ -188,6 +190,7 @@ def batch_check_send(
         targets=[_target(t) for t in targets],
         min_cursor=min_cursor,
         fully_consistent=fully_consistent,
+        include_details=include_details,
     )
     return Prepared("BatchCheckSend", request, _same, timeout)
 
@@ -269,15 +272,24 @@ def report_email_event(
 
 def list_history(
     location_id: str,
-    contact_id: str,
+    contact_id: str = "",
     *,
     page_size: int = 50,
     page_token: str = "",
+    address: str = "",
+    channel: Channel | None = None,
     timeout: float | None = None,
 ) -> Prepared[pb.ListHistoryResponse]:
-    """One page of the contact's changes, newest first."""
+    """One page of the contact's changes (also those of the suppressions its events set),
+    newest first; or, with ``address`` and ``channel`` instead of a contact, of the address's
+    suppressions."""
     request = pb.ListHistoryRequest(
-        location_id=location_id, contact_id=contact_id, page_size=page_size, page_token=page_token
+        location_id=location_id,
+        contact_id=contact_id,
+        page_size=page_size,
+        page_token=page_token,
+        address=address,
+        channel=channel.value if channel is not None else pb.CHANNEL_UNSPECIFIED,
     )
     return Prepared("ListHistory", request, _same, timeout)
 

@@ -5,26 +5,29 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import grpc
 import structlog
-from dnd.v1 import dnd_pb2, dnd_pb2_grpc
+from dnd.v1 import dnd_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from dnd_server.auth import TokensFileError, TokenTable
+from dnd_server import cursor
+from dnd_server.auth import TokensFileError, TokenTable, file_signature
 from dnd_server.cache import ContactCache
 from dnd_server.config import Config
 from dnd_server.domain.errors import Unavailable
 from dnd_server.feed import ChangeFeed
 from dnd_server.metrics import Metrics
+from dnd_server.readiness import FeedDelay
+from dnd_server.rpc.decoding import add_dnd_service
 from dnd_server.rpc.servicer import DndServicer
 from dnd_server.service import DndService
-from dnd_server.storage.embedded import start_embedded_postgres
+from dnd_server.storage.embedded import EmbeddedPostgres, start_embedded_postgres
 from dnd_server.storage.migrations import migrate
 from dnd_server.storage.store import Store
 from dnd_server.waiting import wait_event, within
@@ -33,13 +36,26 @@ from dnd_server.watch import WatchSettings
 log = structlog.get_logger("dnd_server.app")
 
 SERVICE_NAME = dnd_pb2.DESCRIPTOR.services_by_name["DndService"].full_name
+# Readiness: "" and the service are SERVING while the database answers and the change feed
+# keeps up. Liveness: this name is SERVING from start to shutdown, whatever the database does.
 _SERVICES_WITH_HEALTH = ("", SERVICE_NAME)
+LIVENESS_SERVICE = "liveness"
 
 
-def database_url(config: Config) -> tuple[str, Any]:
-    """The configured database URL, or the embedded PostgreSQL's (started now)."""
+def database_url(config: Config) -> tuple[str, EmbeddedPostgres | None]:
+    """The configured database URL, or the embedded PostgreSQL's (started now) with the
+    handle that keeps it running.
+
+    The embedded PostgreSQL is a development default: off loopback (a server others reach,
+    such as the container image's 0.0.0.0) the server refuses to start on it."""
     if config.database_url:
         return config.database_url, None
+    if not config.loopback:
+        raise StartupError(
+            f"refusing to serve on {config.grpc_addr} with the embedded development database: "
+            "set DND_DATABASE_URL to the PostgreSQL to use (the embedded PostgreSQL is for "
+            "a server on loopback only)"
+        )
     log.info(
         "embedded_postgres_selected",
         detail="DND_DATABASE_URL is not set: using the embedded PostgreSQL",
@@ -80,14 +96,23 @@ async def run_migrations(url: str, timeout: float) -> list[int]:
 class App:
     """One server process: owns the gRPC server, the pool and the health state."""
 
-    def __init__(self, config: Config, url: str, tokens: TokenTable | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        url: str,
+        tokens: TokenTable | None = None,
+        embedded: EmbeddedPostgres | None = None,
+    ) -> None:
         self.config = config
         self.url = url
+        # The embedded PostgreSQL this process started (None: an external database).
+        self.embedded = embedded
         self.servicer = DndServicer(
             read_sample_rate=config.log_read_sample_rate,
             phone_region=config.default_phone_region,
             tokens=tokens,
             max_streams_per_caller=config.max_streams_per_caller,
+            max_response_bytes=config.response_limit,
         )
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -95,21 +120,24 @@ class App:
         self.feed: ChangeFeed | None = None
         self.cache: ContactCache | None = None
         self.head_seq = 0
+        self.feed_delay = FeedDelay()
         self.metrics_port = 0
         self.port: int = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._tokens_reload = asyncio.Event()
 
     async def start(self) -> None:
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", self.config.max_message_bytes),
-                ("grpc.max_send_message_length", max(self.config.max_message_bytes, 4 << 20)),
+                ("grpc.max_send_message_length", self.config.response_limit),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                *connection_age_options(self.config),
             ]
         )
-        dnd_pb2_grpc.add_DndServiceServicer_to_server(self.servicer, server)
+        add_dnd_service(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (
@@ -135,6 +163,7 @@ class App:
             raise RuntimeError(f"cannot listen on DND_GRPC_ADDR={self.config.grpc_addr}")
         for name in _SERVICES_WITH_HEALTH:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         if self.config.metrics_addr:
             self.start_metrics()
         await server.start()
@@ -147,6 +176,10 @@ class App:
             worker=os.environ.get("DND_WORKER_INDEX", "0"),
         )
         self._tasks.append(asyncio.create_task(self._connect_and_monitor()))
+        if self.config.tokens_file and self.servicer.tokens is not None:
+            self._tasks.append(
+                asyncio.create_task(self._watch_tokens(Path(self.config.tokens_file)))
+            )
 
     def start_metrics(self) -> None:
         """Serve /metrics; with several workers each listens on the port plus its index."""
@@ -163,6 +196,8 @@ class App:
         live.feed_lag = lambda: (
             float(max(0, self.head_seq - self.feed.position)) if self.feed else 0.0
         )
+        live.feed_delay = lambda: self.feed_delay.seconds
+        live.watch_cut_off = lambda: float(self.feed.cut_off) if self.feed else 0.0
         live.feed_listening = lambda: 1.0 if self.feed and self.feed.listening else 0.0
         live.pool_size = lambda: float(self.pool.get_size()) if self.pool else 0.0
         live.pool_idle = lambda: float(self.pool.get_idle_size()) if self.pool else 0.0
@@ -187,6 +222,7 @@ class App:
                 log.info("database_ready", migrations_applied=applied)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("database_unreachable", error=type(exc).__name__, retry_in=delay)
+                await self._revive_embedded()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         store = Store(
@@ -194,6 +230,7 @@ class App:
             timeout=self.config.db_timeout_seconds,
             idempotency_ttl=self.config.idempotency_ttl_seconds,
         )
+        await self._install_cursor_key(store)
         self.cache = ContactCache(self.config.cache_max_entries) if self.config.cache else None
         self.feed = ChangeFeed(store, url, self.config.feed_poll_seconds, self.cache)
         await self.feed.start()
@@ -209,9 +246,15 @@ class App:
         while not self._stopping.is_set():
             try:
                 self.head_seq = await store.head_seq()
-                healthy = True
+                healthy, reason = True, ""
             except Unavailable:
-                healthy = False
+                healthy, reason = False, "database unreachable"
+            else:
+                behind = self.feed_delay.observe(
+                    self.head_seq, self.feed.position, time.monotonic()
+                )
+                if behind > self.config.ready_max_feed_delay_seconds:
+                    healthy, reason = False, f"change feed {behind:.1f} s behind the log"
             if healthy != serving:
                 serving = healthy
                 state = (
@@ -221,8 +264,80 @@ class App:
                 )
                 for name in _SERVICES_WITH_HEALTH:
                     await self.health.set(name, state)
-                log.info("health_changed", serving=healthy)
+                log.info("health_changed", serving=healthy, reason=reason)
+            if not healthy:
+                await self._revive_embedded()
             await wait_event(self._stopping, self.config.health_interval_seconds)
+
+    def request_tokens_reload(self) -> None:
+        """SIGHUP: reload the tokens file now."""
+        if self.config.tokens_file and self.servicer.tokens is not None:
+            self._tokens_reload.set()
+        else:
+            log.info("tokens_reload_skipped", detail="no DND_TOKENS_FILE: nothing to reload")
+
+    async def _watch_tokens(self, path: Path) -> None:
+        """Reload the tokens file on SIGHUP and whenever it changes (checked every
+        DND_TOKENS_RELOAD_SECONDS). The new table is swapped in at once, so a removed token
+        is refused from the next call on."""
+        interval = self.config.tokens_reload_seconds
+        seen = file_signature(path)
+        while not self._stopping.is_set():
+            if interval > 0:
+                requested = await wait_event(self._tokens_reload, interval)
+            else:
+                await self._tokens_reload.wait()
+                requested = True
+            self._tokens_reload.clear()
+            current = file_signature(path)
+            if not requested and current == seen:
+                continue
+            # A file that failed to load is tried again on its next change or SIGHUP.
+            seen = current
+            self.reload_tokens(path, "signal" if requested else "file_changed")
+
+    def reload_tokens(self, path: Path, trigger: str) -> None:
+        """Swap in the tokens of ``path``; a file that cannot be read or is invalid is not
+        used: the tokens in force stay, and the error is logged."""
+        try:
+            tokens = TokenTable.load(path)
+        except TokensFileError as error:
+            log.error(
+                "tokens_reload_failed",
+                trigger=trigger,
+                error=str(error),
+                detail="the tokens loaded before stay in force",
+            )
+            return
+        self.servicer.tokens = tokens
+        log.info("tokens_reloaded", trigger=trigger, tokens=len(tokens))
+
+    async def _revive_embedded(self) -> None:
+        """The embedded PostgreSQL is this process's to keep running: when it stopped
+        answering because its postmaster is gone, start it again (off the event loop; a
+        fresh subprocess, so no gRPC state is forked). Pools reconnect by themselves."""
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.revive)
+
+    async def _install_cursor_key(self, store: Store) -> None:
+        """Install the key sealing cursors and page tokens (before any call is served):
+        DND_CURSOR_KEY's, else the database's, so every replica and worker shares it."""
+        if self.config.cursor_key:
+            cursor.install_key(cursor.key_from_secret(self.config.cursor_key))
+            log.info("cursor_key_loaded", source="DND_CURSOR_KEY")
+            return
+        delay = 0.2
+        while True:
+            try:
+                cursor.install_key(await store.cursor_key(cursor.new_key()))
+            except (Unavailable, asyncpg.PostgresError) as exc:
+                # PostgresError: e.g. the table is missing while migrations are yet to run.
+                log.warning("cursor_key_unavailable", error=type(exc).__name__, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            log.info("cursor_key_loaded", source="database")
+            return
 
     async def _maintain(self, store: Store) -> None:
         """Periodic clean-up: expired idempotency keys, change-log rows past retention."""
@@ -292,6 +407,17 @@ def load_tokens(config: Config) -> TokenTable | None:
     )
 
 
+def connection_age_options(config: Config) -> list[tuple[str, int]]:
+    """gRPC server options that send clients a GOAWAY after DND_MAX_CONNECTION_AGE_SECONDS,
+    so long-lived channels spread over replicas added since (none when it is 0)."""
+    if config.max_connection_age_seconds <= 0:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", max(1, round(config.max_connection_age_seconds * 1000))),
+        ("grpc.max_connection_age_grace_ms", round(config.max_connection_age_grace_seconds * 1000)),
+    ]
+
+
 def server_credentials(config: Config) -> grpc.ServerCredentials | None:
     if not (config.tls_cert_file or config.tls_key_file):
         if config.tls_client_ca_file:
@@ -318,10 +444,13 @@ async def serve(config: Config) -> None:
     tokens = load_tokens(config)
     server_credentials(config)  # fail before starting anything when TLS files are unusable
     # The embedded PostgreSQL starts before any gRPC object exists (it forks processes).
-    url, _embedded = database_url(config)
-    app = App(config, url, tokens)
-    await app.start()
+    url, embedded = database_url(config)
+    app = App(config, url, tokens, embedded)
     loop = asyncio.get_running_loop()
+    signal.signal(
+        signal.SIGHUP, lambda _signum, _frame: loop.call_soon_threadsafe(app.request_tokens_reload)
+    )
+    await app.start()
     stop = asyncio.Event()
 
     def on_signal(_signum: int, _frame: object) -> None:

@@ -7,8 +7,15 @@ Tokens file (``DND_TOKENS_FILE``), JSON::
       {"name": "campaign-sender", "sha256": "<hex of sha256(token)>",
        "locations": ["loc-1", "loc-2"], "scopes": ["check"]},
       {"name": "compliance-desk", "sha256": "...", "locations": "*",
-       "scopes": ["read", "write", "support", "watch"]}
+       "scopes": ["read", "write", "support", "watch"],
+       "expires_at": "2027-01-31T00:00:00Z"}
     ]}
+
+``expires_at`` (optional) is an RFC 3339 timestamp with a time zone: from then on the token is
+refused (UNAUTHENTICATED, saying it expired). The server reloads the file on SIGHUP and when it
+changes (checked every ``DND_TOKENS_RELOAD_SECONDS``): a token removed from it is refused from
+the next call on. A new file that cannot be read or is invalid is not used: the tokens loaded
+before stay in force and the error is logged (``tokens_reload_failed``).
 
 Scopes: ``check`` (CheckSend, BatchCheckSend), ``read`` (GetStatus, ListHistory,
 GetKeywordSettings), ``write`` (SetDnd and event RPCs as USER / WORKFLOW / SYSTEM,
@@ -19,11 +26,12 @@ lock), ``watch`` (WatchChanges, limited to the token's locations).
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,15 +94,33 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEntry:
+    digest: bytes
+    caller: Caller
+    # None: never expires.
+    expires_at: dt.datetime | None = None
+
+
 class TokenTable:
-    def __init__(self, entries: list[tuple[bytes, Caller]]) -> None:
+    """The tokens of one tokens file. Immutable: a reload builds a new table and swaps it in."""
+
+    def __init__(self, entries: list[TokenEntry], clock: Clock = utc_now) -> None:
         self._entries = entries
+        self._clock = clock
 
     def __len__(self) -> int:
         return len(self._entries)
 
     @classmethod
-    def load(cls, path: Path) -> TokenTable:
+    def load(cls, path: Path, clock: Clock = utc_now) -> TokenTable:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
@@ -126,17 +152,54 @@ class TokenTable:
                 locations=None if locations == "*" else frozenset(locations),
                 scopes=scopes,
             )
-            entries.append((bytes.fromhex(digest), caller))
-        return cls(entries)
+            expires_at = _timestamp(item.get("expires_at"), f"{where}.expires_at")
+            entries.append(TokenEntry(bytes.fromhex(digest), caller, expires_at))
+        return cls(entries, clock)
 
     def authenticate(self, token: str) -> Caller | None:
-        """The caller holding ``token``; every stored hash is compared, in constant time."""
+        """The caller holding ``token`` (None: an unknown token); every stored hash is
+        compared, in constant time. Raises Unauthenticated when the token has expired."""
         digest = hashlib.sha256(token.encode()).digest()
         found = None
-        for stored, caller in self._entries:
-            if hmac.compare_digest(stored, digest):
-                found = caller
-        return found
+        for entry in self._entries:
+            if hmac.compare_digest(entry.digest, digest):
+                found = entry
+        if found is None:
+            return None
+        if found.expires_at is not None and self._clock() >= found.expires_at:
+            raise Unauthenticated(
+                f"token {found.caller.name!r} expired at "
+                f"{found.expires_at.isoformat().replace('+00:00', 'Z')}: ask for a new one"
+            )
+        return found.caller
+
+
+def file_signature(path: Path) -> tuple[int, int, int, int] | None:
+    """What changes when the file is rewritten or replaced (device, inode, size, mtime);
+    None when it cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _timestamp(value: object, where: str) -> dt.datetime | None:
+    """An RFC 3339 timestamp with a time zone (``2027-01-31T00:00:00Z``), or None if absent."""
+    if value is None:
+        return None
+    parsed = None
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise TokensFileError(
+            f"{where} must be an RFC 3339 timestamp with a time zone, "
+            f"e.g. 2027-01-31T00:00:00Z, got {value!r}"
+        )
+    return parsed.astimezone(dt.UTC)
 
 
 def bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:

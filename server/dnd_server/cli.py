@@ -31,6 +31,14 @@ def main(argv: list[str] | None = None) -> int:
         "exit; hash-token: print the SHA-256 of a token (read from stdin) for the tokens file; "
         "healthcheck: exit 0 when the local server reports SERVING",
     )
+    parser.add_argument(
+        "--service",
+        default="",
+        metavar="NAME",
+        help="healthcheck only: the health service to ask. '' (default) is readiness: "
+        "SERVING while the database answers and the change feed keeps up; 'liveness' is "
+        "SERVING while the process runs, whatever the database does",
+    )
     args = parser.parse_args(argv)
     if args.command == "hash-token":
         token = sys.stdin.readline().strip()
@@ -47,9 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(config.log_level)
     log = structlog.get_logger("dnd_server.cli")
     if args.command == "healthcheck":
-        return healthcheck(config)
+        return healthcheck(config, args.service)
     if args.command == "migrate":
-        url, _embedded = database_url(config)
+        try:
+            url, _embedded = database_url(config)
+        except StartupError as error:
+            log.error("startup_refused", error=str(error))
+            print(f"dnd-server: {error}", file=sys.stderr)
+            return 2
         applied = asyncio.run(run_migrations(url, config.db_timeout_seconds))
         log.info("migrations_done", applied=applied)
         return 0
@@ -76,8 +89,9 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def healthcheck(config: Config) -> int:
-    """Container health probe: the gRPC health service of the local server says SERVING."""
+def healthcheck(config: Config, service: str = "") -> int:
+    """Container health probe: the gRPC health service of the local server says SERVING
+    for ``service`` ("" readiness, "liveness" liveness)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -103,7 +117,7 @@ def healthcheck(config: Config) -> int:
     with channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
-                health_pb2.HealthCheckRequest(), timeout=3
+                health_pb2.HealthCheckRequest(service=service), timeout=3
             )
         except grpc.RpcError as error:
             print(f"unhealthy: {error.code().name}", file=sys.stderr)

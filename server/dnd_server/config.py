@@ -51,15 +51,29 @@ class Config:
     workers: int = 1
     # Security: bearer tokens file; "disabled" to run open off loopback; TLS files.
     tokens_file: str = ""
+    # How often the tokens file is checked for changes (reloaded when it changed; SIGHUP
+    # reloads it at once); 0: on SIGHUP only.
+    tokens_reload_seconds: float = 1.0
     auth: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_client_ca_file: str = ""
     # Limits.
     max_message_bytes: int = 1024 * 1024
+    # Largest response sent (a larger one is answered RESOURCE_EXHAUSTED); 0: the larger of
+    # max_message_bytes and 4 MiB, the default receive limit of gRPC clients.
+    max_response_bytes: int = 0
     max_streams_per_caller: int = 64
     # Prometheus metrics address (host:port); empty: no metrics endpoint.
     metrics_addr: str = ""
+    # A client connection older than this is asked to reconnect (GOAWAY), so clients spread
+    # over replicas added since; 0: never. In-flight calls then get the grace to finish.
+    max_connection_age_seconds: float = 0.0
+    max_connection_age_grace_seconds: float = 30.0
+    # Readiness: NOT_SERVING while the change feed has been behind the log head this long.
+    ready_max_feed_delay_seconds: float = 10.0
+    # Secret sealing cursors and page tokens; empty: the random key stored in the database.
+    cursor_key: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -105,16 +119,33 @@ class Config:
             cache_max_entries=_int(env, "DND_CACHE_MAX_ENTRIES", d.cache_max_entries, 1),
             workers=_int(env, "DND_WORKERS", d.workers, 1),
             tokens_file=env.get("DND_TOKENS_FILE", "").strip(),
+            tokens_reload_seconds=_float(env, "DND_TOKENS_RELOAD_SECONDS", d.tokens_reload_seconds),
             auth=_choice(env, "DND_AUTH", ("", "enabled", "disabled")),
             tls_cert_file=env.get("DND_TLS_CERT_FILE", "").strip(),
             tls_key_file=env.get("DND_TLS_KEY_FILE", "").strip(),
             tls_client_ca_file=env.get("DND_TLS_CLIENT_CA_FILE", "").strip(),
             max_message_bytes=_int(env, "DND_MAX_MESSAGE_BYTES", d.max_message_bytes, 1024),
+            max_response_bytes=_response_bytes(env),
             max_streams_per_caller=_int(
                 env, "DND_MAX_STREAMS_PER_CALLER", d.max_streams_per_caller, 1
             ),
             metrics_addr=env.get("DND_METRICS_ADDR", "").strip(),
+            max_connection_age_seconds=_float(
+                env, "DND_MAX_CONNECTION_AGE_SECONDS", d.max_connection_age_seconds
+            ),
+            max_connection_age_grace_seconds=_float(
+                env, "DND_MAX_CONNECTION_AGE_GRACE_SECONDS", d.max_connection_age_grace_seconds
+            ),
+            ready_max_feed_delay_seconds=_float(
+                env, "DND_READY_MAX_FEED_DELAY_SECONDS", d.ready_max_feed_delay_seconds
+            ),
+            cursor_key=_cursor_key(env),
         )
+
+    @property
+    def response_limit(self) -> int:
+        """The largest response the server sends."""
+        return self.max_response_bytes or max(self.max_message_bytes, 4 << 20)
 
     @property
     def loopback(self) -> bool:
@@ -176,6 +207,26 @@ def _region(env: Mapping[str, str], default: str) -> str:
     raw = env.get("DND_DEFAULT_PHONE_REGION", "").strip().upper() or default
     if len(raw) != 2 or not raw.isalpha():
         raise ConfigError(f"DND_DEFAULT_PHONE_REGION must be a two-letter region code, got {raw!r}")
+    return raw
+
+
+def _response_bytes(env: Mapping[str, str]) -> int:
+    value = _int(env, "DND_MAX_RESPONSE_BYTES", 0, minimum=0)
+    if 0 < value < 1024:
+        raise ConfigError(f"DND_MAX_RESPONSE_BYTES must be 0 (the default) or >= 1024, got {value}")
+    return value
+
+
+CURSOR_KEY_MIN_CHARS = 32
+
+
+def _cursor_key(env: Mapping[str, str]) -> str:
+    raw = env.get("DND_CURSOR_KEY", "").strip()
+    if raw and len(raw) < CURSOR_KEY_MIN_CHARS:
+        raise ConfigError(
+            f"DND_CURSOR_KEY must be a secret of at least {CURSOR_KEY_MIN_CHARS} characters "
+            f"(e.g. the output of `openssl rand -hex 32`), got {len(raw)}"
+        )
     return raw
 
 

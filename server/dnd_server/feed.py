@@ -89,6 +89,8 @@ class ChangeFeed:
         self.position = 0
         # Whether LISTEN is up (False: delivery falls back to polling).
         self.listening = False
+        # Subscriptions cut off so far for falling behind (their mailbox overflowed).
+        self.cut_off = 0
 
     async def start(self) -> None:
         self.position = await self._store.head_seq()
@@ -138,7 +140,10 @@ class ChangeFeed:
                 if self._cache is not None:
                     self._cache.apply(changes, self.position)
                 for subscription in list(self._subscriptions):
-                    subscription.offer(changes)
+                    if not subscription.overflowed:
+                        subscription.offer(changes)
+                        if subscription.overflowed:
+                            self.cut_off += 1
             if len(changes) < _BATCH:
                 return
 

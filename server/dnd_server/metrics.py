@@ -1,5 +1,6 @@
 """Prometheus metrics (``DND_METRICS_ADDR``): RPCs by method and status code with latency,
-cache hits and misses, active watch streams, change-feed lag, database pool usage."""
+cache hits and misses, active watch streams and those cut off, change-feed lag and delay,
+database pool usage."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -24,6 +25,8 @@ class LiveValues:
     watch_streams: Callable[[], float] = lambda: 0.0
     feed_lag: Callable[[], float] = lambda: 0.0
     feed_listening: Callable[[], float] = lambda: 0.0
+    feed_delay: Callable[[], float] = lambda: 0.0
+    watch_cut_off: Callable[[], float] = lambda: 0.0
     pool_size: Callable[[], float] = lambda: 0.0
     pool_idle: Callable[[], float] = lambda: 0.0
     pool_max: Callable[[], float] = lambda: 0.0
@@ -42,12 +45,22 @@ class _LiveCollector(Collector):
             ("dnd_watch_streams_active", "Open WatchChanges streams.", "watch_streams"),
             ("dnd_feed_lag_changes", "Changes committed but not yet read by the feed.", "feed_lag"),
             ("dnd_feed_listening", "1 while the feed's LISTEN connection is up.", "feed_listening"),
+            (
+                "dnd_feed_delay_seconds",
+                "How long the feed has been behind the log head (readiness fails past a limit).",
+                "feed_delay",
+            ),
             ("dnd_db_pool_connections", "Open database connections.", "pool_size"),
             ("dnd_db_pool_idle_connections", "Idle database connections.", "pool_idle"),
             ("dnd_db_pool_max_connections", "Most database connections.", "pool_max"),
         )
         for name, text, attribute in gauges:
             yield GaugeMetricFamily(name, text, value=getattr(self.live, attribute)())
+        yield CounterMetricFamily(
+            "dnd_watch_streams_cut_off",
+            "WatchChanges streams cut off for falling behind (SUBSCRIBER_TOO_SLOW).",
+            value=self.live.watch_cut_off(),
+        )
 
 
 class Metrics:

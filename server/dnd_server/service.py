@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
+import structlog
+
 from dnd_server.cache import ContactCache, Entry
-from dnd_server.domain.keywords import Classification, KeywordKind, KeywordSettings, classify
+from dnd_server.domain.keywords import (
+    Classification,
+    IgnoredWord,
+    KeywordKind,
+    KeywordSettings,
+    classify,
+    effective_settings,
+)
 from dnd_server.domain.model import (
     AddressSuppression,
     Block,
@@ -28,7 +38,7 @@ from dnd_server.domain.plans import (
     provider_block,
 )
 from dnd_server.domain.provider_events import EMAIL_EVENTS, SMS_ERROR_CODES, EmailEvent
-from dnd_server.domain.rules import ClearCredentials, SendDecision, decide_send
+from dnd_server.domain.rules import ClearCredentials, SendDecision, decide_send, own_address
 from dnd_server.feed import ChangeFeed
 from dnd_server.storage.store import (
     Addresses,
@@ -42,6 +52,11 @@ from dnd_server.storage.store import (
     WriteResult,
 )
 from dnd_server.watch import WatchFilter, WatchSettings, follow
+
+log = structlog.get_logger("dnd_server.service")
+
+# Locations whose ignored keyword words are remembered as logged (the oldest forgotten first).
+_IGNORED_LOGGED_MAX = 4096
 
 
 class Action(enum.Enum):
@@ -73,6 +88,8 @@ class InboundMessage:
     body: str
     # Normalised sender phone ("" if none).
     from_address: str = ""
+    # The authenticated caller reporting it (see ChangeMeta.caller).
+    caller: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +104,21 @@ class ProviderEvent:
     effect: tuple[Reason, Source] | None
     # Normalised address ("" if none).
     address: str = ""
+    # The authenticated caller reporting it (see ChangeMeta.caller).
+    caller: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """A page of history: a contact's (``contact_id``), or an address's (``address`` on
+    ``channel``), of changes with a sequence number below ``before_seq``."""
+
+    location_id: str
+    contact_id: str
+    channel: Channel | None
+    address: str
+    before_seq: int
+    page_size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +160,8 @@ class DndService:
     def __init__(self, store: Store, cache: ContactCache | None = None) -> None:
         self._store = store
         self._cache = cache
+        # (location, ignored stored keyword words) already logged: each logged once.
+        self._ignored_logged: OrderedDict[tuple[str, tuple[IgnoredWord, ...]], None] = OrderedDict()
 
     async def read(
         self,
@@ -264,7 +298,7 @@ class DndService:
     ) -> WriteResult | Replay:
         """Classify and apply an inbound text; ``WriteResult.detail`` is an InboundDecision."""
         if msg.channel is Channel.SMS:
-            keyword = classify(msg.body, await self._store.get_settings(msg.location_id))
+            keyword = classify(msg.body, await self.keyword_settings(msg.location_id))
         else:
             keyword = Classification(KeywordKind.NONE)
 
@@ -278,6 +312,7 @@ class DndService:
             actor_id=msg.from_address,
             evidence=msg.body if keyword.kind is not KeywordKind.NONE else "",
             provider_detail=f"keyword:{keyword.matched}" if keyword.matched else "",
+            caller=msg.caller,
         )
         outcome = await self._store.write(
             msg.location_id, msg.contact_id, plan, meta, None, addresses, idempotency
@@ -298,7 +333,12 @@ class DndService:
             return plan_add(state, block, event.address)
 
         source = effect[1] if effect else Source.SYSTEM
-        meta = ChangeMeta(source=source, actor_id=event.provider, provider_detail=event.detail)
+        meta = ChangeMeta(
+            source=source,
+            actor_id=event.provider,
+            provider_detail=event.detail,
+            caller=event.caller,
+        )
         addresses = [(event.channel, event.address)] if event.address else []
         outcome = await self._store.write(
             event.location_id, event.contact_id, plan, meta, None, addresses, idempotency
@@ -313,16 +353,39 @@ class DndService:
         after: int | None,
         settings: WatchSettings,
         cursor_text: str,
-    ) -> AsyncIterator[ChangeRow | int]:
+    ) -> AsyncGenerator[ChangeRow | int, None]:
         return follow(self._store, feed, flt, after, settings, cursor_text)
 
-    async def history(
-        self, location_id: str, contact_id: str, before_version: int, limit: int
-    ) -> list[HistoryRow]:
-        return await self._store.list_history(location_id, contact_id, before_version, limit)
+    async def history(self, query: HistoryQuery, limit: int) -> list[HistoryRow]:
+        """Up to ``limit`` changes of the query's contact or address, newest first."""
+        if query.channel is not None:
+            return await self._store.list_address_history(
+                query.location_id, query.channel, query.address, query.before_seq, limit
+            )
+        return await self._store.list_history(
+            query.location_id, query.contact_id, query.before_seq, limit
+        )
 
     async def keyword_settings(self, location_id: str) -> KeywordSettings:
-        return await self._store.get_settings(location_id)
+        """The location's settings as they act: stored words that break today's rules (written
+        before them) are left out, and logged once."""
+        effective = effective_settings(await self._store.get_settings(location_id))
+        if effective.ignored:
+            self._log_ignored(location_id, effective.ignored)
+        return effective.settings
+
+    def _log_ignored(self, location_id: str, ignored: tuple[IgnoredWord, ...]) -> None:
+        key = (location_id, ignored)
+        if key in self._ignored_logged:
+            return
+        self._ignored_logged[key] = None
+        if len(self._ignored_logged) > _IGNORED_LOGGED_MAX:
+            self._ignored_logged.popitem(last=False)
+        log.warning(
+            "keyword_words_ignored",
+            location_id=location_id,
+            words=[{"field": i.field, "word": i.word, "why": i.why} for i in ignored],
+        )
 
     async def update_keyword_settings(self, location_id: str, settings: KeywordSettings) -> None:
         await self._store.put_settings(location_id, settings)
@@ -347,6 +410,8 @@ def plan_set_dnd(cmd: SetDndCommand, state: ContactState, now: dt.datetime) -> S
         source=cmd.meta.source,
         evidence=cmd.meta.evidence,
         suppression_removal_confirmed=cmd.suppression_removal_confirmed,
+        contact_id=cmd.contact_id,
+        from_address=own_address(cmd.meta.source, cmd.scope, cmd.address),
     )
     return plan_remove(state, cmd.direction, cmd.scope, cmd.reason, who, cmd.address)
 

@@ -3,7 +3,9 @@
 The supervisor holds no gRPC object: it prepares the database (embedded start, migrations),
 then starts each worker as a fresh interpreter, so every gRPC object is created in its own
 process after the split. Workers have their own pool, feed and cache. A worker that dies is
-restarted; SIGTERM / SIGINT are passed on and the supervisor waits for the workers to drain.
+restarted; SIGTERM / SIGINT are passed on and the supervisor waits for the workers to drain;
+SIGHUP is passed on (each worker reloads the tokens file). The embedded PostgreSQL, when the
+supervisor started it, is the supervisor's to keep running: started again if it dies.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def supervise(config: Config) -> int:
     # Refuse an unsafe configuration once, here, rather than in every worker.
     load_tokens(config)
     server_credentials(config)
-    url, _embedded = database_url(config)
+    url, embedded = database_url(config)
     if config.migrate_on_start:
         applied = asyncio.run(run_migrations(url, config.db_timeout_seconds))
         log.info("database_ready", migrations_applied=applied)
@@ -51,6 +53,11 @@ def supervise(config: Config) -> int:
             if worker.poll() is None:
                 worker.send_signal(signum)
 
+    def reload(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
     def start(index: int) -> subprocess.Popen[bytes]:
         worker_env = {**env, "DND_WORKER_INDEX": str(index)}
         return subprocess.Popen([sys.executable, "-m", "dnd_server", "serve"], env=worker_env)
@@ -58,9 +65,12 @@ def supervise(config: Config) -> int:
     workers = [start(i) for i in range(config.workers)]
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     log.info("workers_started", workers=config.workers, pids=[w.pid for w in workers])
     while True:
         time.sleep(0.2)
+        if embedded is not None and not stopping:
+            embedded.revive()
         for i, worker in enumerate(workers):
             code = worker.poll()
             if code is None or stopping:

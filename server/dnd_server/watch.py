@@ -4,10 +4,10 @@ feed live, with bookmarks, a bounded mailbox and expiry of old cursors."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from dnd_server.cursor import encode_cursor
+from dnd_server.cursor import encode_bookmark
 from dnd_server.domain.errors import CursorExpired, InvalidArgument, SubscriberTooSlow, Unavailable
 from dnd_server.domain.model import INBOUND_CHANNELS, Channel, Direction, Source
 from dnd_server.feed import ChangeFeed
@@ -64,7 +64,7 @@ async def follow(
     after: int | None,
     settings: WatchSettings,
     cursor_text: str,
-) -> AsyncIterator[Item]:
+) -> AsyncGenerator[Item, None]:
     """Every matching change after ``after`` (None: from now), in log order, then live."""
     subscription = feed.subscribe(flt.matches, settings.buffer)
     try:
@@ -99,10 +99,11 @@ async def follow(
         last_sent = time.monotonic()
         while True:
             if subscription.overflowed:
-                raise SubscriberTooSlow(encode_cursor(last))
+                raise SubscriberTooSlow(encode_bookmark(last))
             if subscription.closed_reason:
+                resume = encode_bookmark(last)
                 raise Unavailable(
-                    f"{subscription.closed_reason}; resume with after_cursor={encode_cursor(last)}"
+                    f"{subscription.closed_reason}; resume with after_cursor={resume}"
                 )
             if subscription.queue:
                 row = subscription.queue.popleft()

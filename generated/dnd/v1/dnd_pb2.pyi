@@ -791,7 +791,13 @@ class CheckSendResponse(_message.Message):
 
     @_builtins.property
     def denied_by_address(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddressSuppression]:
-        """When denied: the suppressions of the destination address that deny the send."""
+        """When denied: the suppressions of the destination address that deny the send.
+        A caller without the read scope is told decisions, not dossiers: each block of
+        denied_by carries direction, scope, reason, source and since only (no actor_id, note,
+        evidence, provider_detail or address), each suppression of denied_by_address channel,
+        reason, source and since only (no address, contact_id, actor_id or provider_detail), and
+        the explanation names no other contact.
+        """
 
     def __init__(
         self,
@@ -853,6 +859,7 @@ class BatchCheckSendRequest(_message.Message):
     TARGETS_FIELD_NUMBER: _builtins.int
     MIN_CURSOR_FIELD_NUMBER: _builtins.int
     FULLY_CONSISTENT_FIELD_NUMBER: _builtins.int
+    INCLUDE_DETAILS_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     channel: Global___Channel.ValueType
     """Required."""
@@ -863,6 +870,14 @@ class BatchCheckSendRequest(_message.Message):
     """See CheckSendRequest.min_cursor."""
     fully_consistent: _builtins.bool
     """See CheckSendRequest.fully_consistent."""
+    include_details: _builtins.bool
+    """Denied results carry the whole blocks and suppressions that deny the send (actor_id,
+    note, evidence, provider_detail, address, the holding contact) instead of the compact
+    summary. Needs the read scope (PERMISSION_DENIED without it). Details come in request
+    order while they fit in 2 MiB of the response (half the response limit when that is
+    lower, DND_MAX_RESPONSE_BYTES); a denied result whose details do not fit comes compact,
+    with details_omitted set.
+    """
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckTarget]:
         """1 to 1,000 contacts."""
@@ -877,10 +892,11 @@ class BatchCheckSendRequest(_message.Message):
         targets: _abc.Iterable[Global___CheckTarget] | None = ...,
         min_cursor: _builtins.str = ...,
         fully_consistent: _builtins.bool = ...,
+        include_details: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "direction", b"direction", "fully_consistent", b"fully_consistent", "location_id", b"location_id", "min_cursor", b"min_cursor", "send_kind", b"send_kind", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "direction", b"direction", "fully_consistent", b"fully_consistent", "include_details", b"include_details", "location_id", b"location_id", "min_cursor", b"min_cursor", "send_kind", b"send_kind", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -888,7 +904,17 @@ Global___BatchCheckSendRequest: _TypeAlias = BatchCheckSendRequest  # noqa: Y015
 
 @_typing.final
 class CheckResult(_message.Message):
-    """CheckResult is the answer for one target of a BatchCheckSend."""
+    """CheckResult is the answer for one target of a BatchCheckSend.
+
+    Compact (the default): a denied result's blocks carry direction, scope, reason, source and
+    since only, its suppressions channel, reason, source and since only, and its explanation
+    names no other contact. 1,000 results (compact at most about 700 bytes each, details within
+    their allowance) always fit in the default response limit (4 MiB).
+
+    A target repeating an earlier one (the same contact_id and, once normalised, the same
+    address) is answered once: its result carries contact_id, allowed, version and repeat_of
+    (the index of the earlier result, which holds denied_by, denied_by_address and explanation).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -898,10 +924,18 @@ class CheckResult(_message.Message):
     DENIED_BY_ADDRESS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     EXPLANATION_FIELD_NUMBER: _builtins.int
+    REPEAT_OF_FIELD_NUMBER: _builtins.int
+    DETAILS_OMITTED_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     allowed: _builtins.bool
     version: _builtins.int
     explanation: _builtins.str
+    repeat_of: _builtins.int
+    """Set on a repeated target: the index in results of the first answer for the same target."""
+    details_omitted: _builtins.bool
+    """include_details was asked but this result's details did not fit in the response: it
+    comes compact; GetStatus (with the target's address) shows the whole blocks.
+    """
     @_builtins.property
     def denied_by(self) -> _containers.RepeatedCompositeFieldContainer[Global___Block]: ...
     @_builtins.property
@@ -915,12 +949,16 @@ class CheckResult(_message.Message):
         denied_by_address: _abc.Iterable[Global___AddressSuppression] | None = ...,
         version: _builtins.int = ...,
         explanation: _builtins.str = ...,
+        repeat_of: _builtins.int | None = ...,
+        details_omitted: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_repeat_of", b"_repeat_of", "repeat_of", b"repeat_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "contact_id", b"contact_id", "denied_by", b"denied_by", "denied_by_address", b"denied_by_address", "explanation", b"explanation", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_repeat_of", b"_repeat_of", "allowed", b"allowed", "contact_id", b"contact_id", "denied_by", b"denied_by", "denied_by_address", b"denied_by_address", "details_omitted", b"details_omitted", "explanation", b"explanation", "repeat_of", b"repeat_of", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__repeat_of: _TypeAlias = _typing.Literal["repeat_of"]  # noqa: Y015
+    _WhichOneofArgType__repeat_of: _TypeAlias = _typing.Literal["_repeat_of", b"_repeat_of"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__repeat_of) -> _WhichOneofReturnType__repeat_of | None: ...
 
 Global___CheckResult: _TypeAlias = CheckResult  # noqa: Y015
 
@@ -931,7 +969,7 @@ class BatchCheckSendResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckResult]:
-        """One per target, in request order."""
+        """One per target, in request order (see CheckResult for repeated targets)."""
 
     def __init__(
         self,
@@ -956,7 +994,10 @@ class WatchChangesRequest(_message.Message):
     SOURCES_FIELD_NUMBER: _builtins.int
     AFTER_CURSOR_FIELD_NUMBER: _builtins.int
     after_cursor: _builtins.str
-    """Resume after this cursor; empty means from now."""
+    """Resume after this cursor; empty means from now, "ZG5kMTow" from the start of the log.
+    Cursors are sealed (they reveal no position): one this deployment did not hand out, or
+    edited, is INVALID_ARGUMENT.
+    """
     @_builtins.property
     def location_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only changes of these locations (empty = all)."""
@@ -1013,6 +1054,8 @@ class ChangeEvent(_message.Message):
     BLOCKED_CHANNELS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
+    AUTHENTICATED_CALLER_FIELD_NUMBER: _builtins.int
+    SUPPRESSION_CONTACT_ID_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     location_id: _builtins.str
     contact_id: _builtins.str
@@ -1028,6 +1071,15 @@ class ChangeEvent(_message.Message):
     version: _builtins.int
     address: _builtins.str
     """Set when the change is an address suppression rather than a block of the contact."""
+    authenticated_caller: _builtins.str
+    """The authenticated caller that made the change: the token's name, or "anonymous <peer>"
+    (e.g. "anonymous ipv4:127.0.0.1:5555") when the server runs without tokens. Unlike
+    actor_id, which the caller supplies, the server establishes it.
+    """
+    suppression_contact_id: _builtins.str
+    """For an address suppression change: the contact whose event set the suppression (it may
+    differ from contact_id, the contact whose request made the change).
+    """
     @_builtins.property
     def scope(self) -> Global___Scope: ...
     @_builtins.property
@@ -1052,10 +1104,12 @@ class ChangeEvent(_message.Message):
         blocked_channels: _abc.Iterable[Global___Channel.ValueType] | None = ...,
         version: _builtins.int = ...,
         address: _builtins.str = ...,
+        authenticated_caller: _builtins.str = ...,
+        suppression_contact_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "blocked_channels", b"blocked_channels", "contact_id", b"contact_id", "cursor", b"cursor", "direction", b"direction", "enabled", b"enabled", "inbound", b"inbound", "location_id", b"location_id", "outbound", b"outbound", "reason", b"reason", "scope", b"scope", "source", b"source", "time", b"time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "authenticated_caller", b"authenticated_caller", "blocked_channels", b"blocked_channels", "contact_id", b"contact_id", "cursor", b"cursor", "direction", b"direction", "enabled", b"enabled", "inbound", b"inbound", "location_id", b"location_id", "outbound", b"outbound", "reason", b"reason", "scope", b"scope", "source", b"source", "suppression_contact_id", b"suppression_contact_id", "time", b"time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1364,12 +1418,25 @@ class ListHistoryRequest(_message.Message):
     CONTACT_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     contact_id: _builtins.str
+    """The contact whose history to list: its own changes, and every change of the address
+    suppressions its events set, also those made through another contact. Give either
+    contact_id, or address and channel; both is INVALID_ARGUMENT.
+    """
     page_size: _builtins.int
     """1 to 500; 0 means 50."""
     page_token: _builtins.str
     """From a previous response's next_page_token; empty for the newest changes."""
+    address: _builtins.str
+    """Instead of contact_id: the address whose history to list (every change of its
+    suppressions on channel, whichever contact's request made it). Normalised like every
+    address (E.164 phone, lower-case email).
+    """
+    channel: Global___Channel.ValueType
+    """Required with address: the channel of the address (e.g. CHANNEL_SMS, CHANNEL_EMAIL)."""
     def __init__(
         self,
         *,
@@ -1377,10 +1444,12 @@ class ListHistoryRequest(_message.Message):
         contact_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        address: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "location_id", b"location_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "channel", b"channel", "contact_id", b"contact_id", "location_id", b"location_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1405,6 +1474,9 @@ class HistoryEntry(_message.Message):
     EVIDENCE_FIELD_NUMBER: _builtins.int
     PROVIDER_DETAIL_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    SUPPRESSION_CONTACT_ID_FIELD_NUMBER: _builtins.int
+    AUTHENTICATED_CALLER_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     version: _builtins.int
     """The contact's version right after the change."""
@@ -1421,6 +1493,17 @@ class HistoryEntry(_message.Message):
     """Keyword, error code or email event behind the change."""
     address: _builtins.str
     """Set when the change is an address suppression (added or cleared) rather than a block."""
+    contact_id: _builtins.str
+    """The contact whose request made the change (a contact's history also lists changes of
+    the suppressions its events set that were made through other contacts).
+    """
+    suppression_contact_id: _builtins.str
+    """For an address suppression change: the contact whose event set the suppression."""
+    authenticated_caller: _builtins.str
+    """The authenticated caller that made the change: the token's name, or "anonymous <peer>"
+    when the server runs without tokens; empty for changes logged before it was recorded.
+    actor_id is what the caller said; this is who the server authenticated.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1441,10 +1524,13 @@ class HistoryEntry(_message.Message):
         evidence: _builtins.str = ...,
         provider_detail: _builtins.str = ...,
         address: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        suppression_contact_id: _builtins.str = ...,
+        authenticated_caller: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "cursor", b"cursor", "direction", b"direction", "enabled", b"enabled", "evidence", b"evidence", "note", b"note", "provider_detail", b"provider_detail", "reason", b"reason", "scope", b"scope", "source", b"source", "time", b"time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "authenticated_caller", b"authenticated_caller", "contact_id", b"contact_id", "cursor", b"cursor", "direction", b"direction", "enabled", b"enabled", "evidence", b"evidence", "note", b"note", "provider_detail", b"provider_detail", "reason", b"reason", "scope", b"scope", "source", b"source", "suppression_contact_id", b"suppression_contact_id", "time", b"time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1493,7 +1579,9 @@ class KeywordSettings(_message.Message):
 
     @_builtins.property
     def extra_opt_in_words(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Extra opt-in words."""
+        """Extra opt-in words. None may be, contain or be contained in an opt-out word, a help word,
+        a revocation phrase or one of extra_opt_out_words (INVALID_ARGUMENT names each).
+        """
 
     def __init__(
         self,

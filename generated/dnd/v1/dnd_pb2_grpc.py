@@ -31,7 +31,11 @@ class DndServiceStub:
     automatic system makes.
 
     Every call names a location (the tenant / sub-account) and a contact:
-    opaque strings of 1 to 128 characters without control characters.
+    opaque strings of 1 to 128 characters without control characters, without format
+    characters (zero-width, bidi controls, soft hyphen...) or line separators, and without
+    leading or trailing whitespace; others are INVALID_ARGUMENT.
+
+    A request that is not a valid message of the method's request type is INVALID_ARGUMENT.
     """
 
     def __init__(self, channel):
@@ -103,7 +107,11 @@ class DndServiceServicer:
     automatic system makes.
 
     Every call names a location (the tenant / sub-account) and a contact:
-    opaque strings of 1 to 128 characters without control characters.
+    opaque strings of 1 to 128 characters without control characters, without format
+    characters (zero-width, bidi controls, soft hyphen...) or line separators, and without
+    leading or trailing whitespace; others are INVALID_ARGUMENT.
+
+    A request that is not a valid message of the method's request type is INVALID_ARGUMENT.
     """
 
     def GetStatus(self, request, context):
@@ -172,7 +180,8 @@ class DndServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListHistory(self, request, context):
-        """ListHistory lists every change of a contact's DND, newest first.
+        """ListHistory lists every change of a contact's DND, newest first, or (naming an address
+        instead) every change of that address's suppressions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -264,7 +273,11 @@ class DndService:
     automatic system makes.
 
     Every call names a location (the tenant / sub-account) and a contact:
-    opaque strings of 1 to 128 characters without control characters.
+    opaque strings of 1 to 128 characters without control characters, without format
+    characters (zero-width, bidi controls, soft hyphen...) or line separators, and without
+    leading or trailing whitespace; others are INVALID_ARGUMENT.
+
+    A request that is not a valid message of the method's request type is INVALID_ARGUMENT.
     """
 
     @staticmethod

@@ -32,7 +32,11 @@ class DndServiceStub:
     automatic system makes.
 
     Every call names a location (the tenant / sub-account) and a contact:
-    opaque strings of 1 to 128 characters without control characters.
+    opaque strings of 1 to 128 characters without control characters, without format
+    characters (zero-width, bidi controls, soft hyphen...) or line separators, and without
+    leading or trailing whitespace; others are INVALID_ARGUMENT.
+
+    A request that is not a valid message of the method's request type is INVALID_ARGUMENT.
     """
 
     @_typing.overload
@@ -70,7 +74,9 @@ class DndServiceStub:
     ReportEmailEvent: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ReportEmailEventRequest, _dnd_pb2.ReportEmailEventResponse]
     """ReportEmailEvent applies an email provider event (bounce, complaint, unsubscribe...)."""
     ListHistory: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ListHistoryRequest, _dnd_pb2.ListHistoryResponse]
-    """ListHistory lists every change of a contact's DND, newest first."""
+    """ListHistory lists every change of a contact's DND, newest first, or (naming an address
+    instead) every change of that address's suppressions.
+    """
     GetKeywordSettings: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.GetKeywordSettingsRequest, _dnd_pb2.GetKeywordSettingsResponse]
     """GetKeywordSettings returns a location's keyword settings and the built-in keywords."""
     UpdateKeywordSettings: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.UpdateKeywordSettingsRequest, _dnd_pb2.UpdateKeywordSettingsResponse]
@@ -83,7 +89,11 @@ class DndServiceAsyncStub(DndServiceStub):
     automatic system makes.
 
     Every call names a location (the tenant / sub-account) and a contact:
-    opaque strings of 1 to 128 characters without control characters.
+    opaque strings of 1 to 128 characters without control characters, without format
+    characters (zero-width, bidi controls, soft hyphen...) or line separators, and without
+    leading or trailing whitespace; others are INVALID_ARGUMENT.
+
+    A request that is not a valid message of the method's request type is INVALID_ARGUMENT.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -118,7 +128,9 @@ class DndServiceAsyncStub(DndServiceStub):
     ReportEmailEvent: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ReportEmailEventRequest, _dnd_pb2.ReportEmailEventResponse]  # type: ignore[assignment]
     """ReportEmailEvent applies an email provider event (bounce, complaint, unsubscribe...)."""
     ListHistory: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ListHistoryRequest, _dnd_pb2.ListHistoryResponse]  # type: ignore[assignment]
-    """ListHistory lists every change of a contact's DND, newest first."""
+    """ListHistory lists every change of a contact's DND, newest first, or (naming an address
+    instead) every change of that address's suppressions.
+    """
     GetKeywordSettings: _aio.UnaryUnaryMultiCallable[_dnd_pb2.GetKeywordSettingsRequest, _dnd_pb2.GetKeywordSettingsResponse]  # type: ignore[assignment]
     """GetKeywordSettings returns a location's keyword settings and the built-in keywords."""
     UpdateKeywordSettings: _aio.UnaryUnaryMultiCallable[_dnd_pb2.UpdateKeywordSettingsRequest, _dnd_pb2.UpdateKeywordSettingsResponse]  # type: ignore[assignment]
@@ -130,7 +142,11 @@ class DndServiceServicer(metaclass=_abc_1.ABCMeta):
     automatic system makes.
 
     Every call names a location (the tenant / sub-account) and a contact:
-    opaque strings of 1 to 128 characters without control characters.
+    opaque strings of 1 to 128 characters without control characters, without format
+    characters (zero-width, bidi controls, soft hyphen...) or line separators, and without
+    leading or trailing whitespace; others are INVALID_ARGUMENT.
+
+    A request that is not a valid message of the method's request type is INVALID_ARGUMENT.
     """
 
     @_abc_1.abstractmethod
@@ -217,7 +233,9 @@ class DndServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _dnd_pb2.ListHistoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dnd_pb2.ListHistoryResponse, _abc.Awaitable[_dnd_pb2.ListHistoryResponse]]:
-        """ListHistory lists every change of a contact's DND, newest first."""
+        """ListHistory lists every change of a contact's DND, newest first, or (naming an address
+        instead) every change of that address's suppressions.
+        """
 
     @_abc_1.abstractmethod
     def GetKeywordSettings(

@@ -101,3 +101,16 @@ class TooManyStreams(DndError):
             f"this caller already has {limit} open watch streams, the most allowed; "
             "close one or share a stream"
         )
+
+
+class ResponseTooLarge(DndError):
+    """The answer would be larger than the server sends in one response."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"the response would be {size} bytes, over this server's limit of {limit} "
+            "(DND_MAX_RESPONSE_BYTES): ask for less (fewer targets, a smaller page_size) or "
+            "without include_details"
+        )

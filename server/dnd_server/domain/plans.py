@@ -53,7 +53,10 @@ def plan_remove(
     address: str = "",
 ) -> list[Step]:
     """Clear the scope's blocks and, with an address, that address's suppressions in the
-    scope: all or nothing under the clear policy."""
+    scope: all or nothing under the clear policy. A suppression set by another contact's
+    event is that address's opt-out: the clear acts on ``state``'s contact (see
+    ``refusal_for``)."""
+    who = replace(who, contact_id=state.contact_id)
     suppressions = [s for s in state.suppressions if address and s.address == address]
     blocks, cleared = plan_clear(state.blocks, suppressions, direction, scope, reason, who)
     return [Step(False, b) for b in blocks] + [Step(False, s) for s in cleared]
@@ -100,7 +103,9 @@ def plan_inbound_message(
     if keyword.kind is KeywordKind.OPT_IN:
         if keyword.conditional and not has_sms_dnd(state, from_address):
             return InboundOutcome(KeywordKind.NONE, [])
-        who = ClearCredentials(source=Source.CONTACT)
+        # The text comes from the number itself: it may lift the number's suppressions
+        # whichever contact's event set them.
+        who = ClearCredentials(source=Source.CONTACT, from_address=from_address)
         steps = plan_remove(state, Direction.OUTBOUND, Channel.SMS, None, who, from_address)
         return InboundOutcome(KeywordKind.OPT_IN, steps)
     return InboundOutcome(keyword.kind, [])

@@ -103,10 +103,32 @@ class ClearCredentials:
     source: Source
     evidence: str = ""
     suppression_removal_confirmed: bool = False
+    # The contact the clearing request names: an address suppression set by another
+    # contact's event is that contact's address's opt-out (see ``refusal_for``).
+    contact_id: str = ""
+    # The address the request comes from itself ("" if none): the number an inbound START
+    # was texted from, or an email address undoing its own unsubscribe (``own_address``).
+    from_address: str = ""
+
+
+def own_address(source: Source, channel: Channel | None, address: str) -> str:
+    """The address a SetDnd clear comes from itself: source CONTACT naming an email address
+    (the address's own unsubscribe-undo). A number speaks for itself only by texting START
+    (``plan_inbound_message``), never through SetDnd."""
+    if source is Source.CONTACT and channel is Channel.EMAIL:
+        return address
+    return ""
 
 
 def refusal_for(block: Block | AddressSuppression, who: ClearCredentials) -> Refusal | None:
-    """Why ``who`` may not clear ``block``, or None when it may."""
+    """Why ``who`` may not clear ``block``, or None when it may.
+
+    An address suppression set by another contact's event than the one ``who`` names
+    (a "foreign" suppression) belongs to the address: on top of ``CLEAR_POLICY`` it is
+    cleared only by SUPPORT with evidence, or by the address itself (CONTACT coming from
+    that very address); never by a USER or WORKFLOW acting on another contact.
+    """
+    foreign = isinstance(block, AddressSuppression) and block.contact_id != who.contact_id
     allowed = CLEAR_POLICY[block.reason]
     requirement = allowed.get(who.source)
     if requirement is None:
@@ -115,9 +137,64 @@ def refusal_for(block: Block | AddressSuppression, who: ClearCredentials) -> Ref
         why = f"source {who.source.value} must give {requirement.value}"
     elif requirement is Requirement.SUPPRESSION_REMOVED and not who.suppression_removal_confirmed:
         why = f"source {who.source.value} must give {requirement.value}"
+    elif foreign:
+        assert isinstance(block, AddressSuppression)
+        refused = _foreign_refusal(block, who)
+        if refused is None:
+            return None
+        why = refused
     else:
         return None
+    if foreign:
+        assert isinstance(block, AddressSuppression)
+        return Refusal(block=block, why=why, what_clears_it=what_clears_foreign(block))
     return Refusal(block=block, why=why, what_clears_it=what_clears(block.reason))
+
+
+def _foreign_refusal(suppression: AddressSuppression, who: ClearCredentials) -> str | None:
+    """Why ``who`` (allowed by the clear policy) may still not clear a suppression set by
+    another contact's event, or None when it may."""
+    owner = suppression.contact_id
+    if who.source is Source.SUPPORT:
+        if who.evidence.strip():
+            return None
+        return (
+            f"source SUPPORT must give non-empty evidence to clear a suppression set by "
+            f"contact {owner}'s event"
+        )
+    if who.source is Source.CONTACT and who.from_address == suppression.address:
+        return None
+    return (
+        f"the suppression was set by contact {owner}'s event; source {who.source.value} "
+        f"acting on contact {who.contact_id} is not the address itself and may not clear it"
+    )
+
+
+def what_clears_foreign(suppression: AddressSuppression) -> str:
+    """Who may clear ``suppression`` from a contact other than the one whose event set it,
+    and what clears it from that contact."""
+    reason = suppression.reason
+    policy = CLEAR_POLICY[reason]
+    support = policy.get(Source.SUPPORT)
+    extra = (
+        f" and {support.value}"
+        if support not in (None, Requirement.NOTHING, Requirement.EVIDENCE)
+        else ""
+    )
+    ways = [f"SUPPORT with non-empty evidence{extra}"]
+    if Source.CONTACT in policy:
+        if suppression.channel is Channel.SMS:
+            ways.append(f"the number itself texting START from {suppression.address}")
+        else:
+            ways.append(
+                f"the address itself undoing its unsubscribe (SetDnd DISABLE, source CONTACT, "
+                f"address {suppression.address})"
+            )
+    return (
+        f"set by contact {suppression.contact_id}'s event: from another contact "
+        f"{' or '.join(ways)} may clear it; from contact {suppression.contact_id}, "
+        f"{what_clears(reason)}"
+    )
 
 
 def validate_block_shape(direction: Direction, scope: Scope, reason: Reason) -> None:
@@ -249,14 +326,28 @@ def decide_send(
         why = explain_denial(denied_by[0], channel, direction)
         return SendDecision(False, denied_by, why, by_address)
     if by_address:
-        first = by_address[0]
-        why = (
-            f"denied: address {first.address} is suppressed for {channel.value} by "
-            f"{first.reason.value} (set by {first.source.value} via contact {first.contact_id}"
-            f"{_since(first.since)}); {what_clears(first.reason)}"
-        )
+        why = explain_address_denial(by_address[0], channel)
         return SendDecision(False, (), why, by_address)
     return _allowed(channel, direction)
+
+
+@functools.lru_cache(maxsize=65536)
+def explain_address_denial(
+    suppression: AddressSuppression, channel: Channel, name_holder: bool = True
+) -> str:
+    """Why a send to a suppressed address is denied. ``name_holder=False`` (for a caller told
+    decisions only) names neither the address nor the contact whose event suppressed it."""
+    if not name_holder:
+        return (
+            f"denied: the address is suppressed for {channel.value} by "
+            f"{suppression.reason.value} (set by {suppression.source.value}"
+            f"{_since(suppression.since)}); {what_clears(suppression.reason)}"
+        )
+    return (
+        f"denied: address {suppression.address} is suppressed for {channel.value} by "
+        f"{suppression.reason.value} (set by {suppression.source.value} via contact "
+        f"{suppression.contact_id}{_since(suppression.since)}); {what_clears(suppression.reason)}"
+    )
 
 
 @functools.cache

@@ -103,6 +103,51 @@ def suppression_to_pb(suppression: AddressSuppression) -> pb.AddressSuppression:
     return message
 
 
+# The decision view, for callers told decisions rather than dossiers (no read scope) and for
+# compact BatchCheckSend results: what denies the send, not who wrote what about the contact.
+
+
+def block_summary_to_pb(block: Block) -> pb.Block:
+    """A block's direction, scope, reason, source and since (no actor, note, evidence,
+    provider detail or address)."""
+    return _block_summary(block.direction, block.scope, block.reason, block.source, block.since)
+
+
+@functools.lru_cache(maxsize=65536)
+def _block_summary(
+    direction: Direction, scope: Scope, reason: Reason, source: Source, since: dt.datetime | None
+) -> pb.Block:
+    message = pb.Block(
+        direction=DIRECTION_TO_PB[direction],
+        scope=scope_to_pb(scope),
+        reason=REASON_TO_PB[reason],
+        source=SOURCE_TO_PB[source],
+    )
+    if since is not None:
+        message.since.CopyFrom(timestamp(since))
+    return message
+
+
+def suppression_summary_to_pb(suppression: AddressSuppression) -> pb.AddressSuppression:
+    """A suppression's channel, reason, source and since (no address, holding contact, actor
+    or provider detail)."""
+    return _suppression_summary(
+        suppression.channel, suppression.reason, suppression.source, suppression.since
+    )
+
+
+@functools.lru_cache(maxsize=65536)
+def _suppression_summary(
+    channel: Channel, reason: Reason, source: Source, since: dt.datetime | None
+) -> pb.AddressSuppression:
+    message = pb.AddressSuppression(
+        channel=CHANNEL_TO_PB[channel], reason=REASON_TO_PB[reason], source=SOURCE_TO_PB[source]
+    )
+    if since is not None:
+        message.since.CopyFrom(timestamp(since))
+    return message
+
+
 def status_to_pb(state: ContactState) -> pb.ContactStatus:
     summary = summarize(state.blocks)
     message = pb.ContactStatus(
@@ -140,6 +185,9 @@ def history_to_pb(row: HistoryRow, cursor: str) -> pb.HistoryEntry:
         evidence=row.evidence,
         provider_detail=row.provider_detail,
         address=row.address,
+        contact_id=row.contact_id,
+        suppression_contact_id=row.owner_contact_id,
+        authenticated_caller=row.caller,
     )
 
 
@@ -160,4 +208,6 @@ def change_to_pb(row: ChangeRow, cursor: str) -> pb.ChangeEvent:
         blocked_channels=[CHANNEL_TO_PB[c] for c in row.blocked_channels],
         version=row.version,
         address=row.address,
+        authenticated_caller=row.caller,
+        suppression_contact_id=row.owner_contact_id,
     )

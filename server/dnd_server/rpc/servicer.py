@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import hashlib
@@ -29,8 +30,8 @@ from dnd_server.auth import (
     Unauthenticated,
     bearer,
 )
-from dnd_server.cursor import encode_cursor, encode_page_token
-from dnd_server.domain.errors import DndError, TooManyStreams, Unavailable
+from dnd_server.cursor import encode_bookmark, encode_cursor, encode_page_token
+from dnd_server.domain.errors import DndError, ResponseTooLarge, TooManyStreams, Unavailable
 from dnd_server.domain.keywords import (
     HELP_WORDS,
     OPT_IN_WORDS,
@@ -40,18 +41,22 @@ from dnd_server.domain.keywords import (
     KeywordSettings,
 )
 from dnd_server.domain.model import INBOUND_CHANNELS, Block, Channel, Direction, Source
+from dnd_server.domain.rules import SendDecision, explain_address_denial
 from dnd_server.feed import ChangeFeed
 from dnd_server.metrics import Metrics
 from dnd_server.rpc import validate
 from dnd_server.rpc.convert import (
     KEYWORD_ACTION_TO_PB,
     REASON_TO_PB,
+    block_summary_to_pb,
     block_to_pb,
     change_to_pb,
     history_to_pb,
     status_to_pb,
+    suppression_summary_to_pb,
     suppression_to_pb,
 )
+from dnd_server.rpc.decoding import Undecodable
 from dnd_server.rpc.status import deadline_status, internal_status, status_for
 from dnd_server.service import DndService, InboundDecision, ProviderEvent
 from dnd_server.storage.store import ChangeRow, Idempotency, Replay, WriteResult
@@ -74,7 +79,7 @@ class _HasLocation(Protocol):
 
 _S = TypeVar("_S", bound="DndServicer")
 _R = TypeVar("_R", bound=_HasLocation)
-_T = TypeVar("_T")
+_T = TypeVar("_T", bound=Message)
 
 Handler = Callable[[_S, _R, grpc.aio.ServicerContext[_R, _T]], Awaitable[_T]]
 
@@ -91,11 +96,15 @@ def rpc(name: str, hot: bool = False) -> Callable[[Handler[_S, _R, _T]], Handler
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             status: grpc.Status | None = None
+            caller = ""
             try:
                 CALLER.set(self.authenticate(context))
+                caller = self.recorded_caller(context)
+                if isinstance(request, Undecodable):
+                    raise request.invalid()
                 if self.service is None:
                     raise Unavailable("the service is starting: the database is not ready yet")
-                return await fn(self, request, context)
+                return self.fits(await fn(self, request, context))
             except DndError as error:
                 status = status_for(error)
             except asyncio.CancelledError:
@@ -120,6 +129,7 @@ def rpc(name: str, hot: bool = False) -> Callable[[Handler[_S, _R, _T]], Handler
                         code=code.name,
                         duration_ms=round((time.perf_counter() - started) * 1000, 3),
                         location_id=_location(request),
+                        caller=caller or f"unauthenticated {_peer(context)}",
                     )
             assert status is not None
             await context.abort_with_status(status)
@@ -164,9 +174,12 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         phone_region: str = "US",
         tokens: TokenTable | None = None,
         max_streams_per_caller: int = 64,
+        max_response_bytes: int = 4 << 20,
     ) -> None:
         # Set once the database is reachable and migrated.
         self.service: DndService | None = None
+        # The largest response gRPC is set to send; a larger answer is refused before.
+        self.max_response_bytes = max_response_bytes
         # None: no authentication (loopback or explicitly disabled).
         self.tokens = tokens
         self.max_streams_per_caller = max_streams_per_caller
@@ -191,6 +204,22 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         if caller is None:
             raise Unauthenticated("unknown token")
         return caller
+
+    def recorded_caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        """Who really makes the call, as recorded on its changes and its log line: the
+        authenticated token's name, or ``anonymous <peer>`` without tokens."""
+        if self.tokens is None:
+            return f"{ANONYMOUS.name} {_peer(context)}"
+        return CALLER.get().name
+
+    def fits(self, response: _M) -> _M:
+        """``response``, unless it is too large to send: then ResponseTooLarge, so that the
+        status the client gets is the one counted and logged (gRPC would fail the send after
+        the call had been recorded as OK)."""
+        size = response.ByteSize()
+        if size > self.max_response_bytes:
+            raise ResponseTooLarge(size, self.max_response_bytes)
+        return response
 
     def sampled(self) -> bool:
         return self._sample_rate > 0 and random.random() < self._sample_rate
@@ -218,6 +247,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
     ) -> pb.SetDndResponse:
         command = validate.set_dnd(request, self._region)
         require(SOURCE_SCOPES[command.meta.source], command.location_id)
+        command = replace(command, meta=replace(command.meta, caller=self.recorded_caller(context)))
 
         def build(result: WriteResult) -> pb.SetDndResponse:
             return pb.SetDndResponse(
@@ -247,12 +277,25 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         decision, state = await self._svc().check_send(
             location_id, contact_id, channel, direction, address, options
         )
+        if decision.allowed:
+            return pb.CheckSendResponse(
+                allowed=True, version=state.version, explanation=decision.explanation
+            )
+        if Scope.READ in CALLER.get().scopes:
+            return pb.CheckSendResponse(
+                allowed=False,
+                denied_by=[block_to_pb(b) for b in decision.denied_by],
+                version=state.version,
+                explanation=decision.explanation,
+                denied_by_address=[suppression_to_pb(s) for s in decision.denied_by_address],
+            )
+        blocks, suppressions, explanation = denial_summary(decision, channel)
         return pb.CheckSendResponse(
-            allowed=decision.allowed,
-            denied_by=[block_to_pb(b) for b in decision.denied_by],
+            allowed=False,
+            denied_by=blocks,
             version=state.version,
-            explanation=decision.explanation,
-            denied_by_address=[suppression_to_pb(s) for s in decision.denied_by_address],
+            explanation=explanation,
+            denied_by_address=suppressions,
         )
 
     @rpc("BatchCheckSend", hot=True)
@@ -265,27 +308,67 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
             request, self._region
         )
         require(Scope.CHECK, location_id)
-        answers = await self._svc().batch_check(location_id, channel, direction, targets, options)
+        details = request.include_details
+        if details and Scope.READ not in CALLER.get().scopes:
+            raise PermissionDenied(
+                f"caller {CALLER.get().name!r} lacks the 'read' scope, which include_details "
+                "needs; ask without it for the compact answers"
+            )
+        # Each distinct (contact, normalised address) is decided and answered once.
+        unique = list(dict.fromkeys(targets))
+        answers = await self._svc().batch_check(location_id, channel, direction, unique, options)
+        allowance = min(DETAILS_ALLOWANCE, self.max_response_bytes // 2)
+        first: dict[tuple[str, str], int] = {}
+        by_target = dict(zip(unique, answers, strict=True))
         results = []
-        for (contact_id, _), (decision, state) in zip(targets, answers, strict=True):
+        for index, target in enumerate(targets):
+            decision, state = by_target[target]
+            earlier = first.setdefault(target, index)
+            if earlier != index:
+                results.append(
+                    pb.CheckResult(
+                        contact_id=target[0],
+                        allowed=decision.allowed,
+                        version=state.version,
+                        repeat_of=earlier,
+                    )
+                )
+                continue
             if decision.allowed:  # most answers: no repeated fields to build
                 results.append(
                     pb.CheckResult(
-                        contact_id=contact_id,
+                        contact_id=target[0],
                         allowed=True,
                         version=state.version,
                         explanation=decision.explanation,
                     )
                 )
                 continue
-            results.append(
-                pb.CheckResult(
-                    contact_id=contact_id,
+            if details and allowance >= 0:
+                full = pb.CheckResult(
+                    contact_id=target[0],
                     allowed=False,
                     denied_by=[block_to_pb(b) for b in decision.denied_by],
                     denied_by_address=[suppression_to_pb(s) for s in decision.denied_by_address],
                     version=state.version,
                     explanation=decision.explanation,
+                )
+                size = full.ByteSize()
+                if size <= allowance:
+                    allowance -= size
+                    results.append(full)
+                    continue
+                allowance = -1  # in request order: no later result gets details either
+            blocks, suppressions, explanation = denial_summary(decision, channel)
+            results.append(
+                pb.CheckResult(
+                    contact_id=target[0],
+                    allowed=False,
+                    denied_by=blocks,
+                    denied_by_address=suppressions,
+                    version=state.version,
+                    explanation=explanation,
+                    details_omitted=details,
                 )
             )
         return pb.BatchCheckSendResponse(results=results)
@@ -302,6 +385,8 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         counted = ""
         try:
             caller = self.authenticate(context)
+            if isinstance(request, Undecodable):
+                raise request.invalid()
             if self.service is None or self.feed is None or self.watch_settings is None:
                 raise Unavailable("the service is starting: the database is not ready yet")
             flt, after, cursor_text = validate.watch(request)
@@ -315,19 +400,33 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
                 raise TooManyStreams(self.max_streams_per_caller)
             self.streams[name] = self.streams.get(name, 0) + 1
             counted = name
-            log.info("watch_started", resume=after is not None, locations=len(flt.locations))
+            log.info(
+                "watch_started",
+                resume=after is not None,
+                locations=len(flt.locations),
+                caller=self.recorded_caller(context) if self.tokens is None else caller.name,
+            )
             changes = self.service.watch(self.feed, flt, after, self.watch_settings, cursor_text)
-            async for item in changes:
-                if isinstance(item, int):
-                    bookmark = pb.Bookmark(cursor=encode_cursor(item))
-                    yield pb.WatchChangesResponse(bookmark=bookmark)
-                else:
-                    yield self._event_message(item)
-                    sent += 1
+            still_allowed = self._still_allowed(context, flt.locations)
+            async with contextlib.aclosing(changes):
+                async for item in changes:
+                    still_allowed()
+                    if isinstance(item, int):
+                        bookmark = pb.Bookmark(cursor=encode_bookmark(item))
+                        yield pb.WatchChangesResponse(bookmark=bookmark)
+                    else:
+                        yield self._event_message(item)
+                        sent += 1
         except DndError as error:
             status = status_for(error)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # CancelledError: the stream ended while waiting for changes; GeneratorExit: while
+            # gRPC was sending (gRPC stops reading the stream and closes it). Either way the
+            # client cancelled, its transport was cut, or the deadline passed.
             code = grpc.StatusCode.CANCELLED
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
             raise
         except Exception:
             log.exception("rpc_internal_error", method="WatchChanges")
@@ -350,6 +449,29 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         if status is not None:
             await context.abort_with_status(status)
 
+    def _still_allowed(
+        self, context: grpc.aio.ServicerContext[Any, Any], locations: frozenset[str]
+    ) -> Callable[[], None]:
+        """A check run before each message of a stream: a token removed from the tokens file,
+        expired, or no longer allowed to watch these locations ends the stream (at the latest
+        with the next bookmark). The token is looked up again when the table was reloaded, and
+        at most once a second otherwise (for its expiry)."""
+        table = self.tokens
+        checked = time.monotonic()
+
+        def check() -> None:
+            nonlocal table, checked
+            if table is None:
+                return
+            now = time.monotonic()
+            if self.tokens is table and now - checked < _RECHECK_SECONDS:
+                return
+            table, checked = self.tokens, now
+            caller = self.authenticate(context)
+            caller.require(Scope.WATCH, locations)
+
+        return check
+
     def _event_message(self, change: ChangeRow) -> pb.WatchChangesResponse:
         """The stream message of a change, built once and shared by every stream."""
         message = self._events.get(change.seq)
@@ -371,6 +493,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
     ) -> pb.ProcessInboundMessageResponse:
         message = validate.inbound_message(request, self._region)
         require(Scope.CONTACT, message.location_id)
+        message = replace(message, caller=self.recorded_caller(context))
 
         def build(result: WriteResult) -> pb.ProcessInboundMessageResponse:
             decided = result.detail
@@ -438,6 +561,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
     ) -> pb.ReportSmsDeliveryFailureResponse:
         event = validate.sms_failure(request, self._region)
         require(Scope.WRITE, event.location_id)
+        event = replace(event, caller=self.recorded_caller(context))
         return await self._provider_event(
             "ReportSmsDeliveryFailure", request, event, pb.ReportSmsDeliveryFailureResponse
         )
@@ -451,6 +575,7 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         event = validate.email_event(request, self._region)
         acting_as = event.effect[1] if event.effect else Source.SYSTEM
         require(SOURCE_SCOPES[acting_as], event.location_id)
+        event = replace(event, caller=self.recorded_caller(context))
         return await self._provider_event(
             "ReportEmailEvent", request, event, pb.ReportEmailEventResponse
         )
@@ -461,14 +586,17 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
         request: pb.ListHistoryRequest,
         context: grpc.aio.ServicerContext[pb.ListHistoryRequest, pb.ListHistoryResponse],
     ) -> pb.ListHistoryResponse:
-        location_id, contact_id, before, size = validate.list_history(request)
-        require(Scope.READ, location_id)
-        rows = await self._svc().history(location_id, contact_id, before, size + 1)
+        query = validate.list_history(request, self._region)
+        require(Scope.READ, query.location_id)
+        size = query.page_size
+        rows = await self._svc().history(query, size + 1)
         page = rows[:size]
         more = len(rows) > size
+        # Pages are cut by sequence number: changes committed while paging (all above the
+        # first page's) never shift later pages.
         return pb.ListHistoryResponse(
             entries=[history_to_pb(row, encode_cursor(row.seq)) for row in page],
-            next_page_token=encode_page_token(page[-1].version) if more else "",
+            next_page_token=encode_page_token(page[-1].seq) if more else "",
         )
 
     @rpc("GetKeywordSettings")
@@ -506,8 +634,37 @@ class DndServicer(dnd_pb2_grpc.DndServiceServicer):
 
 _E = TypeVar("_E", pb.ReportSmsDeliveryFailureResponse, pb.ReportEmailEventResponse)
 
+# The part of a BatchCheckSend response that details (include_details) may take, at most.
+DETAILS_ALLOWANCE = 2 << 20
+
+
+def denial_summary(
+    decision: SendDecision, channel: Channel
+) -> tuple[list[pb.Block], list[pb.AddressSuppression], str]:
+    """What denies a send, without the dossier: block and suppression summaries, and an
+    explanation naming no other contact."""
+    explanation = decision.explanation
+    if not decision.denied_by and decision.denied_by_address:
+        first = decision.denied_by_address[0]
+        explanation = explain_address_denial(first, channel, name_holder=False)
+    return (
+        [block_summary_to_pb(b) for b in decision.denied_by],
+        [suppression_summary_to_pb(s) for s in decision.denied_by_address],
+        explanation,
+    )
+
+
+# How often a stream looks its token up again when the tokens file did not change.
+_RECHECK_SECONDS = 1.0
+
 # Stream messages of recent changes kept for the streams that have yet to send them.
 _EVENT_MESSAGES = 4096
+
+
+def _peer(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The client's address as gRPC reports it, e.g. ``ipv4:127.0.0.1:5555``."""
+    peer = context.peer()
+    return peer if isinstance(peer, str) and peer else "unknown-peer"
 
 
 def _peer_host(peer: str) -> str:

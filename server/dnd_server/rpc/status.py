@@ -13,6 +13,7 @@ from dnd_server.domain.errors import (
     CursorExpired,
     DndError,
     InvalidArgument,
+    ResponseTooLarge,
     SubscriberTooSlow,
     TooManyStreams,
     Unavailable,
@@ -110,6 +111,12 @@ def status_for(error: DndError) -> grpc.Status:
             code_pb2.RESOURCE_EXHAUSTED,
             str(error),
             _info("TOO_MANY_STREAMS", limit=str(error.limit)),
+        )
+    if isinstance(error, ResponseTooLarge):
+        return _status(
+            code_pb2.RESOURCE_EXHAUSTED,
+            str(error),
+            _info("RESPONSE_TOO_LARGE", size=str(error.size), limit=str(error.limit)),
         )
     if isinstance(error, Unavailable):
         return _status(

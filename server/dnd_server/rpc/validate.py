@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Protocol, TypeVar
 
@@ -23,6 +24,7 @@ from dnd_server.rpc.convert import (
 )
 from dnd_server.service import (
     Action,
+    HistoryQuery,
     InboundMessage,
     ProviderEvent,
     ReadOptions,
@@ -69,6 +71,14 @@ class Violations:
             self.add(field, f"{len(value)} characters; at most {ID_MAX} allowed")
         elif _has_control(value, allow_whitespace=False):
             self.add(field, "must not contain control characters")
+        elif value != value.strip():
+            self.add(field, "must not start or end with whitespace")
+        elif (hidden := _invisible(value)) is not None:
+            self.add(
+                field,
+                f"must not contain invisible characters ({hidden}): an id must be what it "
+                "looks like",
+            )
 
     def text(self, field: str, value: str, limit: int, multiline: bool = False) -> None:
         if len(value) > limit:
@@ -137,6 +147,21 @@ _CONTROL_BUT_WHITESPACE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 def _has_control(value: str, allow_whitespace: bool) -> bool:
     pattern = _CONTROL_BUT_WHITESPACE if allow_whitespace else _CONTROL
     return pattern.search(value) is not None
+
+
+# Format characters (zero-width spaces and joiners, bidi controls, soft hyphen, BOM, tags...)
+# and line / paragraph separators: invisible, they make two different ids look the same.
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Zl", "Zp"})
+
+
+def _invisible(value: str) -> str | None:
+    """The first invisible character of ``value`` as ``U+200B ZERO WIDTH SPACE``, or None."""
+    if value.isascii():  # the common case: ASCII holds no such character
+        return None
+    for char in value:
+        if unicodedata.category(char) in _INVISIBLE_CATEGORIES:
+            return f"U+{ord(char):04X} {unicodedata.name(char, '')}".rstrip()
+    return None
 
 
 class _Keyed(Protocol):
@@ -390,10 +415,25 @@ def email_event(request: pb.ReportEmailEventRequest, region: str) -> ProviderEve
     )
 
 
-def list_history(request: pb.ListHistoryRequest) -> tuple[str, str, int, int]:
-    """(location, contact, before_version, page_size)."""
+def list_history(request: pb.ListHistoryRequest, region: str) -> HistoryQuery:
+    """A contact's history (contact_id), or an address's (address and channel)."""
     v = Violations()
-    contact_key(v, request)
+    v.identifier("location_id", request.location_id)
+    by_address = bool(request.address or request.channel)
+    channel: Channel | None = None
+    address = ""
+    if by_address and request.contact_id:
+        field = "address" if request.address else "channel"
+        v.add(field, "give either contact_id, or address and channel, not both")
+        v.identifier("contact_id", request.contact_id)
+    elif by_address:
+        channel = v.enum("channel", request.channel, CHANNEL_FROM_PB)
+        if not request.address:
+            v.add("address", "required with channel: the address whose history to list")
+        else:
+            address = v.address("address", channel, request.address, region)
+    else:
+        v.identifier("contact_id", request.contact_id)
     size = request.page_size or PAGE_SIZE_DEFAULT
     if not 1 <= size <= PAGE_SIZE_MAX:
         v.add("page_size", f"must be between 1 and {PAGE_SIZE_MAX} (0 means {PAGE_SIZE_DEFAULT})")
@@ -404,7 +444,7 @@ def list_history(request: pb.ListHistoryRequest) -> tuple[str, str, int, int]:
         except InvalidArgument as error:
             v.items.extend(error.violations)
     v.raise_if_any()
-    return request.location_id, request.contact_id, before, size
+    return HistoryQuery(request.location_id, request.contact_id, channel, address, before, size)
 
 
 def location(v: Violations, location_id: str) -> None:

@@ -65,15 +65,17 @@ WITH head AS (
 ), rows AS (
     INSERT INTO dnd_changes (seq, location_id, contact_id, direction, scope, enabled, reason,
                              source, actor_id, note, evidence, provider_detail, version,
-                             outbound, inbound, blocked_channels, created_at, address)
+                             outbound, inbound, blocked_channels, created_at, address,
+                             owner_contact_id, caller)
     SELECT head.seq - cardinality($3::bigint[]) + c.ord, $1, $2, c.direction, c.scope,
            c.enabled, c.reason, $11, $12, $13, $14, $15, c.version,
-           c.outbound, c.inbound, string_to_array(c.blocked, ','), $16, c.address
+           c.outbound, c.inbound, string_to_array(c.blocked, ','), $16, c.address,
+           c.owner_contact_id, $20
     FROM head,
          unnest($3::bigint[], $4::text[], $5::text[], $6::boolean[], $7::text[], $8::text[],
-                $9::text[], $10::text[], $18::text[])
+                $9::text[], $10::text[], $18::text[], $19::text[])
              WITH ORDINALITY AS c(version, direction, scope, enabled, reason, outbound,
-                                  inbound, blocked, address, ord)
+                                  inbound, blocked, address, owner_contact_id, ord)
     RETURNING seq
 )
 UPDATE dnd_contacts
@@ -125,12 +127,34 @@ UPDATE dnd_idempotency SET response = $3 WHERE location_id = $1 AND key = $2
 DELETE FROM dnd_idempotency WHERE created_at < now() - make_interval(secs => $1)
 
 -- list_history --
-SELECT seq, created_at, version, enabled, direction, scope, reason, source, actor_id, note,
-       evidence, provider_detail, address
-FROM dnd_changes
-WHERE location_id = $1 AND contact_id = $2 AND version < $3
-ORDER BY version DESC
+-- A contact's history before sequence $3, newest first: its own changes, and the changes of
+-- the suppressions its events set made through other contacts.
+(SELECT seq, created_at, version, enabled, direction, scope, reason, source, actor_id, note,
+        evidence, provider_detail, address, contact_id, owner_contact_id, caller
+ FROM dnd_changes
+ WHERE location_id = $1 AND contact_id = $2 AND seq < $3
+ ORDER BY seq DESC
+ LIMIT $4)
+UNION ALL
+(SELECT seq, created_at, version, enabled, direction, scope, reason, source, actor_id, note,
+        evidence, provider_detail, address, contact_id, owner_contact_id, caller
+ FROM dnd_changes
+ WHERE location_id = $1 AND owner_contact_id = $2 AND owner_contact_id <> ''
+   AND contact_id <> $2 AND seq < $3
+ ORDER BY seq DESC
+ LIMIT $4)
+ORDER BY seq DESC
 LIMIT $4
+
+-- list_address_history --
+-- An address's history before sequence $4, newest first: every change of its suppressions on
+-- channel $2, whichever contact made it.
+SELECT seq, created_at, version, enabled, direction, scope, reason, source, actor_id, note,
+       evidence, provider_detail, address, contact_id, owner_contact_id, caller
+FROM dnd_changes
+WHERE location_id = $1 AND scope = $2 AND address = $3 AND address <> '' AND seq < $4
+ORDER BY seq DESC
+LIMIT $5
 
 -- get_settings --
 SELECT extra_opt_out_words, extra_opt_in_words, detect_revocation_phrases
@@ -148,7 +172,8 @@ SET extra_opt_out_words = EXCLUDED.extra_opt_out_words,
 
 -- changes_after --
 SELECT seq, location_id, contact_id, direction, scope, enabled, reason, source, actor_id,
-       created_at, outbound, inbound, blocked_channels, version, address
+       created_at, outbound, inbound, blocked_channels, version, address, owner_contact_id,
+       caller
 FROM dnd_changes
 WHERE seq > $1
 ORDER BY seq
@@ -179,4 +204,11 @@ RETURNING (SELECT count(*) FROM gone)
 
 -- head_seq --
 SELECT seq FROM dnd_log_head
+
+-- store_cursor_key --
+-- The first server to start keeps its candidate; every later one keeps the stored key.
+INSERT INTO dnd_cursor_key (key) VALUES ($1) ON CONFLICT DO NOTHING
+
+-- cursor_key --
+SELECT key FROM dnd_cursor_key
 

@@ -6,8 +6,9 @@ addresses involved, applies the plan's steps and appends them to the change log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,9 @@ class ChangeMeta:
     note: str = ""
     evidence: str = ""
     provider_detail: str = ""
+    # The authenticated caller making the change (a token's name, or ``anonymous <peer>``
+    # without tokens), recorded beside the caller-supplied ``actor_id``.
+    caller: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,12 @@ class HistoryRow:
     evidence: str
     provider_detail: str
     address: str
+    # The contact whose request made the change (histories mix contacts' changes).
+    contact_id: str = ""
+    # For an address suppression change: the contact whose event set the suppression.
+    owner_contact_id: str = ""
+    # The authenticated caller that made the change ("" if logged before it was recorded).
+    caller: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +138,8 @@ class ChangeRow:
     blocked_channels: tuple[Channel, ...]
     version: int
     address: str
+    owner_contact_id: str = ""
+    caller: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +163,52 @@ class Store:
         self._timeout = timeout
         self._idempotency_ttl = idempotency_ttl
 
+    @contextlib.asynccontextmanager
+    async def _connection(self, timeout: float | None = None) -> AsyncIterator[Any]:
+        """A pooled connection for one operation: acquiring it, every statement, the commit
+        and the release all end by one deadline (``timeout``, by default the database
+        timeout). At the deadline the connection is terminated, not closed or cancelled
+        gracefully: both would wait for an answer from the server, which a hung server never
+        gives. The caller gets TimeoutError (UNAVAILABLE). The server rolls back what it had
+        not committed; a write whose COMMIT it had received may still commit, which is why a
+        client retries an UNAVAILABLE write with its idempotency key."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self._timeout if timeout is None else timeout)
+        async with asyncio.timeout_at(deadline):
+            conn = await self._pool.acquire()
+        expiry = loop.call_at(deadline, _terminate, conn)
+        try:
+            async with asyncio.timeout_at(deadline):
+                yield conn
+        except Exception as error:
+            # Past the deadline, whatever the operation met on its way out (such as a
+            # transaction's rollback finding the connection terminated) is the deadline's
+            # doing: never mistaken for a lost connection that a retry could fix.
+            if loop.time() >= deadline and not isinstance(error, TimeoutError):
+                raise TimeoutError("database deadline passed") from error
+            raise
+        finally:
+            try:
+                # Immediate unless the connection is busy on a server that does not answer;
+                # then the deadline's terminate ends it.
+                await self._pool.release(conn)
+            finally:
+                expiry.cancel()
+
     async def head_seq(self) -> int:
         with translate_errors():
-            async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
+            async with self._connection() as conn:
                 seq: int = await conn.fetchval(QUERIES["head_seq"])
                 return seq
+
+    async def cursor_key(self, candidate: bytes) -> bytes:
+        """The deployment's cursor key: the stored one, or ``candidate`` when none is yet."""
+        with translate_errors():
+            async with self._connection() as conn:
+                await conn.execute(QUERIES["store_cursor_key"], candidate)
+                # A statement of its own: it sees a key another server stored meanwhile.
+                key: bytes = await conn.fetchval(QUERIES["cursor_key"])
+                return bytes(key)
 
     async def _read(self, fn: Callable[[Any], Any]) -> Any:
         """Run a read on a pooled connection; retried once on a fresh connection when the
@@ -163,7 +216,7 @@ class Store:
         for attempt in (1, 2):
             try:
                 with translate_errors():
-                    async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
+                    async with self._connection() as conn:
                         return await fn(conn)
             except Unavailable as error:
                 if attempt == 2 or not isinstance(error.__cause__, CONNECTION_LOST):
@@ -191,7 +244,7 @@ class Store:
 
     async def prune_changes(self, retention: float) -> int:
         with translate_errors():
-            async with asyncio.timeout(self._timeout * 6), self._pool.acquire() as conn:
+            async with self._connection(self._timeout * 6) as conn:
                 count: int = await conn.fetchval(QUERIES["prune_changes"], retention)
         return count
 
@@ -243,30 +296,37 @@ class Store:
         return ContactsRead(contacts, last_seqs, shown)
 
     async def list_history(
-        self, location_id: str, contact_id: str, before_version: int, limit: int
+        self, location_id: str, contact_id: str, before_seq: int, limit: int
     ) -> list[HistoryRow]:
+        """A contact's changes, and those of the suppressions its events set (whichever
+        contact's request made them), with a sequence number below ``before_seq``, newest
+        first."""
+
         async def read(conn: Any) -> list[HistoryRow]:
             rows = await conn.fetch(
-                QUERIES["list_history"], location_id, contact_id, before_version, limit
+                QUERIES["list_history"], location_id, contact_id, before_seq, limit
             )
-            return [
-                HistoryRow(
-                    seq=r["seq"],
-                    time=r["created_at"],
-                    version=r["version"],
-                    enabled=r["enabled"],
-                    direction=Direction(r["direction"]),
-                    scope=parse_scope(r["scope"]),
-                    reason=Reason(r["reason"]),
-                    source=Source(r["source"]),
-                    actor_id=r["actor_id"],
-                    note=r["note"],
-                    evidence=r["evidence"],
-                    provider_detail=r["provider_detail"],
-                    address=r["address"],
-                )
-                for r in rows
-            ]
+            return [history_row(r) for r in rows]
+
+        result: list[HistoryRow] = await self._read(read)
+        return result
+
+    async def list_address_history(
+        self, location_id: str, channel: Channel, address: str, before_seq: int, limit: int
+    ) -> list[HistoryRow]:
+        """Every change of the suppressions of (``channel``, ``address``) with a sequence
+        number below ``before_seq``, newest first."""
+
+        async def read(conn: Any) -> list[HistoryRow]:
+            rows = await conn.fetch(
+                QUERIES["list_address_history"],
+                location_id,
+                channel.value,
+                address,
+                before_seq,
+                limit,
+            )
+            return [history_row(r) for r in rows]
 
         result: list[HistoryRow] = await self._read(read)
         return result
@@ -287,7 +347,7 @@ class Store:
 
     async def put_settings(self, location_id: str, settings: KeywordSettings) -> None:
         with translate_errors():
-            async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
+            async with self._connection() as conn:
                 await conn.execute(
                     QUERIES["put_settings"],
                     location_id,
@@ -298,7 +358,7 @@ class Store:
 
     async def prune_idempotency_keys(self) -> int:
         with translate_errors():
-            async with asyncio.timeout(self._timeout * 6), self._pool.acquire() as conn:
+            async with self._connection(self._timeout * 6) as conn:
                 status: str = await conn.execute(
                     QUERIES["prune_idempotency_keys"], self._idempotency_ttl
                 )
@@ -324,7 +384,7 @@ class Store:
             committing = _Flag()
             try:
                 with translate_errors():
-                    async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
+                    async with self._connection() as conn:
                         async with conn.transaction():
                             outcome = await self._write(
                                 conn,
@@ -416,7 +476,7 @@ class Store:
                     else:
                         await conn.execute(QUERIES["delete_block"], location_id, contact_id, *key)
                         blocks = [b for b in blocks if b.key != target.key]
-                    address = ""
+                    address = owner = ""
                 else:
                     skey = (target.channel.value, target.address, target.reason.value)
                     if step.enabled:
@@ -438,6 +498,7 @@ class Store:
                         current = [s for s in current if s.key != target.key]
                     key = (Direction.OUTBOUND.value, target.channel.value, target.reason.value)
                     address = target.address
+                    owner = target.contact_id
                 version += 1
                 summary = summarize(blocks)
                 log["version"].append(version)
@@ -449,11 +510,12 @@ class Store:
                 log["inbound"].append(summary.inbound.value)
                 log["blocked"].append(",".join(c.value for c in summary.blocked_channels))
                 log["address"].append(address)
+                log["owner"].append(owner)
             last_seq = await conn.fetchval(
                 QUERIES["append_changes"],
                 location_id,
                 contact_id,
-                *(log[k] for k in _LOG_COLUMNS[:-1]),
+                *(log[k] for k in _LOG_COLUMNS[:-2]),
                 meta.source.value,
                 meta.actor_id,
                 meta.note,
@@ -462,6 +524,8 @@ class Store:
                 now,
                 version,
                 log["address"],
+                log["owner"],
+                meta.caller,
             )
         after = ContactState(
             location_id,
@@ -504,6 +568,13 @@ class Store:
         return Replay(bytes(row["response"]))
 
 
+def _terminate(conn: Any) -> None:
+    """Drop a pooled connection at its deadline, unless the pool took it back meanwhile (its
+    proxy then refuses, and the connection is another caller's)."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
 class _NothingToWrite(Exception):
     """Control flow: roll back (nothing to keep) and answer with the unchanged state."""
 
@@ -526,6 +597,7 @@ _LOG_COLUMNS = (
     "inbound",
     "blocked",
     "address",
+    "owner",
 )
 
 
@@ -590,4 +662,27 @@ def change_row(r: asyncpg.Record) -> ChangeRow:
         blocked_channels=tuple(Channel(c) for c in r["blocked_channels"]),
         version=r["version"],
         address=r["address"],
+        owner_contact_id=r["owner_contact_id"],
+        caller=r["caller"],
+    )
+
+
+def history_row(r: asyncpg.Record) -> HistoryRow:
+    return HistoryRow(
+        seq=r["seq"],
+        time=r["created_at"],
+        version=r["version"],
+        enabled=r["enabled"],
+        direction=Direction(r["direction"]),
+        scope=parse_scope(r["scope"]),
+        reason=Reason(r["reason"]),
+        source=Source(r["source"]),
+        actor_id=r["actor_id"],
+        note=r["note"],
+        evidence=r["evidence"],
+        provider_detail=r["provider_detail"],
+        address=r["address"],
+        contact_id=r["contact_id"],
+        owner_contact_id=r["owner_contact_id"],
+        caller=r["caller"],
     )
