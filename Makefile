@@ -8,7 +8,7 @@ PROTOC := $(BIN)/python -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: run migrate test lint proto-lint proto-release typecheck proto proto-check pytest bench bench-watch clean venv
+.PHONY: run migrate test test-fast lint proto-lint proto-release typecheck proto proto-check pytest bench bench-watch clean venv
 
 $(BIN)/dnd-server: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,8 +53,18 @@ proto-release:
 typecheck: venv
 	$(BIN)/mypy server/dnd_server client/dnd_client
 
-pytest: venv
+# The tests and the server processes they start keep their bytecode under .pytest_cache/ (also
+# where PYTHONDONTWRITEBYTECODE is set): each server start then skips compiling the server.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/.pytest_cache/pycache \
 	$(BIN)/pytest
+
+## Every test tier: tests/unit, tests/integration and tests/e2e (server processes, faults, the image).
+pytest: venv
+	$(PYTEST)
+
+## The unit and integration tiers only (no fault, restart or image tests): well under a minute.
+test-fast: venv
+	$(PYTEST) tests/unit tests/integration
 
 ## Regenerate generated/ from protos/.
 proto: venv

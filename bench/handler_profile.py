@@ -6,8 +6,9 @@ each. What h2load measures is this plus the gRPC stack; this isolates the Python
 
     .venv/bin/python bench/handler_profile.py
 
-It builds server objects directly (``DndServicer``, ``DndService``, ``ContactCache``), so it
-follows the server's internal API: when that changes, it says so and skips.
+It builds server objects directly (``DndServicer``, ``Runtime``, ``DndService``,
+``ContactCache``), so it follows the server's internal API: when that changes, it says so and
+skips.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def _setup() -> tuple[Any, Any, Any]:
     from dnd_server.cache import ContactCache, Entry
     from dnd_server.domain.model import Block, Channel, ContactState, Direction, Reason, Source
     from dnd_server.rpc.servicer import DndServicer
+    from dnd_server.runtime import Runtime
     from dnd_server.service import DndService
 
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())  # no log lines here
@@ -66,11 +68,18 @@ def _setup() -> tuple[Any, Any, Any]:
                     )
                 )
         state = ContactState(
-            LOCATION, f"c{i:05d}", tuple(blocks), len(blocks), now if blocks else None
+            location_id=LOCATION,
+            contact_id=f"c{i:05d}",
+            blocks=tuple(blocks),
+            version=len(blocks),
+            updated_at=now if blocks else None,
         )
         cache.put((LOCATION, f"c{i:05d}"), Entry(state, i + 1))
     servicer = DndServicer()
-    servicer.service = DndService(None, cache)  # cache hits only: no store
+    service = DndService(store=None, cache=cache)  # cache hits only: no store
+    servicer.runtime = Runtime(
+        pool=None, store=None, cache=cache, feed=None, service=service, watch=None
+    )
     single = {
         name: pb.CheckSendRequest(
             location_id=LOCATION,
@@ -136,7 +145,7 @@ def measure(profile_lines: int = 10) -> dict[str, Any]:
         found["handlers_us"]["BatchCheckSend per contact"] = round(batch_us / CONTACTS, 2)
 
         # The batch handler, step by step (what servicer.BatchCheckSend does).
-        svc = servicer.service
+        svc = servicer.runtime.service
         parts = found["batch_parts_us"]
         parts["validate.batch_check_send"] = round(
             _per_call(lambda: validate.batch_check_send(batch, "US"), 20), 1

@@ -1,8 +1,18 @@
-"""Session fixtures: one real PostgreSQL database and one real server process per test run.
+"""The fixtures every tier shares: one real PostgreSQL and one real server process per run.
 
-``DND_TEST_DATABASE_URL`` names a PostgreSQL server to use; otherwise the embedded
-PostgreSQL (pgserver) starts in a temporary folder. Either way the session works in a fresh
-database of its own, dropped at the end. Tests isolate themselves by location id.
+The tests come in three tiers, one folder each, marked by their folder (``-m unit`` ...):
+
+- ``tests/unit``: pure code in this process (rules, tables, codecs, parsers, manifests): no
+  database, no server; a unit test that asks for one of their fixtures is refused here;
+- ``tests/integration``: the service over real gRPC on real PostgreSQL, through the session's
+  server (``stub``, ``db``) or a server of the module's own settings, and the store;
+- ``tests/e2e``: server processes as operators meet them: signals, restarts, replicas and
+  workers, database faults, the command line tools, the image and the deployment.
+
+``make test-fast`` runs the first two. ``DND_TEST_DATABASE_URL`` names a PostgreSQL server to
+use; otherwise the embedded PostgreSQL (pgserver) starts in a temporary folder. Either way the
+session works in databases of its own (cloned from one migrated template), dropped at the end.
+Tests isolate themselves by location id.
 """
 
 from __future__ import annotations
@@ -21,7 +31,48 @@ import pytest
 from dnd.v1 import dnd_pb2_grpc
 from dnd_server.storage.migrations import migrate
 
-from tests.support import Database, ServerProcess, new_id, run_async, with_database
+from tests.support import KEPT, Database, ServerProcess, new_id, run_async, with_database
+
+TIERS = ("unit", "integration", "e2e")
+# Fixtures that reach PostgreSQL or a server: not for tests/unit.
+NEEDS_DATABASE = {
+    "admin_url",
+    "databases",
+    "fresh_database",
+    "empty_database",
+    "database_url",
+    "server",
+    "db",
+    "channel",
+    "stub",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its tier (its folder), and refuse unit tests that need a database."""
+    misplaced = []
+    for item in items:
+        parts = item.path.relative_to(config.rootpath).parts
+        tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
+        if tier in TIERS:
+            item.add_marker(tier)
+        if tier == "unit":
+            wanted = sorted(name for name in NEEDS_DATABASE if _uses_shared(item, name))
+            if wanted:
+                misplaced.append(f"{item.nodeid} uses {', '.join(wanted)}")
+    if misplaced:
+        raise pytest.UsageError(
+            "tests/unit is for tests without a database or a server; move these to "
+            "tests/integration:\n  " + "\n  ".join(misplaced)
+        )
+
+
+def _uses_shared(item: pytest.Item, name: str) -> bool:
+    """Whether ``item`` uses this module's fixture ``name`` (not a parameter or a fixture of its
+    own module of the same name), itself or through another fixture."""
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.get(name, ()) if info is not None else ()
+    return bool(definitions) and definitions[-1].func.__module__ == __name__
 
 
 @pytest.fixture(scope="session")
@@ -45,19 +96,14 @@ def admin_url() -> Iterator[str]:
 def _create_database(admin: str, template: str = "") -> str:
     name = f"dnd_test_{uuid.uuid4().hex[:10]}"
     clause = f' TEMPLATE "{template}"' if template else ""
-
-    async def go() -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"{clause}')
-        finally:
-            await conn.close()
-
-    run_async(go())
+    Database(admin).execute(f'CREATE DATABASE "{name}"{clause}')
     return name
 
 
 def _migrate(url: str) -> None:
+    """Migrate on a connection of its own, closed at once: a template database being cloned
+    may have no session."""
+
     async def go() -> None:
         conn = await asyncpg.connect(url)
         try:
@@ -69,14 +115,8 @@ def _migrate(url: str) -> None:
 
 
 def _drop_database(admin: str, name: str) -> None:
-    async def go() -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    run_async(go())
+    KEPT.close(with_database(admin, name))
+    Database(admin).execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -100,6 +140,7 @@ def databases(admin_url: str) -> Iterator[Any]:
     for name in reversed(made):
         with contextlib.suppress(Exception):
             _drop_database(admin_url, name)
+    KEPT.close()
 
 
 @pytest.fixture(scope="session")

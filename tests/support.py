@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -25,6 +25,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from tests import factories
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -34,21 +36,110 @@ def run_async(coro: Any) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
-class Database:
-    """A PostgreSQL database of the test session, reached with plain asyncpg."""
+class _Kept:
+    """The one connection the tests keep to one database, used a query at a time."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.conn: asyncpg.Connection | None = None
+        self.lock = asyncio.Lock()
+
+    async def call(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
+        """``fetch`` or ``execute`` on the kept connection, connecting first when needed."""
+        async with self.lock:
+            if self.conn is not None and self.conn.is_closed():
+                self.conn = None
+            fresh = self.conn is None
+            if self.conn is None:
+                self.conn = await asyncpg.connect(self.url)
+            try:
+                return await getattr(self.conn, method)(query, *args)
+            except (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, OSError):
+                # The database restarted or dropped the session since the last query (tests
+                # stop and start their own PostgreSQL): connect again once.
+                await self._drop()
+                if fresh:
+                    raise
+                self.conn = await asyncpg.connect(self.url)
+                return await getattr(self.conn, method)(query, *args)
+
+    async def _drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with suppress(Exception):
+                async with asyncio.timeout(2):
+                    await conn.close()
+            if not conn.is_closed():
+                conn.terminate()
+
+    async def close(self) -> None:
+        async with self.lock:
+            await self._drop()
+
+
+class _KeptConnections:
+    """The test session's database connections: one per database, all on one event loop of
+    their own in a daemon thread (asyncpg connections belong to the loop that made them), so a
+    query costs a round trip, not a connection."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._kept: dict[str, _Kept] = {}
+        self._guard = threading.Lock()
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        with self._guard:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="test-db", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def run(self, coro: Any, timeout: float) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coro, self._start())
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"no answer from the database in {timeout} s") from None
+
+    def call(self, url: str, method: str, query: str, args: tuple[Any, ...], timeout: float) -> Any:
+        with self._guard:
+            kept = self._kept.get(url)
+            if kept is None:
+                kept = self._kept[url] = _Kept(url)
+        return self.run(kept.call(method, query, args), timeout)
+
+    def close(self, url: str | None = None) -> None:
+        """Close the connection to ``url`` (before its database is dropped), or every one."""
+        with self._guard:
+            if url is None:
+                closing = list(self._kept.values())
+                self._kept.clear()
+            else:
+                closing = [k for k in [self._kept.pop(url, None)] if k is not None]
+        for kept in closing:
+            with suppress(Exception):
+                self.run(kept.close(), 10)
+
+
+KEPT = _KeptConnections()
+
+
+class Database:
+    """A PostgreSQL database of the test session, reached with plain asyncpg over the one
+    connection the session keeps to it (see ``KEPT``)."""
+
+    def __init__(self, url: str, timeout: float = 60) -> None:
+        self.url = url
+        self.timeout = timeout
 
     def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        async def go() -> list[asyncpg.Record]:
-            conn = await asyncpg.connect(self.url)
-            try:
-                return await conn.fetch(query, *args)
-            finally:
-                await conn.close()
+        return KEPT.call(self.url, "fetch", query, args, self.timeout)  # type: ignore[no-any-return]
 
-        return run_async(go())
+    def execute(self, query: str, *args: Any) -> str:
+        """A statement without rows (``CREATE DATABASE`` too: no arguments, no transaction)."""
+        return KEPT.call(self.url, "execute", query, args, self.timeout)  # type: ignore[no-any-return]
 
     def fetchval(self, query: str, *args: Any) -> Any:
         rows = self.fetch(query, *args)
@@ -89,6 +180,7 @@ class ServerProcess:
         self.logs: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
+        self._ended = False
         self._reader: threading.Thread | None = None
 
     @property
@@ -144,31 +236,85 @@ class ServerProcess:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server did not start:\n{''.join(self.raw)}") from None
             return
+        self._take(line)
+
+    def _take(self, line: str | None) -> bool:
+        """Keep one line read from the process; False at the end of its output."""
         if line is None:
-            return
+            self._ended = True
+            return False
         self.raw.append(line)
         try:
             entry = json.loads(line)
         except ValueError:
-            return
+            return True
         if isinstance(entry, dict):
             self.logs.append(entry)
+        return True
 
     def collect_logs(self) -> list[dict[str, Any]]:
-        while True:
+        while not self._ended:
             try:
                 line = self._lines.get_nowait()
             except queue.Empty:
                 return self.logs
-            if line is None:
-                return self.logs
-            self.raw.append(line)
+            self._take(line)
+        return self.logs
+
+    def log_mark(self) -> int:
+        """The number of log lines so far: ``wait_log(after=mark)`` looks at later ones only."""
+        return len(self.collect_logs())
+
+    def wait_log(
+        self,
+        match: Mapping[str, Any] | Callable[[dict[str, Any]], bool],
+        after: int = 0,
+        timeout: float = 10,
+    ) -> dict[str, Any]:
+        """The first log line from line ``after`` on that ``match`` accepts (a predicate, or the
+        fields and values the line must have), waiting for the server to write it."""
+        accepts = match if callable(match) else _has_fields(match)
+        deadline = time.monotonic() + timeout
+        seen = after
+        while True:
+            logs = self.collect_logs()
+            for entry in logs[seen:]:
+                if accepts(entry):
+                    return entry
+            seen = max(seen, len(logs))
+            left = deadline - time.monotonic()
+            if left <= 0 or self._ended:
+                wanted = match if not callable(match) else getattr(match, "__name__", "a line")
+                raise AssertionError(f"no log line matching {wanted}:\n{''.join(self.raw[-30:])}")
             try:
-                entry = json.loads(line)
-            except ValueError:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
                 continue
-            if isinstance(entry, dict):
-                self.logs.append(entry)
+            self._take(line)
+
+    def sync_logs(self, timeout: float = 10) -> list[dict[str, Any]]:
+        """Every log line this (single-process, plaintext) server wrote before now, read: a
+        refused call on a location of its own is made and its line waited for, which the
+        server wrote after all of those."""
+        marker = new_id("log-mark")
+        with grpc.insecure_channel(self.addr) as channel, suppress(grpc.RpcError):
+            stub = dnd_pb2_grpc.DndServiceStub(channel)
+            stub.GetStatus(pb.GetStatusRequest(location_id=marker), timeout=timeout)
+        self.wait_log({"event": "rpc", "location_id": marker}, timeout=timeout)
+        return self.logs
+
+    def wait_logs(
+        self,
+        match: Mapping[str, Any] | Callable[[dict[str, Any]], bool],
+        after: int = 0,
+        timeout: float = 10,
+    ) -> list[dict[str, Any]]:
+        """Every log line from line ``after`` up to and including the first that ``match``
+        accepts (waited for)."""
+        last = self.wait_log(match, after, timeout)
+        logs = self.logs
+        end = next(i for i in range(max(after, 0), len(logs)) if logs[i] is last)
+        return logs[after : end + 1]
 
     def health(self) -> str:
         with grpc.insecure_channel(self.addr) as channel:
@@ -210,6 +356,27 @@ class ServerProcess:
         return self.proc.returncode
 
 
+def base_env() -> dict[str, str]:
+    """This process's environment without any DND_ setting of its own."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DND_")}
+
+
+def dnd_server(
+    *args: str, stdin: str = "", env: Mapping[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """``dnd-server ARGS`` (``python -m dnd_server``) run to its end with ``env`` and no other
+    DND_ setting: its exit code, standard output and standard error."""
+    return subprocess.run(
+        [sys.executable, "-m", "dnd_server", *args],
+        input=stdin,
+        env={**base_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
 @contextmanager
 def running_server(
     database_url: str, env: Mapping[str, str] | None = None
@@ -219,6 +386,28 @@ def running_server(
         yield server
     finally:
         server.stop()
+
+
+def _has_fields(fields: Mapping[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    def accepts(entry: dict[str, Any]) -> bool:
+        return all(entry.get(k) == v for k, v in fields.items())
+
+    return accepts
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10, what: str = "", every: float = 0.05
+) -> Any:
+    """Poll ``predicate`` until it returns something true (returned) or ``timeout`` passes
+    (AssertionError naming ``what``): a condition waited for, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(every)
 
 
 def new_id(prefix: str) -> str:
@@ -254,18 +443,18 @@ def bad_fields(error: grpc.RpcError) -> list[str]:
     return [v.field for v in bad.field_violations] if bad else []
 
 
-# Short builders used across tests.
-OUT = pb.DIRECTION_OUTBOUND
-IN = pb.DIRECTION_INBOUND
-ENABLE = pb.DND_ACTION_ENABLE
-DISABLE = pb.DND_ACTION_DISABLE
+# Short names used across tests (the request builders are in tests/factories.py).
+OUT = factories.OUT
+IN = factories.IN
+ENABLE = factories.ENABLE
+DISABLE = factories.DISABLE
 
 
 def channel_scope(channel: int) -> pb.Scope:
-    return pb.Scope(channel=channel)  # type: ignore[arg-type]
+    return factories.scope(channel)
 
 
-ALL_SCOPE = pb.Scope(all_channels=True)
+ALL_SCOPE = factories.scope(None)
 
 
 class ControlledPostgres:
@@ -407,6 +596,26 @@ class Watcher:
                     break
                 self._cond.wait(left)
             return list(self.bookmarks)
+
+    def wait_past(self, cursor: str, codec: Any, timeout: float = 20) -> list[Any]:
+        """The events received once the stream has reached ``cursor`` (a write's cursor): a
+        bookmark or event at or past its position, opened with ``codec`` (``cursor_codec``),
+        came after every event up to it, so nothing matching the write can still come."""
+        target = codec.decode_cursor(cursor)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._reached(target, codec):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.done.is_set():
+                    raise AssertionError(
+                        f"the stream never reached position {target}"
+                        + (f": {self.error}" if self.error else "")
+                    )
+                self._cond.wait(left)
+            return list(self.events)
+
+    def _reached(self, target: int, codec: Any) -> bool:
+        return bool(self._last) and codec.decode_cursor(self._last) >= target
 
     def wait_done(self, timeout: float = 20) -> grpc.RpcError | None:
         self.done.wait(timeout)

@@ -1,4 +1,5 @@
-"""Wiring: database, migrations, gRPC server with health and reflection, graceful shutdown."""
+"""Wiring: the gRPC server with health and reflection, the runtime once the database answers
+(``runtime.py``), health kept in step with it, tokens reloads, graceful shutdown."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import signal
 import time
 from pathlib import Path
 
-import asyncpg
 import grpc
 import structlog
 from dnd.v1 import dnd_pb2
@@ -16,22 +16,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from dnd_server import cursor
 from dnd_server.auth import TokensFileError, TokenTable, file_signature
-from dnd_server.cache import ContactCache
 from dnd_server.config import Config
 from dnd_server.domain.errors import Unavailable
-from dnd_server.feed import ChangeFeed
-from dnd_server.metrics import Metrics
+from dnd_server.metrics import LiveValues, Metrics
 from dnd_server.readiness import FeedDelay
 from dnd_server.rpc.decoding import add_dnd_service
 from dnd_server.rpc.servicer import DndServicer
-from dnd_server.service import DndService
+from dnd_server.runtime import Runtime, open_runtime
 from dnd_server.storage.embedded import EmbeddedPostgres, start_embedded_postgres
-from dnd_server.storage.migrations import migrate
 from dnd_server.storage.store import Store
-from dnd_server.waiting import wait_event, within
-from dnd_server.watch import WatchSettings
+from dnd_server.waiting import wait_event
 
 log = structlog.get_logger("dnd_server.app")
 
@@ -65,36 +60,8 @@ def database_url(config: Config) -> tuple[str, EmbeddedPostgres | None]:
     return url, server
 
 
-async def _keep_session(_connection: asyncpg.Connection) -> None:
-    """Pool release: asyncpg still rolls back an open transaction; the default extra round trip
-    (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) is skipped, as pooled connections take
-    only transaction-scoped locks, open no cursors, never LISTEN and never SET."""
-
-
-async def create_pool(url: str, config: Config) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        url,
-        min_size=config.db_pool_min,
-        max_size=config.db_pool_max,
-        timeout=config.db_timeout_seconds,
-        reset=_keep_session,
-        server_settings={"application_name": "dnd-service"},
-    )
-    assert pool is not None
-    return pool
-
-
-async def run_migrations(url: str, timeout: float) -> list[int]:
-    conn = await asyncpg.connect(url, timeout=timeout)
-    try:
-        applied: list[int] = await migrate(conn)
-        return applied
-    finally:
-        await conn.close()
-
-
 class App:
-    """One server process: owns the gRPC server, the pool and the health state."""
+    """One server process: owns the gRPC server, the runtime and the health state."""
 
     def __init__(
         self,
@@ -107,18 +74,14 @@ class App:
         self.url = url
         # The embedded PostgreSQL this process started (None: an external database).
         self.embedded = embedded
-        self.servicer = DndServicer(
-            read_sample_rate=config.log_read_sample_rate,
-            phone_region=config.default_phone_region,
-            tokens=tokens,
-            max_streams_per_caller=config.max_streams_per_caller,
-            max_response_bytes=config.response_limit,
-        )
+        # Answers UNAVAILABLE until it is handed the runtime.
+        self.servicer = DndServicer.from_config(config, tokens)
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
-        self.pool: asyncpg.Pool | None = None
-        self.feed: ChangeFeed | None = None
-        self.cache: ContactCache | None = None
+        # Set once the database is reachable and migrated.
+        self.runtime: Runtime | None = None
+        self.metrics: Metrics | None = None
+        # The change log's head at the last health check.
         self.head_seq = 0
         self.feed_delay = FeedDelay()
         self.metrics_port = 0
@@ -173,7 +136,7 @@ class App:
             addr=self.config.grpc_addr,
             port=self.port,
             pid=os.getpid(),
-            worker=os.environ.get("DND_WORKER_INDEX", "0"),
+            worker=self.config.worker_index,
         )
         self._tasks.append(asyncio.create_task(self._connect_and_monitor()))
         if self.config.tokens_file and self.servicer.tokens is not None:
@@ -182,76 +145,46 @@ class App:
             )
 
     def start_metrics(self) -> None:
-        """Serve /metrics; with several workers each listens on the port plus its index."""
+        """Serve /metrics; with several workers each listens on the port plus its index.
+        Each part registers its own values: the servicer (calls, streams) and the readiness
+        check now, the runtime's parts (cache, feed, pool) when it opens."""
         metrics = Metrics()
         host, _, port = self.config.metrics_addr.rpartition(":")
-        index = int(os.environ.get("DND_WORKER_INDEX", "0"))
+        index = self.config.worker_index
         addr = f"{host}:{int(port) + index if int(port) else 0}"
-        live = metrics.live
-        live.watch_streams = lambda: float(sum(self.servicer.streams.values()))
-        live.cache_hits = lambda: float(self.cache.hits) if self.cache is not None else 0.0
-        live.cache_misses = lambda: float(self.cache.misses) if self.cache is not None else 0.0
-        live.cache_entries = lambda: float(len(self.cache)) if self.cache is not None else 0.0
-        live.cache_enabled = lambda: 1.0 if self.cache is not None and self.cache.enabled else 0.0
-        live.feed_lag = lambda: (
-            float(max(0, self.head_seq - self.feed.position)) if self.feed else 0.0
-        )
-        live.feed_delay = lambda: self.feed_delay.seconds
-        live.watch_cut_off = lambda: float(self.feed.cut_off) if self.feed else 0.0
-        live.feed_listening = lambda: 1.0 if self.feed and self.feed.listening else 0.0
-        live.pool_size = lambda: float(self.pool.get_size()) if self.pool else 0.0
-        live.pool_idle = lambda: float(self.pool.get_idle_size()) if self.pool else 0.0
-        live.pool_max = lambda: float(self.pool.get_max_size()) if self.pool else 0.0
+        self.servicer.register_metrics(metrics)
+        self._register_readiness_metrics(metrics.live)
+        if self.runtime is not None:
+            self.runtime.register_metrics(metrics.live)
+        self.metrics = metrics
         self.metrics_port = metrics.serve(addr)
-        self.servicer.metrics = metrics
         log.info("metrics_listening", addr=addr, port=self.metrics_port)
 
+    def _register_readiness_metrics(self, live: LiveValues) -> None:
+        live.feed_delay = lambda: self.feed_delay.seconds
+        live.feed_lag = lambda: (
+            float(max(0, self.head_seq - self.runtime.feed.position)) if self.runtime else 0.0
+        )
+
     async def _connect_and_monitor(self) -> None:
-        """Connect and migrate (retrying with backoff), then keep health in step with the
-        database: SERVING only while it answers."""
-        url = self.url
-        delay = 0.2
-        while self.pool is None:
-            try:
-                applied = (
-                    await run_migrations(url, self.config.db_timeout_seconds)
-                    if (self.config.migrate_on_start)
-                    else []
-                )
-                self.pool = await create_pool(url, self.config)
-                log.info("database_ready", migrations_applied=applied)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("database_unreachable", error=type(exc).__name__, retry_in=delay)
-                await self._revive_embedded()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        store = Store(
-            self.pool,
-            timeout=self.config.db_timeout_seconds,
-            idempotency_ttl=self.config.idempotency_ttl_seconds,
-        )
-        await self._install_cursor_key(store)
-        self.cache = ContactCache(self.config.cache_max_entries) if self.config.cache else None
-        self.feed = ChangeFeed(store, url, self.config.feed_poll_seconds, self.cache)
-        await self.feed.start()
-        self.servicer.feed = self.feed
-        self.servicer.watch_settings = WatchSettings(
-            bookmark_interval=self.config.watch_bookmark_seconds,
-            retention=self.config.watch_retention_seconds,
-            buffer=self.config.watch_buffer_events,
-        )
-        self.servicer.service = DndService(store, self.cache)
-        self._tasks.append(asyncio.create_task(self._maintain(store)))
+        """Open the runtime (once the database answers) and hand it to the servicer, then
+        keep health in step with the database: SERVING only while it answers."""
+        runtime = await open_runtime(self.config, self.url, revive=self._revive_embedded)
+        self.runtime = runtime
+        if self.metrics is not None:
+            runtime.register_metrics(self.metrics.live)
+        self.servicer.runtime = runtime
+        self._tasks.append(asyncio.create_task(self._maintain(runtime.store)))
         serving: bool | None = None
         while not self._stopping.is_set():
             try:
-                self.head_seq = await store.head_seq()
+                self.head_seq = await runtime.store.head_seq()
                 healthy, reason = True, ""
             except Unavailable:
                 healthy, reason = False, "database unreachable"
             else:
                 behind = self.feed_delay.observe(
-                    self.head_seq, self.feed.position, time.monotonic()
+                    self.head_seq, runtime.feed.position, time.monotonic()
                 )
                 if behind > self.config.ready_max_feed_delay_seconds:
                     healthy, reason = False, f"change feed {behind:.1f} s behind the log"
@@ -319,26 +252,6 @@ class App:
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.revive)
 
-    async def _install_cursor_key(self, store: Store) -> None:
-        """Install the key sealing cursors and page tokens (before any call is served):
-        DND_CURSOR_KEY's, else the database's, so every replica and worker shares it."""
-        if self.config.cursor_key:
-            cursor.install_key(cursor.key_from_secret(self.config.cursor_key))
-            log.info("cursor_key_loaded", source="DND_CURSOR_KEY")
-            return
-        delay = 0.2
-        while True:
-            try:
-                cursor.install_key(await store.cursor_key(cursor.new_key()))
-            except (Unavailable, asyncpg.PostgresError) as exc:
-                # PostgresError: e.g. the table is missing while migrations are yet to run.
-                log.warning("cursor_key_unavailable", error=type(exc).__name__, retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            log.info("cursor_key_loaded", source="database")
-            return
-
     async def _maintain(self, store: Store) -> None:
         """Periodic clean-up: expired idempotency keys, change-log rows past retention."""
         while not self._stopping.is_set():
@@ -358,21 +271,17 @@ class App:
         log.info("server_stopping", grace_seconds=self.config.shutdown_grace_seconds)
         self._stopping.set()
         await self.health.enter_graceful_shutdown()
-        if self.feed is not None:
+        if self.runtime is not None:
             # Watch streams end now (UNAVAILABLE, resumable) instead of holding the grace period.
-            await self.feed.close()
+            await self.runtime.feed.close()
         if self.server is not None:
             await self.server.stop(self.config.shutdown_grace_seconds)
         for task in self._tasks:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
-        if self.pool is not None:
-            try:
-                await within(self.pool.close(), 5)
-            except TimeoutError:
-                log.warning("pool_close_timeout", detail="terminating database connections")
-                self.pool.terminate()
+        if self.runtime is not None:
+            await self.runtime.close()
         log.info("server_stopped")
 
 

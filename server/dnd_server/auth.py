@@ -1,5 +1,6 @@
 """Authorisation by bearer tokens: who the caller is, which locations it may act on, and
-which scopes it holds. Tokens are stored as SHA-256 hashes and compared in constant time.
+which permissions it holds (the token's ``scopes`` in the tokens file). Tokens are stored as
+SHA-256 hashes and compared in constant time.
 
 Tokens file (``DND_TOKENS_FILE``), JSON::
 
@@ -17,11 +18,12 @@ changes (checked every ``DND_TOKENS_RELOAD_SECONDS``): a token removed from it i
 the next call on. A new file that cannot be read or is invalid is not used: the tokens loaded
 before stay in force and the error is logged (``tokens_reload_failed``).
 
-Scopes: ``check`` (CheckSend, BatchCheckSend), ``read`` (GetStatus, ListHistory,
-GetKeywordSettings), ``write`` (SetDnd and event RPCs as USER / WORKFLOW / SYSTEM,
-UpdateKeywordSettings), ``contact`` (act as source CONTACT: inbound keywords, unsubscribe
-events), ``support`` (act as SUPPORT: the only way to lift a permanent opt-out or a spam
-lock), ``watch`` (WatchChanges, limited to the token's locations).
+Permissions, as the tokens file's ``scopes`` name them: ``check`` (CheckSend,
+BatchCheckSend), ``read`` (GetStatus, ListHistory, GetKeywordSettings), ``write`` (SetDnd and
+event RPCs as USER / WORKFLOW / SYSTEM, UpdateKeywordSettings), ``contact`` (act as source
+CONTACT: inbound keywords, unsubscribe events), ``support`` (act as SUPPORT: the only way to
+lift a permanent opt-out or a spam lock), ``watch`` (WatchChanges, limited to the token's
+locations).
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ from dnd_server.domain.errors import DndError
 from dnd_server.domain.model import Source
 
 
-class Scope(enum.StrEnum):
+class Permission(enum.StrEnum):
+    """What a token allows (listed under ``scopes`` in the tokens file). Not to be confused
+    with a block's scope (``domain.model.Scope``: the channels a block covers)."""
+
     CHECK = "check"
     READ = "read"
     WRITE = "write"
@@ -48,13 +53,13 @@ class Scope(enum.StrEnum):
     WATCH = "watch"
 
 
-# The scope a write needs, by the source it acts as.
-SOURCE_SCOPES: dict[Source, Scope] = {
-    Source.USER: Scope.WRITE,
-    Source.WORKFLOW: Scope.WRITE,
-    Source.SYSTEM: Scope.WRITE,
-    Source.CONTACT: Scope.CONTACT,
-    Source.SUPPORT: Scope.SUPPORT,
+# The permission a write needs, by the source it acts as.
+SOURCE_PERMISSIONS: dict[Source, Permission] = {
+    Source.USER: Permission.WRITE,
+    Source.WORKFLOW: Permission.WRITE,
+    Source.SYSTEM: Permission.WRITE,
+    Source.CONTACT: Permission.CONTACT,
+    Source.SUPPORT: Permission.SUPPORT,
 }
 
 
@@ -63,7 +68,7 @@ class Unauthenticated(DndError):
 
 
 class PermissionDenied(DndError):
-    """The caller may not act on this location or lacks the scope."""
+    """The caller may not act on this location or lacks the permission."""
 
 
 class TokensFileError(ValueError):
@@ -75,19 +80,31 @@ class Caller:
     name: str
     # None: every location.
     locations: frozenset[str] | None
-    scopes: frozenset[Scope]
+    permissions: frozenset[Permission]
 
-    def require(self, scope: Scope, locations: Iterable[str]) -> None:
-        if scope not in self.scopes:
-            raise PermissionDenied(f"caller {self.name!r} lacks the {scope.value!r} scope")
+    def require(self, permission: Permission, locations: Iterable[str]) -> None:
+        if permission not in self.permissions:
+            raise PermissionDenied(
+                f"caller {self.name!r} lacks the {permission.value!r} permission "
+                f"(its token has no {permission.value!r} scope)"
+            )
         if self.locations is None:
             return
         for location in locations:
             if location not in self.locations:
                 raise PermissionDenied(f"caller {self.name!r} may not act on this location")
 
+    def reach(self, named: frozenset[str]) -> frozenset[str]:
+        """The locations a request naming ``named`` covers: those, or when it names none,
+        every location the caller may act on (empty: every location)."""
+        if named or self.locations is None:
+            return named
+        if not self.locations:
+            raise PermissionDenied(f"caller {self.name!r} may act on no location")
+        return self.locations
 
-ANONYMOUS = Caller("anonymous", None, frozenset(Scope))
+
+ANONYMOUS = Caller("anonymous", None, frozenset(Permission))
 
 
 def hash_token(token: str) -> str:
@@ -142,15 +159,15 @@ class TokenTable:
             ):
                 raise TokensFileError(f'{where}.locations must be a list of ids or "*"')
             try:
-                scopes = frozenset(Scope(s) for s in item.get("scopes", []))
+                permissions = frozenset(Permission(s) for s in item.get("scopes", []))
             except ValueError:
                 raise TokensFileError(
-                    f"{where}.scopes: each one of {', '.join(s.value for s in Scope)}"
+                    f"{where}.scopes: each one of {', '.join(p.value for p in Permission)}"
                 ) from None
             caller = Caller(
                 name=str(item.get("name") or f"token-{i}"),
                 locations=None if locations == "*" else frozenset(locations),
-                scopes=scopes,
+                permissions=permissions,
             )
             expires_at = _timestamp(item.get("expires_at"), f"{where}.expires_at")
             entries.append(TokenEntry(bytes.fromhex(digest), caller, expires_at))

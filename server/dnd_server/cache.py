@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import structlog
 
 from dnd_server.domain.model import AddressSuppression, Channel, ContactState
-from dnd_server.storage.store import ChangeRow
+from dnd_server.metrics import LiveValues
+from dnd_server.records import ChangeRow
 
 log = structlog.get_logger("dnd_server.cache")
 
@@ -51,6 +52,12 @@ class ContactCache:
 
     def __len__(self) -> int:
         return len(self._contacts) + len(self._addresses)
+
+    def register_metrics(self, live: LiveValues) -> None:
+        live.cache_hits = lambda: float(self.hits)
+        live.cache_misses = lambda: float(self.misses)
+        live.cache_entries = lambda: float(len(self))
+        live.cache_enabled = lambda: 1.0 if self.enabled else 0.0
 
     # -- feed side ---------------------------------------------------------------------------
 

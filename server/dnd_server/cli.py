@@ -5,22 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 
 import structlog
 
-from dnd_server.app import StartupError, database_url, run_migrations, serve
+from dnd_server.app import StartupError, database_url, serve
 from dnd_server.auth import hash_token
 from dnd_server.config import Config, ConfigError
 from dnd_server.logs import configure_logging
+from dnd_server.runtime import run_migrations
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dnd-server",
         description="dnd-service: the Do-Not-Disturb gRPC service. "
-        "Configured by DND_* environment variables (see README).",
+        "Configured by DND_* environment variables (see docs/configuration.md).",
     )
     parser.add_argument(
         "command",
@@ -104,8 +104,8 @@ def healthcheck(config: Config, service: str = "") -> int:
         root = _read(config.tls_cert_file)
         chain = key = None
         if config.tls_client_ca_file:
-            chain = _read(os.environ.get("DND_HEALTHCHECK_CERT_FILE") or config.tls_cert_file)
-            key = _read(os.environ.get("DND_HEALTHCHECK_KEY_FILE") or config.tls_key_file)
+            chain = _read(config.healthcheck_cert_file or config.tls_cert_file)
+            key = _read(config.healthcheck_key_file or config.tls_key_file)
         credentials = grpc.ssl_channel_credentials(
             root_certificates=root, private_key=key, certificate_chain=chain
         )

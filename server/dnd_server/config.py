@@ -1,4 +1,4 @@
-"""Configuration from ``DND_*`` environment variables (each documented in the README)."""
+"""Configuration from ``DND_*`` environment variables (each documented in docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ class Config:
     cache_max_entries: int = 100_000
     # Server processes sharing the gRPC port (SO_REUSEPORT).
     workers: int = 1
+    # This process's index among them (set by the supervisor for each worker it starts).
+    worker_index: int = 0
     # Security: bearer tokens file; "disabled" to run open off loopback; TLS files.
     tokens_file: str = ""
     # How often the tokens file is checked for changes (reloaded when it changed; SIGHUP
@@ -58,6 +60,10 @@ class Config:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_client_ca_file: str = ""
+    # The client certificate ``dnd-server healthcheck`` presents under mutual TLS (empty: the
+    # server's own).
+    healthcheck_cert_file: str = ""
+    healthcheck_key_file: str = ""
     # Limits.
     max_message_bytes: int = 1024 * 1024
     # Largest response sent (a larger one is answered RESOURCE_EXHAUSTED); 0: the larger of
@@ -118,12 +124,15 @@ class Config:
             cache=_bool(env, "DND_CACHE", d.cache),
             cache_max_entries=_int(env, "DND_CACHE_MAX_ENTRIES", d.cache_max_entries, 1),
             workers=_int(env, "DND_WORKERS", d.workers, 1),
+            worker_index=_int(env, "DND_WORKER_INDEX", d.worker_index, 0),
             tokens_file=env.get("DND_TOKENS_FILE", "").strip(),
             tokens_reload_seconds=_float(env, "DND_TOKENS_RELOAD_SECONDS", d.tokens_reload_seconds),
             auth=_choice(env, "DND_AUTH", ("", "enabled", "disabled")),
             tls_cert_file=env.get("DND_TLS_CERT_FILE", "").strip(),
             tls_key_file=env.get("DND_TLS_KEY_FILE", "").strip(),
             tls_client_ca_file=env.get("DND_TLS_CLIENT_CA_FILE", "").strip(),
+            healthcheck_cert_file=env.get("DND_HEALTHCHECK_CERT_FILE", "").strip(),
+            healthcheck_key_file=env.get("DND_HEALTHCHECK_KEY_FILE", "").strip(),
             max_message_bytes=_int(env, "DND_MAX_MESSAGE_BYTES", d.max_message_bytes, 1024),
             max_response_bytes=_response_bytes(env),
             max_streams_per_caller=_int(

@@ -1,5 +1,6 @@
-"""The change feed: one per process. It follows the change log and fans each change out to the
-process's watch streams (and, later, its cache).
+"""The change feed: one per process. It follows the change log, keeps the process's cache
+current (each change evicts what it touched) and fans each change out to the process's watch
+streams. The cache is trusted only while the feed is listening and caught up.
 
 PostgreSQL LISTEN/NOTIFY is only a wake-up: the feed polls the log on a timer too, so a lost
 listening connection (or a lost notification) delays delivery by at most one poll interval
@@ -20,7 +21,9 @@ import structlog
 
 from dnd_server.cache import ContactCache
 from dnd_server.domain.errors import Unavailable
-from dnd_server.storage.store import ChangeRow, Store
+from dnd_server.metrics import LiveValues
+from dnd_server.records import ChangeRow
+from dnd_server.storage.store import Store
 from dnd_server.waiting import wait_event, within
 
 log = structlog.get_logger("dnd_server.feed")
@@ -91,6 +94,10 @@ class ChangeFeed:
         self.listening = False
         # Subscriptions cut off so far for falling behind (their mailbox overflowed).
         self.cut_off = 0
+
+    def register_metrics(self, live: LiveValues) -> None:
+        live.feed_listening = lambda: 1.0 if self.listening else 0.0
+        live.watch_cut_off = lambda: float(self.cut_off)
 
     async def start(self) -> None:
         self.position = await self._store.head_seq()

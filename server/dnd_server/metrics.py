@@ -16,7 +16,9 @@ _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 @dataclass
 class LiveValues:
-    """Callables read at scrape time (each returns the current value)."""
+    """Callables read at scrape time (each returns the current value), set by the part that
+    owns the value (``register_metrics`` of the servicer, cache, feed and runtime; the app's
+    readiness check); 0 until then."""
 
     cache_hits: Callable[[], float] = lambda: 0.0
     cache_misses: Callable[[], float] = lambda: 0.0

@@ -40,7 +40,7 @@ from dnd_server.domain.plans import (
 from dnd_server.domain.provider_events import EMAIL_EVENTS, SMS_ERROR_CODES, EmailEvent
 from dnd_server.domain.rules import ClearCredentials, SendDecision, decide_send, own_address
 from dnd_server.feed import ChangeFeed
-from dnd_server.storage.store import (
+from dnd_server.records import (
     Addresses,
     ChangeMeta,
     ChangeRow,
@@ -48,9 +48,9 @@ from dnd_server.storage.store import (
     HistoryRow,
     Idempotency,
     Replay,
-    Store,
     WriteResult,
 )
+from dnd_server.storage.store import Store
 from dnd_server.watch import WatchFilter, WatchSettings, follow
 
 log = structlog.get_logger("dnd_server.service")
@@ -107,6 +107,11 @@ class ProviderEvent:
     # The authenticated caller reporting it (see ChangeMeta.caller).
     caller: str = ""
 
+    @property
+    def source(self) -> Source:
+        """The source the event acts as: that of the block it sets (SYSTEM when none)."""
+        return self.effect[1] if self.effect else Source.SYSTEM
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryQuery:
@@ -157,7 +162,7 @@ class Snapshot:
 
 
 class DndService:
-    def __init__(self, store: Store, cache: ContactCache | None = None) -> None:
+    def __init__(self, *, store: Store, cache: ContactCache | None = None) -> None:
         self._store = store
         self._cache = cache
         # (location, ignored stored keyword words) already logged: each logged once.
@@ -285,10 +290,10 @@ class DndService:
             cmd.location_id,
             cmd.contact_id,
             lambda state, now: plan_set_dnd(cmd, state, now),
-            cmd.meta,
-            cmd.expected_version,
-            addresses,
-            idempotency,
+            meta=cmd.meta,
+            expected_version=cmd.expected_version,
+            addresses=addresses,
+            idempotency=idempotency,
         )
         self._remember(outcome, addresses)
         return outcome
@@ -315,7 +320,12 @@ class DndService:
             caller=msg.caller,
         )
         outcome = await self._store.write(
-            msg.location_id, msg.contact_id, plan, meta, None, addresses, idempotency
+            msg.location_id,
+            msg.contact_id,
+            plan,
+            meta=meta,
+            addresses=addresses,
+            idempotency=idempotency,
         )
         self._remember(outcome, addresses)
         return outcome
@@ -332,16 +342,20 @@ class DndService:
             block = provider_block(event.channel, reason, source, event.provider, event.detail, now)
             return plan_add(state, block, event.address)
 
-        source = effect[1] if effect else Source.SYSTEM
         meta = ChangeMeta(
-            source=source,
+            source=event.source,
             actor_id=event.provider,
             provider_detail=event.detail,
             caller=event.caller,
         )
         addresses = [(event.channel, event.address)] if event.address else []
         outcome = await self._store.write(
-            event.location_id, event.contact_id, plan, meta, None, addresses, idempotency
+            event.location_id,
+            event.contact_id,
+            plan,
+            meta=meta,
+            addresses=addresses,
+            idempotency=idempotency,
         )
         self._remember(outcome, addresses)
         return outcome
@@ -360,10 +374,14 @@ class DndService:
         """Up to ``limit`` changes of the query's contact or address, newest first."""
         if query.channel is not None:
             return await self._store.list_address_history(
-                query.location_id, query.channel, query.address, query.before_seq, limit
+                query.location_id,
+                query.channel,
+                query.address,
+                before_seq=query.before_seq,
+                limit=limit,
             )
         return await self._store.list_history(
-            query.location_id, query.contact_id, query.before_seq, limit
+            query.location_id, query.contact_id, before_seq=query.before_seq, limit=limit
         )
 
     async def keyword_settings(self, location_id: str) -> KeywordSettings:

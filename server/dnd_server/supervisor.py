@@ -19,8 +19,9 @@ import time
 
 import structlog
 
-from dnd_server.app import database_url, load_tokens, run_migrations, server_credentials
+from dnd_server.app import database_url, load_tokens, server_credentials
 from dnd_server.config import Config
+from dnd_server.runtime import run_migrations
 
 log = structlog.get_logger("dnd_server.supervisor")
 

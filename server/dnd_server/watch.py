@@ -11,7 +11,8 @@ from dnd_server.cursor import encode_bookmark
 from dnd_server.domain.errors import CursorExpired, InvalidArgument, SubscriberTooSlow, Unavailable
 from dnd_server.domain.model import INBOUND_CHANNELS, Channel, Direction, Source
 from dnd_server.feed import ChangeFeed
-from dnd_server.storage.store import ChangeRow, Store
+from dnd_server.records import ChangeRow
+from dnd_server.storage.store import Store
 from dnd_server.waiting import wait_event
 
 _CATCH_UP_BATCH = 500

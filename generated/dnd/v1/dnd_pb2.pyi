@@ -104,6 +104,18 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     """The recipient marked an email as spam. Only support may lift it."""
     REASON_EMAIL_UNSUBSCRIBE_LINK: _Reason.ValueType  # 11
     """The recipient clicked an unsubscribe link (or List-Unsubscribe-Post)."""
+    REASON_MARKETING_OPT_OUT: _Reason.ValueType  # 12
+    """Marketing-only opt-outs: they deny MARKETING sends (and sends of no stated purpose)
+    only. Set by SetDnd with scope.marketing_only (any one channel or all channels).
+    """
+    REASON_WHATSAPP_MARKETING_OPT_OUT: _Reason.ValueType  # 13
+    """The contact stopped WhatsApp marketing messages (Meta's user_preferences webhook,
+    error 131050). WHATSAPP only; never cleared by a workflow.
+    """
+    REASON_EMAIL_MARKETING_UNSUBSCRIBE: _Reason.ValueType  # 14
+    """The recipient unsubscribed from a marketing stream (ReportEmailEvent with
+    marketing_stream). EMAIL only; never cleared by a workflow.
+    """
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Reason a block exists. SMS_* reasons exist only on the SMS channel,
@@ -129,6 +141,18 @@ REASON_EMAIL_SPAM_COMPLAINT: Reason.ValueType  # 10
 """The recipient marked an email as spam. Only support may lift it."""
 REASON_EMAIL_UNSUBSCRIBE_LINK: Reason.ValueType  # 11
 """The recipient clicked an unsubscribe link (or List-Unsubscribe-Post)."""
+REASON_MARKETING_OPT_OUT: Reason.ValueType  # 12
+"""Marketing-only opt-outs: they deny MARKETING sends (and sends of no stated purpose)
+only. Set by SetDnd with scope.marketing_only (any one channel or all channels).
+"""
+REASON_WHATSAPP_MARKETING_OPT_OUT: Reason.ValueType  # 13
+"""The contact stopped WhatsApp marketing messages (Meta's user_preferences webhook,
+error 131050). WHATSAPP only; never cleared by a workflow.
+"""
+REASON_EMAIL_MARKETING_UNSUBSCRIBE: Reason.ValueType  # 14
+"""The recipient unsubscribed from a marketing stream (ReportEmailEvent with
+marketing_stream). EMAIL only; never cleared by a workflow.
+"""
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
 
 class _Source:
@@ -233,6 +257,237 @@ SEND_KIND_MANUAL: SendKind.ValueType  # 1
 SEND_KIND_AUTOMATED: SendKind.ValueType  # 2
 Global___SendKind: _TypeAlias = SendKind  # noqa: Y015
 
+class _Purpose:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PurposeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Purpose.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PURPOSE_UNSPECIFIED: _Purpose.ValueType  # 0
+    """Not stated: DND blocks, address suppressions and marketing-only opt-outs deny; no consent
+    policy applies (the v1 behaviour).
+    """
+    PURPOSE_MARKETING: _Purpose.ValueType  # 1
+    """Promotions, campaigns. Denied by marketing-only opt-outs too, and needs consent where
+    the location's policy requires it.
+    """
+    PURPOSE_INFORMATIONAL: _Purpose.ValueType  # 2
+    """Reminders, account notices. Needs consent where the policy requires it for INFORMATIONAL."""
+    PURPOSE_TRANSACTIONAL: _Purpose.ValueType  # 3
+    """Receipts, one-time codes the contact asked for."""
+    PURPOSE_COMPLIANCE_REPLY: _Purpose.ValueType  # 4
+    """An opt-out or opt-in confirmation or a HELP answer. Right after an opt-out (keyword,
+    revocation phrase, unsubscribe) exactly one is allowed on the channel of the opt-out, to
+    that contact and address, within 5 minutes (47 CFR 64.1200(a)(12)).
+    """
+
+class Purpose(_Purpose, metaclass=_PurposeEnumTypeWrapper):
+    """Purpose is what a message is for."""
+
+PURPOSE_UNSPECIFIED: Purpose.ValueType  # 0
+"""Not stated: DND blocks, address suppressions and marketing-only opt-outs deny; no consent
+policy applies (the v1 behaviour).
+"""
+PURPOSE_MARKETING: Purpose.ValueType  # 1
+"""Promotions, campaigns. Denied by marketing-only opt-outs too, and needs consent where
+the location's policy requires it.
+"""
+PURPOSE_INFORMATIONAL: Purpose.ValueType  # 2
+"""Reminders, account notices. Needs consent where the policy requires it for INFORMATIONAL."""
+PURPOSE_TRANSACTIONAL: Purpose.ValueType  # 3
+"""Receipts, one-time codes the contact asked for."""
+PURPOSE_COMPLIANCE_REPLY: Purpose.ValueType  # 4
+"""An opt-out or opt-in confirmation or a HELP answer. Right after an opt-out (keyword,
+revocation phrase, unsubscribe) exactly one is allowed on the channel of the opt-out, to
+that contact and address, within 5 minutes (47 CFR 64.1200(a)(12)).
+"""
+Global___Purpose: _TypeAlias = Purpose  # noqa: Y015
+
+class _Denial:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DenialEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Denial.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DENIAL_UNSPECIFIED: _Denial.ValueType  # 0
+    DENIAL_DND_BLOCK: _Denial.ValueType  # 1
+    """An active DND block of the contact (denied_by)."""
+    DENIAL_ADDRESS_SUPPRESSED: _Denial.ValueType  # 2
+    """The destination address is suppressed (denied_by_address)."""
+    DENIAL_MARKETING_OPT_OUT: _Denial.ValueType  # 3
+    """A marketing-only opt-out (denied_by)."""
+    DENIAL_NO_CONSENT: _Denial.ValueType  # 4
+    """The location requires consent for this purpose on this channel and none counts."""
+    DENIAL_COMPLIANCE_REPLY_SPENT: _Denial.ValueType  # 5
+    """A COMPLIANCE_REPLY past its allowance: the one reply after the opt-out was already
+    allowed, or the 5 minutes are over (denied_by holds the blocks).
+    """
+
+class Denial(_Denial, metaclass=_DenialEnumTypeWrapper):
+    """Denial says what denied a send."""
+
+DENIAL_UNSPECIFIED: Denial.ValueType  # 0
+DENIAL_DND_BLOCK: Denial.ValueType  # 1
+"""An active DND block of the contact (denied_by)."""
+DENIAL_ADDRESS_SUPPRESSED: Denial.ValueType  # 2
+"""The destination address is suppressed (denied_by_address)."""
+DENIAL_MARKETING_OPT_OUT: Denial.ValueType  # 3
+"""A marketing-only opt-out (denied_by)."""
+DENIAL_NO_CONSENT: Denial.ValueType  # 4
+"""The location requires consent for this purpose on this channel and none counts."""
+DENIAL_COMPLIANCE_REPLY_SPENT: Denial.ValueType  # 5
+"""A COMPLIANCE_REPLY past its allowance: the one reply after the opt-out was already
+allowed, or the 5 minutes are over (denied_by holds the blocks).
+"""
+Global___Denial: _TypeAlias = Denial  # noqa: Y015
+
+class _ConsentPurpose:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConsentPurposeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsentPurpose.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONSENT_PURPOSE_UNSPECIFIED: _ConsentPurpose.ValueType  # 0
+    CONSENT_PURPOSE_MARKETING: _ConsentPurpose.ValueType  # 1
+    CONSENT_PURPOSE_INFORMATIONAL: _ConsentPurpose.ValueType  # 2
+
+class ConsentPurpose(_ConsentPurpose, metaclass=_ConsentPurposeEnumTypeWrapper):
+    """ConsentPurpose is what a consent is given for."""
+
+CONSENT_PURPOSE_UNSPECIFIED: ConsentPurpose.ValueType  # 0
+CONSENT_PURPOSE_MARKETING: ConsentPurpose.ValueType  # 1
+CONSENT_PURPOSE_INFORMATIONAL: ConsentPurpose.ValueType  # 2
+Global___ConsentPurpose: _TypeAlias = ConsentPurpose  # noqa: Y015
+
+class _ConsentMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConsentMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsentMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONSENT_METHOD_UNSPECIFIED: _ConsentMethod.ValueType  # 0
+    CONSENT_METHOD_WEB_FORM: _ConsentMethod.ValueType  # 1
+    CONSENT_METHOD_SMS_KEYWORD: _ConsentMethod.ValueType  # 2
+    """The contact texted a keyword (START, YES...)."""
+    CONSENT_METHOD_DOUBLE_OPT_IN: _ConsentMethod.ValueType  # 3
+    """Confirmed by the contact's reply (YES / START) to a confirmation message."""
+    CONSENT_METHOD_VERBAL: _ConsentMethod.ValueType  # 4
+    CONSENT_METHOD_WRITTEN: _ConsentMethod.ValueType  # 5
+    CONSENT_METHOD_IMPORT: _ConsentMethod.ValueType  # 6
+    CONSENT_METHOD_API: _ConsentMethod.ValueType  # 7
+
+class ConsentMethod(_ConsentMethod, metaclass=_ConsentMethodEnumTypeWrapper):
+    """ConsentMethod is how a consent was captured."""
+
+CONSENT_METHOD_UNSPECIFIED: ConsentMethod.ValueType  # 0
+CONSENT_METHOD_WEB_FORM: ConsentMethod.ValueType  # 1
+CONSENT_METHOD_SMS_KEYWORD: ConsentMethod.ValueType  # 2
+"""The contact texted a keyword (START, YES...)."""
+CONSENT_METHOD_DOUBLE_OPT_IN: ConsentMethod.ValueType  # 3
+"""Confirmed by the contact's reply (YES / START) to a confirmation message."""
+CONSENT_METHOD_VERBAL: ConsentMethod.ValueType  # 4
+CONSENT_METHOD_WRITTEN: ConsentMethod.ValueType  # 5
+CONSENT_METHOD_IMPORT: ConsentMethod.ValueType  # 6
+CONSENT_METHOD_API: ConsentMethod.ValueType  # 7
+Global___ConsentMethod: _TypeAlias = ConsentMethod  # noqa: Y015
+
+class _ConsentKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConsentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsentKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONSENT_KIND_UNSPECIFIED: _ConsentKind.ValueType  # 0
+    CONSENT_KIND_EXPRESS: _ConsentKind.ValueType  # 1
+    CONSENT_KIND_IMPLIED: _ConsentKind.ValueType  # 2
+
+class ConsentKind(_ConsentKind, metaclass=_ConsentKindEnumTypeWrapper):
+    """ConsentKind: express consent counts until revoked (or its expiry); implied consent counts
+    until it expires.
+    """
+
+CONSENT_KIND_UNSPECIFIED: ConsentKind.ValueType  # 0
+CONSENT_KIND_EXPRESS: ConsentKind.ValueType  # 1
+CONSENT_KIND_IMPLIED: ConsentKind.ValueType  # 2
+Global___ConsentKind: _TypeAlias = ConsentKind  # noqa: Y015
+
+class _ImpliedBasis:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ImpliedBasisEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImpliedBasis.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IMPLIED_BASIS_UNSPECIFIED: _ImpliedBasis.ValueType  # 0
+    IMPLIED_BASIS_PURCHASE: _ImpliedBasis.ValueType  # 1
+    """A purchase: 2 years after captured_at."""
+    IMPLIED_BASIS_INQUIRY: _ImpliedBasis.ValueType  # 2
+    """An inquiry: 6 months after captured_at."""
+
+class ImpliedBasis(_ImpliedBasis, metaclass=_ImpliedBasisEnumTypeWrapper):
+    """ImpliedBasis is what implied consent rests on (CASL's existing business relationship): it
+    sets the expiry when none is given.
+    """
+
+IMPLIED_BASIS_UNSPECIFIED: ImpliedBasis.ValueType  # 0
+IMPLIED_BASIS_PURCHASE: ImpliedBasis.ValueType  # 1
+"""A purchase: 2 years after captured_at."""
+IMPLIED_BASIS_INQUIRY: ImpliedBasis.ValueType  # 2
+"""An inquiry: 6 months after captured_at."""
+Global___ImpliedBasis: _TypeAlias = ImpliedBasis  # noqa: Y015
+
+class _ConsentStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConsentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsentStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONSENT_STATUS_UNSPECIFIED: _ConsentStatus.ValueType  # 0
+    CONSENT_STATUS_ACTIVE: _ConsentStatus.ValueType  # 1
+    """Counts."""
+    CONSENT_STATUS_PENDING: _ConsentStatus.ValueType  # 2
+    """A double opt-in waiting for the contact's confirmation (until confirm_by)."""
+    CONSENT_STATUS_REVOKED: _ConsentStatus.ValueType  # 3
+    CONSENT_STATUS_EXPIRED: _ConsentStatus.ValueType  # 4
+    """Past its expiry, or a double opt-in not confirmed in time."""
+
+class ConsentStatus(_ConsentStatus, metaclass=_ConsentStatusEnumTypeWrapper): ...
+
+CONSENT_STATUS_UNSPECIFIED: ConsentStatus.ValueType  # 0
+CONSENT_STATUS_ACTIVE: ConsentStatus.ValueType  # 1
+"""Counts."""
+CONSENT_STATUS_PENDING: ConsentStatus.ValueType  # 2
+"""A double opt-in waiting for the contact's confirmation (until confirm_by)."""
+CONSENT_STATUS_REVOKED: ConsentStatus.ValueType  # 3
+CONSENT_STATUS_EXPIRED: ConsentStatus.ValueType  # 4
+"""Past its expiry, or a double opt-in not confirmed in time."""
+Global___ConsentStatus: _TypeAlias = ConsentStatus  # noqa: Y015
+
+class _ChangeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_KIND_UNSPECIFIED: _ChangeKind.ValueType  # 0
+    CHANGE_KIND_BLOCK: _ChangeKind.ValueType  # 1
+    """A block or an address suppression added or cleared (every change before consent)."""
+    CHANGE_KIND_CONSENT: _ChangeKind.ValueType  # 2
+    """A consent recorded, confirmed, replaced or revoked (consent holds it)."""
+    CHANGE_KIND_COMPLIANCE_REPLY: _ChangeKind.ValueType  # 3
+    """The one compliance reply after an opt-out was allowed (scope and reason: the opt-out's)."""
+
+class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
+    """ChangeKind is what a change is about."""
+
+CHANGE_KIND_UNSPECIFIED: ChangeKind.ValueType  # 0
+CHANGE_KIND_BLOCK: ChangeKind.ValueType  # 1
+"""A block or an address suppression added or cleared (every change before consent)."""
+CHANGE_KIND_CONSENT: ChangeKind.ValueType  # 2
+"""A consent recorded, confirmed, replaced or revoked (consent holds it)."""
+CHANGE_KIND_COMPLIANCE_REPLY: ChangeKind.ValueType  # 3
+"""The one compliance reply after an opt-out was allowed (scope and reason: the opt-out's)."""
+Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
+
 class _KeywordAction:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -272,6 +527,8 @@ class _EventOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventOut
     """The block was already active: nothing changed."""
     EVENT_OUTCOME_IGNORED: _EventOutcome.ValueType  # 3
     """The event does not set DND (unknown error code, temporary email failure)."""
+    EVENT_OUTCOME_CLEARED: _EventOutcome.ValueType  # 4
+    """The event lifted the contact's block of its reason (e.g. WhatsApp "resume marketing")."""
 
 class EventOutcome(_EventOutcome, metaclass=_EventOutcomeEnumTypeWrapper):
     """EventOutcome is what a provider event did."""
@@ -283,6 +540,8 @@ EVENT_OUTCOME_ALREADY_ACTIVE: EventOutcome.ValueType  # 2
 """The block was already active: nothing changed."""
 EVENT_OUTCOME_IGNORED: EventOutcome.ValueType  # 3
 """The event does not set DND (unknown error code, temporary email failure)."""
+EVENT_OUTCOME_CLEARED: EventOutcome.ValueType  # 4
+"""The event lifted the contact's block of its reason (e.g. WhatsApp "resume marketing")."""
 Global___EventOutcome: _TypeAlias = EventOutcome  # noqa: Y015
 
 class _EmailEvent:
@@ -343,25 +602,151 @@ class Scope(_message.Message):
 
     CHANNEL_FIELD_NUMBER: _builtins.int
     ALL_CHANNELS_FIELD_NUMBER: _builtins.int
+    MARKETING_ONLY_FIELD_NUMBER: _builtins.int
     channel: Global___Channel.ValueType
     """One channel (outbound only)."""
     all_channels: _builtins.bool
     """All channels. Must be true when set."""
+    marketing_only: _builtins.bool
+    """Marketing only (outbound): SetDnd ENABLE sets a REASON_MARKETING_OPT_OUT block (the
+    reason must be unspecified or a marketing-only one), which denies MARKETING sends only;
+    DISABLE clears only the marketing-only blocks of the scope. Shown on marketing-only
+    blocks.
+    """
     def __init__(
         self,
         *,
         channel: Global___Channel.ValueType = ...,
         all_channels: _builtins.bool = ...,
+        marketing_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["all_channels", b"all_channels", "channel", b"channel", "kind", b"kind"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_channels", b"all_channels", "channel", b"channel", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_channels", b"all_channels", "channel", b"channel", "kind", b"kind", "marketing_only", b"marketing_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["channel", "all_channels"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___Scope: _TypeAlias = Scope  # noqa: Y015
+
+@_typing.final
+class ConsentEvidence(_message.Message):
+    """ConsentEvidence is the proof of a consent. Bounded sizes (form_url 2048, disclosure_text
+    4000, disclosure_version 64, ip_address 45, user_agent 512, recording_ref 512 characters).
+    Shown to callers with the read scope; never logged.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORM_URL_FIELD_NUMBER: _builtins.int
+    DISCLOSURE_TEXT_FIELD_NUMBER: _builtins.int
+    DISCLOSURE_VERSION_FIELD_NUMBER: _builtins.int
+    IP_ADDRESS_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    RECORDING_REF_FIELD_NUMBER: _builtins.int
+    form_url: _builtins.str
+    disclosure_text: _builtins.str
+    """The disclosure the contact agreed to, or its version."""
+    disclosure_version: _builtins.str
+    ip_address: _builtins.str
+    user_agent: _builtins.str
+    recording_ref: _builtins.str
+    """A call recording or document reference (VERBAL, WRITTEN)."""
+    def __init__(
+        self,
+        *,
+        form_url: _builtins.str = ...,
+        disclosure_text: _builtins.str = ...,
+        disclosure_version: _builtins.str = ...,
+        ip_address: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+        recording_ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disclosure_text", b"disclosure_text", "disclosure_version", b"disclosure_version", "form_url", b"form_url", "ip_address", b"ip_address", "recording_ref", b"recording_ref", "user_agent", b"user_agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentEvidence: _TypeAlias = ConsentEvidence  # noqa: Y015
+
+@_typing.final
+class Consent(_message.Message):
+    """Consent is one consent of a contact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CAPTURED_AT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    CONFIRM_BY_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_BY_FIELD_NUMBER: _builtins.int
+    CONSENT_SOURCE_FIELD_NUMBER: _builtins.int
+    channel: Global___Channel.ValueType
+    purpose: Global___ConsentPurpose.ValueType
+    address: _builtins.str
+    """Empty: the contact (every address); else the E.164 phone or lower-case email it covers."""
+    method: Global___ConsentMethod.ValueType
+    kind: Global___ConsentKind.ValueType
+    status: Global___ConsentStatus.ValueType
+    """The status now (an expired one reads EXPIRED)."""
+    source: Global___Source.ValueType
+    """Who recorded it, and their id."""
+    actor_id: _builtins.str
+    revoked_by: _builtins.str
+    """What revoked it: the opt-out's reason (e.g. "SMS_OPT_OUT_KEYWORD") or "REVOKED"."""
+    consent_source: _builtins.str
+    """Where it came from: a form, a campaign, an import batch (<= 256 chars)."""
+    @_builtins.property
+    def captured_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def evidence(self) -> Global___ConsentEvidence: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """From then on it no longer counts (implied consent, or an expiry given)."""
+
+    @_builtins.property
+    def confirm_by(self) -> _timestamp_pb2.Timestamp:
+        """A pending double opt-in must be confirmed before then."""
+
+    @_builtins.property
+    def revoked_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        channel: Global___Channel.ValueType = ...,
+        purpose: Global___ConsentPurpose.ValueType = ...,
+        address: _builtins.str = ...,
+        method: Global___ConsentMethod.ValueType = ...,
+        kind: Global___ConsentKind.ValueType = ...,
+        status: Global___ConsentStatus.ValueType = ...,
+        captured_at: _timestamp_pb2.Timestamp | None = ...,
+        source: Global___Source.ValueType = ...,
+        actor_id: _builtins.str = ...,
+        evidence: Global___ConsentEvidence | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        confirm_by: _timestamp_pb2.Timestamp | None = ...,
+        revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        revoked_by: _builtins.str = ...,
+        consent_source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["captured_at", b"captured_at", "confirm_by", b"confirm_by", "evidence", b"evidence", "expires_at", b"expires_at", "revoked_at", b"revoked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "captured_at", b"captured_at", "channel", b"channel", "confirm_by", b"confirm_by", "consent_source", b"consent_source", "evidence", b"evidence", "expires_at", b"expires_at", "kind", b"kind", "method", b"method", "purpose", b"purpose", "revoked_at", b"revoked_at", "revoked_by", b"revoked_by", "source", b"source", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Consent: _TypeAlias = Consent  # noqa: Y015
 
 @_typing.final
 class Block(_message.Message):
@@ -480,6 +865,7 @@ class ContactStatus(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     ADDRESS_SUPPRESSIONS_FIELD_NUMBER: _builtins.int
+    CONSENTS_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     contact_id: _builtins.str
     outbound: Global___DndStatus.ValueType
@@ -504,6 +890,10 @@ class ContactStatus(_message.Message):
     def address_suppressions(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddressSuppression]:
         """Suppressions of the addresses named in the request (GetStatus) or involved in the call."""
 
+    @_builtins.property
+    def consents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Consent]:
+        """The contact's consents (every status), in a stable order (channel, purpose, address)."""
+
     def __init__(
         self,
         *,
@@ -516,10 +906,11 @@ class ContactStatus(_message.Message):
         version: _builtins.int = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         address_suppressions: _abc.Iterable[Global___AddressSuppression] | None = ...,
+        consents: _abc.Iterable[Global___Consent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_suppressions", b"address_suppressions", "blocked_channels", b"blocked_channels", "blocks", b"blocks", "contact_id", b"contact_id", "inbound", b"inbound", "location_id", b"location_id", "outbound", b"outbound", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_suppressions", b"address_suppressions", "blocked_channels", b"blocked_channels", "blocks", b"blocks", "consents", b"consents", "contact_id", b"contact_id", "inbound", b"inbound", "location_id", b"location_id", "outbound", b"outbound", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -733,6 +1124,7 @@ class CheckSendRequest(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     MIN_CURSOR_FIELD_NUMBER: _builtins.int
     FULLY_CONSISTENT_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     contact_id: _builtins.str
     channel: Global___Channel.ValueType
@@ -751,6 +1143,8 @@ class CheckSendRequest(_message.Message):
     """
     fully_consistent: _builtins.bool
     """Read from the database instead of the cache."""
+    purpose: Global___Purpose.ValueType
+    """What the message is for; unspecified behaves as before purposes existed (DND only)."""
     def __init__(
         self,
         *,
@@ -762,10 +1156,11 @@ class CheckSendRequest(_message.Message):
         address: _builtins.str = ...,
         min_cursor: _builtins.str = ...,
         fully_consistent: _builtins.bool = ...,
+        purpose: Global___Purpose.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "channel", b"channel", "contact_id", b"contact_id", "direction", b"direction", "fully_consistent", b"fully_consistent", "location_id", b"location_id", "min_cursor", b"min_cursor", "send_kind", b"send_kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "channel", b"channel", "contact_id", b"contact_id", "direction", b"direction", "fully_consistent", b"fully_consistent", "location_id", b"location_id", "min_cursor", b"min_cursor", "purpose", b"purpose", "send_kind", b"send_kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -780,24 +1175,32 @@ class CheckSendResponse(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     EXPLANATION_FIELD_NUMBER: _builtins.int
     DENIED_BY_ADDRESS_FIELD_NUMBER: _builtins.int
+    DENIAL_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
     version: _builtins.int
     """The contact's version the answer was computed from."""
     explanation: _builtins.str
     """A one-line human explanation of the decision."""
+    denial: Global___Denial.ValueType
+    """A caller without the read scope is told decisions, not dossiers: each block of
+    denied_by carries direction, scope, reason, source and since only (no actor_id, note,
+    evidence, provider_detail or address), each suppression of denied_by_address channel,
+    reason, source and since only (no address, contact_id, actor_id or provider_detail), and
+    the explanation names no other contact.
+    When denied: what denied it.
+    """
     @_builtins.property
     def denied_by(self) -> _containers.RepeatedCompositeFieldContainer[Global___Block]:
         """When denied: the contact's active blocks that deny the send."""
 
     @_builtins.property
     def denied_by_address(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddressSuppression]:
-        """When denied: the suppressions of the destination address that deny the send.
-        A caller without the read scope is told decisions, not dossiers: each block of
-        denied_by carries direction, scope, reason, source and since only (no actor_id, note,
-        evidence, provider_detail or address), each suppression of denied_by_address channel,
-        reason, source and since only (no address, contact_id, actor_id or provider_detail), and
-        the explanation names no other contact.
-        """
+        """When denied: the suppressions of the destination address that deny the send."""
+
+    @_builtins.property
+    def consent(self) -> Global___Consent:
+        """When allowed by consent (the policy requires it): the consent that counts."""
 
     def __init__(
         self,
@@ -807,10 +1210,12 @@ class CheckSendResponse(_message.Message):
         version: _builtins.int = ...,
         explanation: _builtins.str = ...,
         denied_by_address: _abc.Iterable[Global___AddressSuppression] | None = ...,
+        denial: Global___Denial.ValueType = ...,
+        consent: Global___Consent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "denied_by", b"denied_by", "denied_by_address", b"denied_by_address", "explanation", b"explanation", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "consent", b"consent", "denial", b"denial", "denied_by", b"denied_by", "denied_by_address", b"denied_by_address", "explanation", b"explanation", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -860,6 +1265,7 @@ class BatchCheckSendRequest(_message.Message):
     MIN_CURSOR_FIELD_NUMBER: _builtins.int
     FULLY_CONSISTENT_FIELD_NUMBER: _builtins.int
     INCLUDE_DETAILS_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     channel: Global___Channel.ValueType
     """Required."""
@@ -878,6 +1284,10 @@ class BatchCheckSendRequest(_message.Message):
     lower, DND_MAX_RESPONSE_BYTES); a denied result whose details do not fit comes compact,
     with details_omitted set.
     """
+    purpose: Global___Purpose.ValueType
+    """See CheckSendRequest.purpose. COMPLIANCE_REPLY is one contact's answer: not in batches
+    (INVALID_ARGUMENT).
+    """
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckTarget]:
         """1 to 1,000 contacts."""
@@ -893,10 +1303,11 @@ class BatchCheckSendRequest(_message.Message):
         min_cursor: _builtins.str = ...,
         fully_consistent: _builtins.bool = ...,
         include_details: _builtins.bool = ...,
+        purpose: Global___Purpose.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "direction", b"direction", "fully_consistent", b"fully_consistent", "include_details", b"include_details", "location_id", b"location_id", "min_cursor", b"min_cursor", "send_kind", b"send_kind", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "direction", b"direction", "fully_consistent", b"fully_consistent", "include_details", b"include_details", "location_id", b"location_id", "min_cursor", b"min_cursor", "purpose", b"purpose", "send_kind", b"send_kind", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -926,6 +1337,7 @@ class CheckResult(_message.Message):
     EXPLANATION_FIELD_NUMBER: _builtins.int
     REPEAT_OF_FIELD_NUMBER: _builtins.int
     DETAILS_OMITTED_FIELD_NUMBER: _builtins.int
+    DENIAL_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     allowed: _builtins.bool
     version: _builtins.int
@@ -936,6 +1348,8 @@ class CheckResult(_message.Message):
     """include_details was asked but this result's details did not fit in the response: it
     comes compact; GetStatus (with the target's address) shows the whole blocks.
     """
+    denial: Global___Denial.ValueType
+    """When denied: what denied it."""
     @_builtins.property
     def denied_by(self) -> _containers.RepeatedCompositeFieldContainer[Global___Block]: ...
     @_builtins.property
@@ -951,10 +1365,11 @@ class CheckResult(_message.Message):
         explanation: _builtins.str = ...,
         repeat_of: _builtins.int | None = ...,
         details_omitted: _builtins.bool = ...,
+        denial: Global___Denial.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_repeat_of", b"_repeat_of", "repeat_of", b"repeat_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_repeat_of", b"_repeat_of", "allowed", b"allowed", "contact_id", b"contact_id", "denied_by", b"denied_by", "denied_by_address", b"denied_by_address", "details_omitted", b"details_omitted", "explanation", b"explanation", "repeat_of", b"repeat_of", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_repeat_of", b"_repeat_of", "allowed", b"allowed", "contact_id", b"contact_id", "denial", b"denial", "denied_by", b"denied_by", "denied_by_address", b"denied_by_address", "details_omitted", b"details_omitted", "explanation", b"explanation", "repeat_of", b"repeat_of", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__repeat_of: _TypeAlias = _typing.Literal["repeat_of"]  # noqa: Y015
     _WhichOneofArgType__repeat_of: _TypeAlias = _typing.Literal["_repeat_of", b"_repeat_of"]  # noqa: Y015
@@ -993,6 +1408,7 @@ class WatchChangesRequest(_message.Message):
     DIRECTIONS_FIELD_NUMBER: _builtins.int
     SOURCES_FIELD_NUMBER: _builtins.int
     AFTER_CURSOR_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
     after_cursor: _builtins.str
     """Resume after this cursor; empty means from now, "ZG5kMTow" from the start of the log.
     Cursors are sealed (they reveal no position): one this deployment did not hand out, or
@@ -1016,6 +1432,10 @@ class WatchChangesRequest(_message.Message):
     def sources(self) -> _containers.RepeatedScalarFieldContainer[Global___Source.ValueType]:
         """Only changes made by these sources (empty = all)."""
 
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___ChangeKind.ValueType]:
+        """Only changes of these kinds (empty = all)."""
+
     def __init__(
         self,
         *,
@@ -1024,10 +1444,11 @@ class WatchChangesRequest(_message.Message):
         directions: _abc.Iterable[Global___Direction.ValueType] | None = ...,
         sources: _abc.Iterable[Global___Source.ValueType] | None = ...,
         after_cursor: _builtins.str = ...,
+        kinds: _abc.Iterable[Global___ChangeKind.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "channels", b"channels", "directions", b"directions", "location_ids", b"location_ids", "sources", b"sources"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "channels", b"channels", "directions", b"directions", "kinds", b"kinds", "location_ids", b"location_ids", "sources", b"sources"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1056,6 +1477,8 @@ class ChangeEvent(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     AUTHENTICATED_CALLER_FIELD_NUMBER: _builtins.int
     SUPPRESSION_CONTACT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     location_id: _builtins.str
     contact_id: _builtins.str
@@ -1080,12 +1503,17 @@ class ChangeEvent(_message.Message):
     """For an address suppression change: the contact whose event set the suppression (it may
     differ from contact_id, the contact whose request made the change).
     """
+    kind: Global___ChangeKind.ValueType
     @_builtins.property
     def scope(self) -> Global___Scope: ...
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def blocked_channels(self) -> _containers.RepeatedScalarFieldContainer[Global___Channel.ValueType]: ...
+    @_builtins.property
+    def consent(self) -> Global___Consent:
+        """For a CONSENT change: the consent after it (without its evidence)."""
+
     def __init__(
         self,
         *,
@@ -1106,10 +1534,12 @@ class ChangeEvent(_message.Message):
         address: _builtins.str = ...,
         authenticated_caller: _builtins.str = ...,
         suppression_contact_id: _builtins.str = ...,
+        kind: Global___ChangeKind.ValueType = ...,
+        consent: Global___Consent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "scope", b"scope", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "authenticated_caller", b"authenticated_caller", "blocked_channels", b"blocked_channels", "contact_id", b"contact_id", "cursor", b"cursor", "direction", b"direction", "enabled", b"enabled", "inbound", b"inbound", "location_id", b"location_id", "outbound", b"outbound", "reason", b"reason", "scope", b"scope", "source", b"source", "suppression_contact_id", b"suppression_contact_id", "time", b"time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "authenticated_caller", b"authenticated_caller", "blocked_channels", b"blocked_channels", "consent", b"consent", "contact_id", b"contact_id", "cursor", b"cursor", "direction", b"direction", "enabled", b"enabled", "inbound", b"inbound", "kind", b"kind", "location_id", b"location_id", "outbound", b"outbound", "reason", b"reason", "scope", b"scope", "source", b"source", "suppression_contact_id", b"suppression_contact_id", "time", b"time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1345,6 +1775,7 @@ class ReportEmailEventRequest(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     PROVIDER_DETAIL_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    MARKETING_STREAM_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     contact_id: _builtins.str
     to_address: _builtins.str
@@ -1356,6 +1787,10 @@ class ReportEmailEventRequest(_message.Message):
     """Optional provider detail, e.g. the SMTP diagnostic (<= 256 chars)."""
     idempotency_key: _builtins.str
     """See SetDndRequest.idempotency_key."""
+    marketing_stream: _builtins.bool
+    """The email belongs to a marketing stream: an unsubscribe (UNSUBSCRIBE_LINK,
+    LIST_UNSUBSCRIBE_POST) then opts out of marketing only (REASON_EMAIL_MARKETING_UNSUBSCRIBE).
+    """
     def __init__(
         self,
         *,
@@ -1366,10 +1801,11 @@ class ReportEmailEventRequest(_message.Message):
         event: Global___EmailEvent.ValueType = ...,
         provider_detail: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        marketing_stream: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "event", b"event", "idempotency_key", b"idempotency_key", "location_id", b"location_id", "provider", b"provider", "provider_detail", b"provider_detail", "to_address", b"to_address"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "event", b"event", "idempotency_key", b"idempotency_key", "location_id", b"location_id", "marketing_stream", b"marketing_stream", "provider", b"provider", "provider_detail", b"provider_detail", "to_address", b"to_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1477,6 +1913,8 @@ class HistoryEntry(_message.Message):
     CONTACT_ID_FIELD_NUMBER: _builtins.int
     SUPPRESSION_CONTACT_ID_FIELD_NUMBER: _builtins.int
     AUTHENTICATED_CALLER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     version: _builtins.int
     """The contact's version right after the change."""
@@ -1504,10 +1942,15 @@ class HistoryEntry(_message.Message):
     when the server runs without tokens; empty for changes logged before it was recorded.
     actor_id is what the caller said; this is who the server authenticated.
     """
+    kind: Global___ChangeKind.ValueType
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def scope(self) -> Global___Scope: ...
+    @_builtins.property
+    def consent(self) -> Global___Consent:
+        """For a CONSENT change: the consent after it (with its evidence)."""
+
     def __init__(
         self,
         *,
@@ -1527,10 +1970,12 @@ class HistoryEntry(_message.Message):
         contact_id: _builtins.str = ...,
         suppression_contact_id: _builtins.str = ...,
         authenticated_caller: _builtins.str = ...,
+        kind: Global___ChangeKind.ValueType = ...,
+        consent: Global___Consent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "scope", b"scope", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "authenticated_caller", b"authenticated_caller", "contact_id", b"contact_id", "cursor", b"cursor", "direction", b"direction", "enabled", b"enabled", "evidence", b"evidence", "note", b"note", "provider_detail", b"provider_detail", "reason", b"reason", "scope", b"scope", "source", b"source", "suppression_contact_id", b"suppression_contact_id", "time", b"time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "authenticated_caller", b"authenticated_caller", "consent", b"consent", "contact_id", b"contact_id", "cursor", b"cursor", "direction", b"direction", "enabled", b"enabled", "evidence", b"evidence", "kind", b"kind", "note", b"note", "provider_detail", b"provider_detail", "reason", b"reason", "scope", b"scope", "source", b"source", "suppression_contact_id", b"suppression_contact_id", "time", b"time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1701,3 +2146,436 @@ class UpdateKeywordSettingsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateKeywordSettingsResponse: _TypeAlias = UpdateKeywordSettingsResponse  # noqa: Y015
+
+@_typing.final
+class RecordConsentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    IMPLIED_BASIS_FIELD_NUMBER: _builtins.int
+    CAPTURED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    CONSENT_SOURCE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    contact_id: _builtins.str
+    channel: Global___Channel.ValueType
+    """Required: the channel the consent is for (SMS, EMAIL, CALL, WHATSAPP...)."""
+    purpose: Global___ConsentPurpose.ValueType
+    """Required."""
+    address: _builtins.str
+    """Optional: the one address the consent covers (phone for SMS/CALL/WHATSAPP, email for
+    EMAIL); empty covers the contact (every address).
+    """
+    method: Global___ConsentMethod.ValueType
+    """Required."""
+    kind: Global___ConsentKind.ValueType
+    """Unspecified means EXPRESS."""
+    implied_basis: Global___ImpliedBasis.ValueType
+    """IMPLIED consent needs an expires_at or an implied_basis (which sets the expiry)."""
+    source: Global___Source.ValueType
+    """Required: who records it (USER, WORKFLOW, CONTACT, SUPPORT; not SYSTEM)."""
+    actor_id: _builtins.str
+    """Id of the user, workflow, form... recording it (<= 128 chars)."""
+    pending: _builtins.bool
+    """A double opt-in sent and not yet confirmed (method DOUBLE_OPT_IN only): the consent is
+    PENDING until the contact replies YES or START within the location's window.
+    """
+    consent_source: _builtins.str
+    """Where it came from (<= 256 chars)."""
+    idempotency_key: _builtins.str
+    """See SetDndRequest.idempotency_key."""
+    expected_version: _builtins.int
+    """See SetDndRequest.expected_version."""
+    @_builtins.property
+    def captured_at(self) -> _timestamp_pb2.Timestamp:
+        """When the consent was captured; unset means now. Not in the future."""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Optional: from then on it no longer counts. After captured_at."""
+
+    @_builtins.property
+    def evidence(self) -> Global___ConsentEvidence: ...
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
+        purpose: Global___ConsentPurpose.ValueType = ...,
+        address: _builtins.str = ...,
+        method: Global___ConsentMethod.ValueType = ...,
+        kind: Global___ConsentKind.ValueType = ...,
+        implied_basis: Global___ImpliedBasis.ValueType = ...,
+        captured_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        source: Global___Source.ValueType = ...,
+        actor_id: _builtins.str = ...,
+        evidence: Global___ConsentEvidence | None = ...,
+        pending: _builtins.bool = ...,
+        consent_source: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        expected_version: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "captured_at", b"captured_at", "evidence", b"evidence", "expected_version", b"expected_version", "expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "actor_id", b"actor_id", "address", b"address", "captured_at", b"captured_at", "channel", b"channel", "consent_source", b"consent_source", "contact_id", b"contact_id", "evidence", b"evidence", "expected_version", b"expected_version", "expires_at", b"expires_at", "idempotency_key", b"idempotency_key", "implied_basis", b"implied_basis", "kind", b"kind", "location_id", b"location_id", "method", b"method", "pending", b"pending", "purpose", b"purpose", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
+    _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_version) -> _WhichOneofReturnType__expected_version | None: ...
+
+Global___RecordConsentRequest: _TypeAlias = RecordConsentRequest  # noqa: Y015
+
+@_typing.final
+class RecordConsentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """False when the same consent was already recorded."""
+    cursor: _builtins.str
+    explanation: _builtins.str
+    """One line: what was recorded, and whether a DND block still denies the channel."""
+    @_builtins.property
+    def consent(self) -> Global___Consent:
+        """The consent as recorded."""
+
+    @_builtins.property
+    def status(self) -> Global___ContactStatus: ...
+    def __init__(
+        self,
+        *,
+        consent: Global___Consent | None = ...,
+        status: Global___ContactStatus | None = ...,
+        changed: _builtins.bool = ...,
+        cursor: _builtins.str = ...,
+        explanation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "consent", b"consent", "cursor", b"cursor", "explanation", b"explanation", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordConsentResponse: _TypeAlias = RecordConsentResponse  # noqa: Y015
+
+@_typing.final
+class RevokeConsentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    contact_id: _builtins.str
+    channel: Global___Channel.ValueType
+    """Required."""
+    purpose: Global___ConsentPurpose.ValueType
+    """Unspecified: every purpose."""
+    address: _builtins.str
+    """Empty: every consent of the channel (the contact's and each address's); else only that
+    address's.
+    """
+    source: Global___Source.ValueType
+    """Required: who revokes (USER, WORKFLOW, CONTACT, SUPPORT)."""
+    actor_id: _builtins.str
+    note: _builtins.str
+    """Free text (<= 1000 chars)."""
+    idempotency_key: _builtins.str
+    """See SetDndRequest.idempotency_key."""
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
+        purpose: Global___ConsentPurpose.ValueType = ...,
+        address: _builtins.str = ...,
+        source: Global___Source.ValueType = ...,
+        actor_id: _builtins.str = ...,
+        note: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "channel", b"channel", "contact_id", b"contact_id", "idempotency_key", b"idempotency_key", "location_id", b"location_id", "note", b"note", "purpose", b"purpose", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeConsentRequest: _TypeAlias = RevokeConsentRequest  # noqa: Y015
+
+@_typing.final
+class RevokeConsentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOKED_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    cursor: _builtins.str
+    @_builtins.property
+    def revoked(self) -> _containers.RepeatedCompositeFieldContainer[Global___Consent]:
+        """The consents this call revoked."""
+
+    @_builtins.property
+    def status(self) -> Global___ContactStatus: ...
+    def __init__(
+        self,
+        *,
+        revoked: _abc.Iterable[Global___Consent] | None = ...,
+        status: Global___ContactStatus | None = ...,
+        changed: _builtins.bool = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "cursor", b"cursor", "revoked", b"revoked", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeConsentResponse: _TypeAlias = RevokeConsentResponse  # noqa: Y015
+
+@_typing.final
+class ChannelConsentPolicy(_message.Message):
+    """ChannelConsentPolicy says which purposes need consent on one channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    REQUIRE_MARKETING_FIELD_NUMBER: _builtins.int
+    REQUIRE_INFORMATIONAL_FIELD_NUMBER: _builtins.int
+    channel: Global___Channel.ValueType
+    require_marketing: _builtins.bool
+    """CheckSend(purpose=MARKETING) needs a consent that counts."""
+    require_informational: _builtins.bool
+    """CheckSend(purpose=INFORMATIONAL) needs one too (only with require_marketing)."""
+    def __init__(
+        self,
+        *,
+        channel: Global___Channel.ValueType = ...,
+        require_marketing: _builtins.bool = ...,
+        require_informational: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "require_informational", b"require_informational", "require_marketing", b"require_marketing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelConsentPolicy: _TypeAlias = ChannelConsentPolicy  # noqa: Y015
+
+@_typing.final
+class ConsentPolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    DOUBLE_OPT_IN_WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    double_opt_in_window_seconds: _builtins.int
+    """How long a pending double opt-in waits for the contact's confirmation, in seconds
+    (60 to 2,592,000; 0 means 86,400).
+    """
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelConsentPolicy]:
+        """At most one entry per channel; a channel not listed requires nothing."""
+
+    def __init__(
+        self,
+        *,
+        channels: _abc.Iterable[Global___ChannelConsentPolicy] | None = ...,
+        double_opt_in_window_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "double_opt_in_window_seconds", b"double_opt_in_window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentPolicy: _TypeAlias = ConsentPolicy  # noqa: Y015
+
+@_typing.final
+class GetConsentPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsentPolicyRequest: _TypeAlias = GetConsentPolicyRequest  # noqa: Y015
+
+@_typing.final
+class GetConsentPolicyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___ConsentPolicy: ...
+    def __init__(
+        self,
+        *,
+        policy: Global___ConsentPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsentPolicyResponse: _TypeAlias = GetConsentPolicyResponse  # noqa: Y015
+
+@_typing.final
+class UpdateConsentPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    @_builtins.property
+    def policy(self) -> Global___ConsentPolicy:
+        """Replaces the location's policy."""
+
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        policy: Global___ConsentPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id", "policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateConsentPolicyRequest: _TypeAlias = UpdateConsentPolicyRequest  # noqa: Y015
+
+@_typing.final
+class UpdateConsentPolicyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___ConsentPolicy: ...
+    def __init__(
+        self,
+        *,
+        policy: Global___ConsentPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateConsentPolicyResponse: _TypeAlias = UpdateConsentPolicyResponse  # noqa: Y015
+
+@_typing.final
+class ReportDeliveryEventRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    contact_id: _builtins.str
+    channel: Global___Channel.ValueType
+    """Required: the channel of the message or preference (e.g. CHANNEL_WHATSAPP)."""
+    provider: _builtins.str
+    """Required: the provider, e.g. "meta" (<= 64 chars)."""
+    code: _builtins.str
+    """Required: the provider's error code or event name, e.g. "131050" or
+    "user_preferences:stop_marketing" (<= 64 chars).
+    """
+    address: _builtins.str
+    """Optional: the contact's address the event is about (E.164 phone for WHATSAPP)."""
+    idempotency_key: _builtins.str
+    """See SetDndRequest.idempotency_key."""
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
+        provider: _builtins.str = ...,
+        code: _builtins.str = ...,
+        address: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "channel", b"channel", "code", b"code", "contact_id", b"contact_id", "idempotency_key", b"idempotency_key", "location_id", b"location_id", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportDeliveryEventRequest: _TypeAlias = ReportDeliveryEventRequest  # noqa: Y015
+
+@_typing.final
+class ReportDeliveryEventResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    outcome: Global___EventOutcome.ValueType
+    reason: Global___Reason.ValueType
+    """The reason of the block the event sets or clears (unspecified when ignored)."""
+    changed: _builtins.bool
+    cursor: _builtins.str
+    explanation: _builtins.str
+    @_builtins.property
+    def status(self) -> Global___ContactStatus: ...
+    def __init__(
+        self,
+        *,
+        outcome: Global___EventOutcome.ValueType = ...,
+        reason: Global___Reason.ValueType = ...,
+        changed: _builtins.bool = ...,
+        status: Global___ContactStatus | None = ...,
+        cursor: _builtins.str = ...,
+        explanation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "cursor", b"cursor", "explanation", b"explanation", "outcome", b"outcome", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportDeliveryEventResponse: _TypeAlias = ReportDeliveryEventResponse  # noqa: Y015

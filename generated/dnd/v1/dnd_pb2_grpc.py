@@ -99,6 +99,31 @@ class DndServiceStub:
                 request_serializer=dnd_dot_v1_dot_dnd__pb2.UpdateKeywordSettingsRequest.SerializeToString,
                 response_deserializer=dnd_dot_v1_dot_dnd__pb2.UpdateKeywordSettingsResponse.FromString,
                 _registered_method=True)
+        self.RecordConsent = channel.unary_unary(
+                '/dnd.v1.DndService/RecordConsent',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.RecordConsentRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.RecordConsentResponse.FromString,
+                _registered_method=True)
+        self.RevokeConsent = channel.unary_unary(
+                '/dnd.v1.DndService/RevokeConsent',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.RevokeConsentRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.RevokeConsentResponse.FromString,
+                _registered_method=True)
+        self.GetConsentPolicy = channel.unary_unary(
+                '/dnd.v1.DndService/GetConsentPolicy',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.GetConsentPolicyRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.GetConsentPolicyResponse.FromString,
+                _registered_method=True)
+        self.UpdateConsentPolicy = channel.unary_unary(
+                '/dnd.v1.DndService/UpdateConsentPolicy',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.UpdateConsentPolicyRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.UpdateConsentPolicyResponse.FromString,
+                _registered_method=True)
+        self.ReportDeliveryEvent = channel.unary_unary(
+                '/dnd.v1.DndService/ReportDeliveryEvent',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.ReportDeliveryEventRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.ReportDeliveryEventResponse.FromString,
+                _registered_method=True)
 
 
 class DndServiceServicer:
@@ -201,6 +226,46 @@ class DndServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordConsent(self, request, context):
+        """RecordConsent records a contact's consent (or a pending double opt-in) for one channel
+        and purpose, optionally for one address, with how it was captured and its proof.
+        Recording the same (contact, channel, purpose, address) again replaces it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeConsent(self, request, context):
+        """RevokeConsent revokes a contact's consents of one channel (one purpose or both, one
+        address or all).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsentPolicy(self, request, context):
+        """GetConsentPolicy returns a location's consent policy (off by default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateConsentPolicy(self, request, context):
+        """UpdateConsentPolicy replaces a location's consent policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportDeliveryEvent(self, request, context):
+        """ReportDeliveryEvent applies a messaging provider's event or error code to the contact
+        (e.g. Meta's WhatsApp "stop marketing" preference or error 131050), from a data table
+        per provider; unknown codes change nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DndServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +323,31 @@ def add_DndServiceServicer_to_server(servicer, server):
                     servicer.UpdateKeywordSettings,
                     request_deserializer=dnd_dot_v1_dot_dnd__pb2.UpdateKeywordSettingsRequest.FromString,
                     response_serializer=dnd_dot_v1_dot_dnd__pb2.UpdateKeywordSettingsResponse.SerializeToString,
+            ),
+            'RecordConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordConsent,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.RecordConsentRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.RecordConsentResponse.SerializeToString,
+            ),
+            'RevokeConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeConsent,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.RevokeConsentRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.RevokeConsentResponse.SerializeToString,
+            ),
+            'GetConsentPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsentPolicy,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.GetConsentPolicyRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.GetConsentPolicyResponse.SerializeToString,
+            ),
+            'UpdateConsentPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateConsentPolicy,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.UpdateConsentPolicyRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.UpdateConsentPolicyResponse.SerializeToString,
+            ),
+            'ReportDeliveryEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportDeliveryEvent,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.ReportDeliveryEventRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.ReportDeliveryEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -567,6 +657,141 @@ class DndService:
             '/dnd.v1.DndService/UpdateKeywordSettings',
             dnd_dot_v1_dot_dnd__pb2.UpdateKeywordSettingsRequest.SerializeToString,
             dnd_dot_v1_dot_dnd__pb2.UpdateKeywordSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/RecordConsent',
+            dnd_dot_v1_dot_dnd__pb2.RecordConsentRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.RecordConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/RevokeConsent',
+            dnd_dot_v1_dot_dnd__pb2.RevokeConsentRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.RevokeConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsentPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/GetConsentPolicy',
+            dnd_dot_v1_dot_dnd__pb2.GetConsentPolicyRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.GetConsentPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateConsentPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/UpdateConsentPolicy',
+            dnd_dot_v1_dot_dnd__pb2.UpdateConsentPolicyRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.UpdateConsentPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportDeliveryEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/ReportDeliveryEvent',
+            dnd_dot_v1_dot_dnd__pb2.ReportDeliveryEventRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.ReportDeliveryEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

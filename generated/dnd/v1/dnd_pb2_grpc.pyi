@@ -81,6 +81,24 @@ class DndServiceStub:
     """GetKeywordSettings returns a location's keyword settings and the built-in keywords."""
     UpdateKeywordSettings: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.UpdateKeywordSettingsRequest, _dnd_pb2.UpdateKeywordSettingsResponse]
     """UpdateKeywordSettings replaces a location's keyword settings."""
+    RecordConsent: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.RecordConsentRequest, _dnd_pb2.RecordConsentResponse]
+    """RecordConsent records a contact's consent (or a pending double opt-in) for one channel
+    and purpose, optionally for one address, with how it was captured and its proof.
+    Recording the same (contact, channel, purpose, address) again replaces it.
+    """
+    RevokeConsent: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.RevokeConsentRequest, _dnd_pb2.RevokeConsentResponse]
+    """RevokeConsent revokes a contact's consents of one channel (one purpose or both, one
+    address or all).
+    """
+    GetConsentPolicy: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.GetConsentPolicyRequest, _dnd_pb2.GetConsentPolicyResponse]
+    """GetConsentPolicy returns a location's consent policy (off by default)."""
+    UpdateConsentPolicy: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.UpdateConsentPolicyRequest, _dnd_pb2.UpdateConsentPolicyResponse]
+    """UpdateConsentPolicy replaces a location's consent policy."""
+    ReportDeliveryEvent: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ReportDeliveryEventRequest, _dnd_pb2.ReportDeliveryEventResponse]
+    """ReportDeliveryEvent applies a messaging provider's event or error code to the contact
+    (e.g. Meta's WhatsApp "stop marketing" preference or error 131050), from a data table
+    per provider; unknown codes change nothing.
+    """
 
 @_typing.type_check_only
 class DndServiceAsyncStub(DndServiceStub):
@@ -135,6 +153,24 @@ class DndServiceAsyncStub(DndServiceStub):
     """GetKeywordSettings returns a location's keyword settings and the built-in keywords."""
     UpdateKeywordSettings: _aio.UnaryUnaryMultiCallable[_dnd_pb2.UpdateKeywordSettingsRequest, _dnd_pb2.UpdateKeywordSettingsResponse]  # type: ignore[assignment]
     """UpdateKeywordSettings replaces a location's keyword settings."""
+    RecordConsent: _aio.UnaryUnaryMultiCallable[_dnd_pb2.RecordConsentRequest, _dnd_pb2.RecordConsentResponse]  # type: ignore[assignment]
+    """RecordConsent records a contact's consent (or a pending double opt-in) for one channel
+    and purpose, optionally for one address, with how it was captured and its proof.
+    Recording the same (contact, channel, purpose, address) again replaces it.
+    """
+    RevokeConsent: _aio.UnaryUnaryMultiCallable[_dnd_pb2.RevokeConsentRequest, _dnd_pb2.RevokeConsentResponse]  # type: ignore[assignment]
+    """RevokeConsent revokes a contact's consents of one channel (one purpose or both, one
+    address or all).
+    """
+    GetConsentPolicy: _aio.UnaryUnaryMultiCallable[_dnd_pb2.GetConsentPolicyRequest, _dnd_pb2.GetConsentPolicyResponse]  # type: ignore[assignment]
+    """GetConsentPolicy returns a location's consent policy (off by default)."""
+    UpdateConsentPolicy: _aio.UnaryUnaryMultiCallable[_dnd_pb2.UpdateConsentPolicyRequest, _dnd_pb2.UpdateConsentPolicyResponse]  # type: ignore[assignment]
+    """UpdateConsentPolicy replaces a location's consent policy."""
+    ReportDeliveryEvent: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ReportDeliveryEventRequest, _dnd_pb2.ReportDeliveryEventResponse]  # type: ignore[assignment]
+    """ReportDeliveryEvent applies a messaging provider's event or error code to the contact
+    (e.g. Meta's WhatsApp "stop marketing" preference or error 131050), from a data table
+    per provider; unknown codes change nothing.
+    """
 
 class DndServiceServicer(metaclass=_abc_1.ABCMeta):
     """DndService answers "may I send?" for every message of the CRM and records
@@ -252,5 +288,53 @@ class DndServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_dnd_pb2.UpdateKeywordSettingsResponse, _abc.Awaitable[_dnd_pb2.UpdateKeywordSettingsResponse]]:
         """UpdateKeywordSettings replaces a location's keyword settings."""
+
+    @_abc_1.abstractmethod
+    def RecordConsent(
+        self,
+        request: _dnd_pb2.RecordConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.RecordConsentResponse, _abc.Awaitable[_dnd_pb2.RecordConsentResponse]]:
+        """RecordConsent records a contact's consent (or a pending double opt-in) for one channel
+        and purpose, optionally for one address, with how it was captured and its proof.
+        Recording the same (contact, channel, purpose, address) again replaces it.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeConsent(
+        self,
+        request: _dnd_pb2.RevokeConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.RevokeConsentResponse, _abc.Awaitable[_dnd_pb2.RevokeConsentResponse]]:
+        """RevokeConsent revokes a contact's consents of one channel (one purpose or both, one
+        address or all).
+        """
+
+    @_abc_1.abstractmethod
+    def GetConsentPolicy(
+        self,
+        request: _dnd_pb2.GetConsentPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.GetConsentPolicyResponse, _abc.Awaitable[_dnd_pb2.GetConsentPolicyResponse]]:
+        """GetConsentPolicy returns a location's consent policy (off by default)."""
+
+    @_abc_1.abstractmethod
+    def UpdateConsentPolicy(
+        self,
+        request: _dnd_pb2.UpdateConsentPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.UpdateConsentPolicyResponse, _abc.Awaitable[_dnd_pb2.UpdateConsentPolicyResponse]]:
+        """UpdateConsentPolicy replaces a location's consent policy."""
+
+    @_abc_1.abstractmethod
+    def ReportDeliveryEvent(
+        self,
+        request: _dnd_pb2.ReportDeliveryEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.ReportDeliveryEventResponse, _abc.Awaitable[_dnd_pb2.ReportDeliveryEventResponse]]:
+        """ReportDeliveryEvent applies a messaging provider's event or error code to the contact
+        (e.g. Meta's WhatsApp "stop marketing" preference or error 131050), from a data table
+        per provider; unknown codes change nothing.
+        """
 
 def add_DndServiceServicer_to_server(servicer: DndServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -39,6 +39,10 @@ class Reason(enum.StrEnum):
     EMAIL_SUPPRESS_COMPLAINT = "EMAIL_SUPPRESS_COMPLAINT"
     EMAIL_SPAM_COMPLAINT = "EMAIL_SPAM_COMPLAINT"
     EMAIL_UNSUBSCRIBE_LINK = "EMAIL_UNSUBSCRIBE_LINK"
+    # Marketing-only opt-outs: they deny MARKETING sends only (domain/consent.py).
+    MARKETING_OPT_OUT = "MARKETING_OPT_OUT"
+    WHATSAPP_MARKETING_OPT_OUT = "WHATSAPP_MARKETING_OPT_OUT"
+    EMAIL_MARKETING_UNSUBSCRIBE = "EMAIL_MARKETING_UNSUBSCRIBE"
 
 
 class Source(enum.StrEnum):
@@ -94,6 +98,8 @@ class Block:
     since: dt.datetime | None = None
     # The address the event that set the block carried ("" if none).
     address: str = ""
+    # An opt-out's one compliance reply was allowed then (None: not yet).
+    replied_at: dt.datetime | None = None
 
     @property
     def key(self) -> BlockKey:

@@ -1,6 +1,7 @@
 """What provider reports (carrier error codes, email events) do to a contact's DND.
 
-Each mapping is one data table; an entry missing from a table means "no change".
+Each mapping is one data table; an entry missing from a table means "no change". A report's
+answer says what it did (``event_outcome``).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from dnd_server.domain.model import Reason, Source
+from dnd_server.domain.model import Channel, Reason, Source
 
 # Carrier / SMS provider error codes that set DND (Twilio's numbering). Temporary: the number
 # cannot receive right now (out of service, filtered, inactive, landline); permanent: the
@@ -69,3 +70,21 @@ ADDRESS_SUPPRESSING_REASONS: frozenset[Reason] = frozenset(
         Reason.EMAIL_UNSUBSCRIBE_LINK,
     }
 )
+
+
+class EventOutcome(enum.StrEnum):
+    APPLIED = "APPLIED"  # the event set its block
+    ALREADY_ACTIVE = "ALREADY_ACTIVE"  # its block was already active: nothing changed
+    IGNORED = "IGNORED"  # the event sets no DND
+
+
+def event_outcome(
+    effect: tuple[Reason, Source] | None, channel: Channel, changed: bool
+) -> tuple[EventOutcome, str]:
+    """What a provider event with ``effect`` (None: it sets no DND) did on ``channel``, and
+    the explanation its answer gives; ``changed``: whether its write changed anything."""
+    if effect is None:
+        return EventOutcome.IGNORED, "ignored: this event does not set DND"
+    if changed:
+        return EventOutcome.APPLIED, f"applied: {effect[0].value} set on {channel.value}"
+    return EventOutcome.ALREADY_ACTIVE, f"unchanged: {effect[0].value} was already active"

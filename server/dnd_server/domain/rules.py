@@ -14,6 +14,18 @@ import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from dnd_server.domain.consent import (
+    ALLOWANCE_REASONS,
+    COMPLIANCE_REPLY_WINDOW,
+    MARKETING_ONLY_REASONS,
+    NO_POLICY,
+    Consent,
+    ConsentPolicy,
+    Purpose,
+    counting_consent,
+    explain_no_consent,
+    reply_allowance,
+)
 from dnd_server.domain.errors import ClearNotPermitted, InvalidArgument, Refusal
 from dnd_server.domain.model import (
     ALL_CHANNELS,
@@ -33,6 +45,9 @@ SMS_REASONS = frozenset(
     {Reason.SMS_OPT_OUT_KEYWORD, Reason.SMS_CARRIER_PERMANENT, Reason.SMS_CARRIER_TEMPORARY}
 )
 EMAIL_REASONS = frozenset(r for r in Reason if r.value.startswith("EMAIL_"))
+WHATSAPP_REASONS = frozenset({Reason.WHATSAPP_MARKETING_OPT_OUT})
+# Reasons a block may have on any one channel or on all channels (outbound).
+ANY_SCOPE_REASONS = frozenset({Reason.MANUAL, Reason.MARKETING_OPT_OUT})
 
 
 class Requirement(enum.Enum):
@@ -77,6 +92,19 @@ CLEAR_POLICY: dict[Reason, dict[Source, Requirement]] = {
     Reason.EMAIL_UNSUBSCRIBE_LINK: {
         Source.USER: Requirement.NOTHING,
         Source.CONTACT: Requirement.NOTHING,
+        Source.SUPPORT: Requirement.NOTHING,
+    },
+    # Marketing-only opt-outs (they deny MARKETING sends only).
+    Reason.MARKETING_OPT_OUT: _ANYONE_BUT_SYSTEM,
+    # The contact's own "resume", a user or support; never a workflow.
+    Reason.WHATSAPP_MARKETING_OPT_OUT: {
+        Source.CONTACT: Requirement.NOTHING,
+        Source.USER: Requirement.NOTHING,
+        Source.SUPPORT: Requirement.NOTHING,
+    },
+    Reason.EMAIL_MARKETING_UNSUBSCRIBE: {
+        Source.CONTACT: Requirement.NOTHING,
+        Source.USER: Requirement.NOTHING,
         Source.SUPPORT: Requirement.NOTHING,
     },
 }
@@ -207,14 +235,17 @@ def validate_block_shape(direction: Direction, scope: Scope, reason: Reason) -> 
         return
     if direction is Direction.INBOUND:
         raise InvalidArgument.one("reason", f"{reason.value} cannot be inbound; only MANUAL can")
-    if scope is None:
+    if scope is None and reason not in ANY_SCOPE_REASONS:
         raise InvalidArgument.one(
-            "reason", f"{reason.value} cannot cover all channels; only MANUAL can"
+            "reason",
+            f"{reason.value} cannot cover all channels; only MANUAL and MARKETING_OPT_OUT can",
         )
     if reason in SMS_REASONS and scope is not Channel.SMS:
         raise InvalidArgument.one("reason", f"{reason.value} exists only on the SMS channel")
     if reason in EMAIL_REASONS and scope is not Channel.EMAIL:
         raise InvalidArgument.one("reason", f"{reason.value} exists only on the EMAIL channel")
+    if reason in WHATSAPP_REASONS and scope is not Channel.WHATSAPP:
+        raise InvalidArgument.one("reason", f"{reason.value} exists only on the WHATSAPP channel")
 
 
 def plan_enable(active: Iterable[Block], new: Block) -> list[Block]:
@@ -297,12 +328,28 @@ def summarize(blocks: Sequence[Block]) -> StatusSummary:
     return StatusSummary(outbound=outbound, inbound=inbound, blocked_channels=blocked)
 
 
+class Denial(enum.StrEnum):
+    """What denied a send."""
+
+    DND_BLOCK = "DND_BLOCK"
+    ADDRESS_SUPPRESSED = "ADDRESS_SUPPRESSED"
+    MARKETING_OPT_OUT = "MARKETING_OPT_OUT"
+    NO_CONSENT = "NO_CONSENT"
+    COMPLIANCE_REPLY_SPENT = "COMPLIANCE_REPLY_SPENT"
+
+
 @dataclass(frozen=True, slots=True)
 class SendDecision:
     allowed: bool
     denied_by: tuple[Block, ...]
     explanation: str
     denied_by_address: tuple[AddressSuppression, ...] = ()
+    denial: Denial | None = None
+    # A COMPLIANCE_REPLY is allowed only once the one reply of this opt-out is claimed (a
+    # write: ``plan_claim_reply``); whoever claims it first sends it.
+    claim: Block | None = None
+    # The consent that allowed the send, where the location's policy requires one.
+    consent: Consent | None = None
 
 
 def decide_send(
@@ -310,25 +357,118 @@ def decide_send(
     channel: Channel,
     direction: Direction,
     suppressions: Sequence[AddressSuppression] = (),
+    *,
+    purpose: Purpose | None = None,
+    address: str = "",
+    consents: Sequence[Consent] = (),
+    policy: ConsentPolicy = NO_POLICY,
+    now: dt.datetime | None = None,
 ) -> SendDecision:
     """May a message go out (or come in) on ``channel``? Manual and automated sends alike.
 
-    ``suppressions`` are those of the destination address: any on this channel denies an
-    outbound send, whichever contact set it.
+    ``suppressions`` are those of the destination ``address``: any on this channel denies an
+    outbound send, whichever contact set it. Then, by ``purpose`` (None: not stated):
+
+    - DND blocks and suppressions deny every purpose, except the one COMPLIANCE_REPLY right
+      after an opt-out (``reply_allowance``): allowed once claimed (``SendDecision.claim``);
+    - marketing-only opt-outs deny MARKETING and unstated purposes;
+    - where ``policy`` requires consent for the purpose on the channel, a consent must count
+      at ``now`` (``counting_consent``), or the send is denied NO_CONSENT.
     """
-    if not blocks and not suppressions:
+    outbound = direction is Direction.OUTBOUND
+    needed = policy.requires(channel, purpose) if outbound else None
+    if not blocks and not suppressions and needed is None:
         return _allowed(channel, direction)  # the common case: nothing to look at
-    denied_by = tuple(b for b in blocks if b.covers(direction, channel))
-    by_address = tuple(
-        s for s in suppressions if direction is Direction.OUTBOUND and s.channel is channel
-    )
-    if denied_by:
-        why = explain_denial(denied_by[0], channel, direction)
-        return SendDecision(False, denied_by, why, by_address)
-    if by_address:
+    covering = [b for b in blocks if b.covers(direction, channel)]
+    dnd = tuple(b for b in covering if b.reason not in MARKETING_ONLY_REASONS)
+    by_address = tuple(s for s in suppressions if outbound and s.channel is channel)
+    if dnd or by_address:
+        if purpose is Purpose.COMPLIANCE_REPLY and outbound:
+            return _compliance_reply(blocks, dnd, by_address, channel, address, _now(now))
+        if dnd:
+            why = explain_denial(dnd[0], channel, direction)
+            return SendDecision(False, dnd, why, by_address, Denial.DND_BLOCK)
         why = explain_address_denial(by_address[0], channel)
-        return SendDecision(False, (), why, by_address)
+        return SendDecision(False, (), why, by_address, Denial.ADDRESS_SUPPRESSED)
+    marketing = tuple(b for b in covering if b.reason in MARKETING_ONLY_REASONS)
+    if marketing and purpose in (None, Purpose.MARKETING):
+        why = explain_denial(marketing[0], channel, direction)
+        return SendDecision(False, marketing, why, (), Denial.MARKETING_OPT_OUT)
+    if needed is not None:
+        at = _now(now)
+        counting = counting_consent(consents, channel, needed, address, at)
+        if counting is None:
+            why = explain_no_consent(consents, channel, needed, address, at)
+            return SendDecision(False, (), why, (), Denial.NO_CONSENT)
+        why = (
+            f"allowed: no active DND covers outbound {channel.value}, and the contact's "
+            f"{needed.value} consent ({counting.method.value}, captured "
+            f"{_iso(counting.captured_at)}) counts"
+        )
+        return SendDecision(True, (), why, consent=counting)
     return _allowed(channel, direction)
+
+
+def _now(now: dt.datetime | None) -> dt.datetime:
+    return now if now is not None else dt.datetime.now(dt.UTC)
+
+
+def _compliance_reply(
+    blocks: Sequence[Block],
+    dnd: tuple[Block, ...],
+    by_address: tuple[AddressSuppression, ...],
+    channel: Channel,
+    address: str,
+    now: dt.datetime,
+) -> SendDecision:
+    """A COMPLIANCE_REPLY where DND denies: the one reply of a fresh opt-out, or nothing."""
+    opt_out = reply_allowance(blocks, channel, address, now)
+    if opt_out is not None:
+        assert opt_out.since is not None
+        why = (
+            f"allowed once: the compliance reply to the {opt_out.reason.value} opt-out of "
+            f"{_iso(opt_out.since)} (one reply, within "
+            f"{int(COMPLIANCE_REPLY_WINDOW.total_seconds() // 60)} minutes of the opt-out)"
+        )
+        return SendDecision(True, (), why, claim=opt_out)
+    spent = [
+        b
+        for b in dnd
+        if b.reason in ALLOWANCE_REASONS and b.scope is channel and b.since is not None
+    ]
+    if spent:
+        latest = max(spent, key=lambda b: b.since or now)
+        assert latest.since is not None
+        if latest.replied_at is not None:
+            when = f"was already allowed at {_iso(latest.replied_at)}"
+        elif now >= latest.since + COMPLIANCE_REPLY_WINDOW:
+            when = "is no longer allowed: the 5 minutes after the opt-out are over"
+        else:
+            when = "may go only to the address that opted out"
+        why = (
+            f"denied: the one compliance reply after the {latest.reason.value} opt-out of "
+            f"{_iso(latest.since)} {when}"
+        )
+        return SendDecision(False, dnd, why, by_address, Denial.COMPLIANCE_REPLY_SPENT)
+    if dnd:
+        return SendDecision(
+            False,
+            dnd,
+            explain_denial(dnd[0], channel, Direction.OUTBOUND),
+            by_address,
+            Denial.DND_BLOCK,
+        )
+    why = explain_address_denial(by_address[0], channel)
+    return SendDecision(False, (), why, by_address, Denial.ADDRESS_SUPPRESSED)
+
+
+def explain_without_holder(decision: SendDecision, channel: Channel) -> str:
+    """The explanation of ``decision`` for a caller told decisions, not dossiers: a denial by
+    address suppressions alone names neither the address nor the contact whose event
+    suppressed it (a contact's own blocks name no one else)."""
+    if not decision.denied_by and decision.denied_by_address:
+        return explain_address_denial(decision.denied_by_address[0], channel, name_holder=False)
+    return decision.explanation
 
 
 @functools.lru_cache(maxsize=65536)

@@ -1,14 +1,26 @@
-"""Mapping between protobuf messages and domain types."""
+"""Mapping between protobuf messages and domain types, and the answers of the RPCs."""
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from dnd.v1 import dnd_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from dnd_server.domain.keywords import KeywordKind
+from dnd_server.cursor import encode_bookmark, encode_cursor, encode_page_token
+from dnd_server.domain.inbound import InboundVerdict
+from dnd_server.domain.keywords import (
+    HELP_WORDS,
+    OPT_IN_WORDS,
+    OPT_OUT_WORDS,
+    REVOCATION_PHRASES,
+    KeywordKind,
+    KeywordSettings,
+)
 from dnd_server.domain.model import (
     AddressSuppression,
     Block,
@@ -21,8 +33,9 @@ from dnd_server.domain.model import (
     Summary,
     block_sort_key,
 )
-from dnd_server.domain.rules import summarize
-from dnd_server.storage.store import ChangeRow, HistoryRow
+from dnd_server.domain.provider_events import EventOutcome
+from dnd_server.domain.rules import SendDecision, explain_without_holder, summarize
+from dnd_server.records import ChangeRow, HistoryRow, WriteResult
 
 CHANNEL_TO_PB: dict[Channel, pb.Channel.ValueType] = {
     c: pb.Channel.Value(f"CHANNEL_{c.value}") for c in Channel
@@ -45,6 +58,10 @@ KEYWORD_ACTION_TO_PB: dict[KeywordKind, pb.KeywordAction.ValueType] = {
     KeywordKind.OPT_OUT: pb.KEYWORD_ACTION_OPTED_OUT,
     KeywordKind.OPT_IN: pb.KEYWORD_ACTION_OPTED_IN,
     KeywordKind.HELP: pb.KEYWORD_ACTION_HELP,
+}
+
+EVENT_OUTCOME_TO_PB: dict[EventOutcome, pb.EventOutcome.ValueType] = {
+    o: pb.EventOutcome.Value(f"EVENT_OUTCOME_{o.value}") for o in EventOutcome
 }
 
 CHANNEL_FROM_PB: dict[int, Channel] = {int(v): k for k, v in CHANNEL_TO_PB.items()}
@@ -211,3 +228,222 @@ def change_to_pb(row: ChangeRow, cursor: str) -> pb.ChangeEvent:
         authenticated_caller=row.caller,
         suppression_contact_id=row.owner_contact_id,
     )
+
+
+def settings_to_pb(settings: KeywordSettings) -> pb.KeywordSettings:
+    return pb.KeywordSettings(
+        extra_opt_out_words=sorted(settings.extra_opt_out_words),
+        extra_opt_in_words=sorted(settings.extra_opt_in_words),
+        detect_revocation_phrases=settings.detect_revocation_phrases,
+    )
+
+
+def keyword_settings_to_pb(settings: KeywordSettings) -> pb.GetKeywordSettingsResponse:
+    """A location's settings, with the built-in words they add to."""
+    return pb.GetKeywordSettingsResponse(
+        settings=settings_to_pb(settings),
+        default_opt_out_words=sorted(OPT_OUT_WORDS),
+        default_opt_in_words=sorted(OPT_IN_WORDS),
+        help_words=sorted(HELP_WORDS),
+        revocation_phrases=list(REVOCATION_PHRASES),
+    )
+
+
+# --- answers of writes ---------------------------------------------------------------------
+
+
+def set_dnd_to_pb(result: WriteResult) -> pb.SetDndResponse:
+    return pb.SetDndResponse(
+        status=status_to_pb(result.state),
+        changed=bool(result.steps),
+        affected_blocks=[
+            block_to_pb(step.target) for step in result.steps if isinstance(step.target, Block)
+        ],
+        cursor=encode_cursor(result.last_seq),
+    )
+
+
+def inbound_to_pb(verdict: InboundVerdict, result: WriteResult) -> pb.ProcessInboundMessageResponse:
+    return pb.ProcessInboundMessageResponse(
+        action=KEYWORD_ACTION_TO_PB[verdict.action],
+        matched_keyword=verdict.matched_keyword,
+        deliver_to_inbox=verdict.deliver_to_inbox,
+        changed=bool(result.steps),
+        status=status_to_pb(result.state),
+        cursor=encode_cursor(result.last_seq),
+        sms_blocked=verdict.sms_blocked,
+        sms_blocked_by=[block_to_pb(b) for b in verdict.sms_blocked_by],
+        explanation=verdict.explanation,
+    )
+
+
+_E = TypeVar("_E", pb.ReportSmsDeliveryFailureResponse, pb.ReportEmailEventResponse)
+
+
+def provider_event_to_pb(
+    cls: type[_E],
+    outcome: EventOutcome,
+    explanation: str,
+    reason: Reason | None,
+    result: WriteResult,
+) -> _E:
+    """The answer of a provider event report (``reason``: of the block it sets, if any)."""
+    return cls(
+        outcome=EVENT_OUTCOME_TO_PB[outcome],
+        reason=REASON_TO_PB[reason] if reason is not None else pb.REASON_UNSPECIFIED,
+        changed=bool(result.steps),
+        status=status_to_pb(result.state),
+        cursor=encode_cursor(result.last_seq),
+        explanation=explanation,
+    )
+
+
+# --- answers of send checks ----------------------------------------------------------------
+
+
+def check_send_to_pb(
+    decision: SendDecision, state: ContactState, channel: Channel, dossier: bool
+) -> pb.CheckSendResponse:
+    """A CheckSend answer; a denial in full for a caller shown ``dossier`` (read
+    permission), else in its decision view (``denial_summary``)."""
+    if decision.allowed:
+        return pb.CheckSendResponse(
+            allowed=True, version=state.version, explanation=decision.explanation
+        )
+    if dossier:
+        return pb.CheckSendResponse(
+            allowed=False,
+            denied_by=[block_to_pb(b) for b in decision.denied_by],
+            version=state.version,
+            explanation=decision.explanation,
+            denied_by_address=[suppression_to_pb(s) for s in decision.denied_by_address],
+        )
+    blocks, suppressions, explanation = denial_summary(decision, channel)
+    return pb.CheckSendResponse(
+        allowed=False,
+        denied_by=blocks,
+        version=state.version,
+        explanation=explanation,
+        denied_by_address=suppressions,
+    )
+
+
+# The part of a BatchCheckSend response that details (include_details) may take, at most.
+DETAILS_ALLOWANCE = 2 << 20
+
+Target = tuple[str, str]  # (contact, normalised address)
+
+
+def batch_check_to_pb(
+    targets: Sequence[Target],
+    answers: Mapping[Target, tuple[SendDecision, ContactState]],
+    channel: Channel,
+    details: bool,
+    allowance: int,
+) -> pb.BatchCheckSendResponse:
+    """One result per target, in request order: a repeated target refers to its first
+    result (``repeat_of``); denials in their decision view, or with ``details`` in full
+    while they fit in ``allowance`` bytes (later ones then say ``details_omitted``)."""
+    first: dict[Target, int] = {}
+    results = []
+    for index, target in enumerate(targets):
+        decision, state = answers[target]
+        earlier = first.setdefault(target, index)
+        if earlier != index:
+            results.append(
+                pb.CheckResult(
+                    contact_id=target[0],
+                    allowed=decision.allowed,
+                    version=state.version,
+                    repeat_of=earlier,
+                )
+            )
+            continue
+        if decision.allowed:  # most answers: no repeated fields to build
+            results.append(
+                pb.CheckResult(
+                    contact_id=target[0],
+                    allowed=True,
+                    version=state.version,
+                    explanation=decision.explanation,
+                )
+            )
+            continue
+        if details and allowance >= 0:
+            full = pb.CheckResult(
+                contact_id=target[0],
+                allowed=False,
+                denied_by=[block_to_pb(b) for b in decision.denied_by],
+                denied_by_address=[suppression_to_pb(s) for s in decision.denied_by_address],
+                version=state.version,
+                explanation=decision.explanation,
+            )
+            size = full.ByteSize()
+            if size <= allowance:
+                allowance -= size
+                results.append(full)
+                continue
+            allowance = -1  # in request order: no later result gets details either
+        blocks, suppressions, explanation = denial_summary(decision, channel)
+        results.append(
+            pb.CheckResult(
+                contact_id=target[0],
+                allowed=False,
+                denied_by=blocks,
+                denied_by_address=suppressions,
+                version=state.version,
+                explanation=explanation,
+                details_omitted=details,
+            )
+        )
+    return pb.BatchCheckSendResponse(results=results)
+
+
+def denial_summary(
+    decision: SendDecision, channel: Channel
+) -> tuple[list[pb.Block], list[pb.AddressSuppression], str]:
+    """What denies a send, without the dossier: block and suppression summaries, and an
+    explanation naming no other contact."""
+    return (
+        [block_summary_to_pb(b) for b in decision.denied_by],
+        [suppression_summary_to_pb(s) for s in decision.denied_by_address],
+        explain_without_holder(decision, channel),
+    )
+
+
+# --- history and change streams ------------------------------------------------------------
+
+
+def history_page_to_pb(rows: Sequence[HistoryRow], page_size: int) -> pb.ListHistoryResponse:
+    """A page of history from up to ``page_size + 1`` rows (one more: there is a next page).
+    Pages are cut by sequence number: changes committed while paging (all above the first
+    page's) never shift later pages."""
+    page = rows[:page_size]
+    more = len(rows) > page_size
+    return pb.ListHistoryResponse(
+        entries=[history_to_pb(row, encode_cursor(row.seq)) for row in page],
+        next_page_token=encode_page_token(page[-1].seq) if more else "",
+    )
+
+
+def bookmark_to_pb(seq: int) -> pb.WatchChangesResponse:
+    return pb.WatchChangesResponse(bookmark=pb.Bookmark(cursor=encode_bookmark(seq)))
+
+
+class ChangeMessages:
+    """The stream message of each recent change, built once and shared by every stream that
+    has yet to send it (the ``keep`` most recent are kept)."""
+
+    def __init__(self, keep: int = 4096) -> None:
+        self._keep = keep
+        self._messages: OrderedDict[int, pb.WatchChangesResponse] = OrderedDict()
+
+    def message(self, change: ChangeRow) -> pb.WatchChangesResponse:
+        message = self._messages.get(change.seq)
+        if message is None:
+            event = change_to_pb(change, encode_cursor(change.seq))
+            message = pb.WatchChangesResponse(event=event)
+            self._messages[change.seq] = message
+            if len(self._messages) > self._keep:
+                self._messages.popitem(last=False)
+        return message

@@ -1,4 +1,7 @@
-"""Request validation: every field checked, every problem reported at once, field by field."""
+"""Request validation: each RPC's request checked field by field and turned into what its use
+case takes (a command, a query, a watch filter or plain arguments). The problems of a request
+are reported together, in one InvalidArgument naming each field (an UpdateKeywordSettings
+request's words are checked once its location is valid)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from dnd_server.domain.keywords import KeywordSettings, validate_extra_words
 from dnd_server.domain.model import Channel, Direction, Reason, Scope
 from dnd_server.domain.provider_events import EmailEvent
 from dnd_server.domain.rules import validate_block_shape
+from dnd_server.records import Addresses, ChangeMeta
 from dnd_server.rpc.convert import (
     CHANNEL_FROM_PB,
     DIRECTION_FROM_PB,
@@ -32,7 +36,6 @@ from dnd_server.service import (
     email_event_effect,
     sms_failure_effect,
 )
-from dnd_server.storage.store import Addresses, ChangeMeta
 from dnd_server.watch import WatchFilter
 
 ID_MAX = 128
@@ -88,7 +91,8 @@ class Violations:
             self.add(field, f"must not contain control characters{allowed}")
 
     def address(self, field: str, channel: Channel | None, raw: str, region: str) -> str:
-        """The normalised address, or "" (with a violation) when unusable."""
+        """The normalised address; "" when none is given, or when it is unusable (with a
+        violation) or its channel unknown (the channel's own violation says so)."""
         if not raw:
             return ""
         if channel is None:

@@ -1,4 +1,5 @@
-"""Translation of driver errors into the service's own, in exactly one place."""
+"""Translation of driver errors into the service's own, in exactly one place (the Store's
+``_run``), and which of them a retry may fix."""
 
 from __future__ import annotations
 

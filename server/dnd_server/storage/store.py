@@ -1,6 +1,8 @@
-"""The one module that runs queries. Reads snapshot a contact; writes run a pure plan inside
-one transaction that (optionally) claims an idempotency key, locks the contact and the
-addresses involved, applies the plan's steps and appends them to the change log.
+"""The one module that runs queries, every one through one helper (``Store._run``): a pooled
+connection under the database deadline, the driver's errors translated, and the retries that
+are safe. Reads snapshot contacts; a write runs a pure plan inside one transaction that
+(optionally) claims an idempotency key, loads the contact and the addresses involved under
+their locks, applies the plan's steps and appends them to the change log.
 """
 
 from __future__ import annotations
@@ -8,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeAlias, TypeVar
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from dnd_server.domain.errors import InvalidArgument, Unavailable, VersionMismatch
 from dnd_server.domain.keywords import KeywordSettings
@@ -22,13 +25,25 @@ from dnd_server.domain.model import (
     Channel,
     ContactState,
     Direction,
-    Reason,
-    Source,
+    StatusSummary,
     Step,
-    parse_scope,
     scope_name,
 )
 from dnd_server.domain.rules import summarize
+from dnd_server.records import (
+    Addresses,
+    ChangeMeta,
+    ChangeRow,
+    ContactsRead,
+    CursorPosition,
+    Decision,
+    HistoryRow,
+    Idempotency,
+    Plan,
+    Replay,
+    WriteResult,
+)
+from dnd_server.storage import rows
 from dnd_server.storage.errors import (
     CONNECTION_LOST,
     RETRYABLE_TRANSACTION_ERRORS,
@@ -36,135 +51,64 @@ from dnd_server.storage.errors import (
 )
 from dnd_server.storage.sql import QUERIES
 
+# A connection as the pool lends it (the proxy is generic to the type checker only).
+Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+
+_T = TypeVar("_T")
+
 _TRANSACTION_ATTEMPTS = 3
-
-# (channel, normalised address) pairs a read or write involves.
-Addresses = Sequence[tuple[Channel, str]]
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeMeta:
-    """Who makes a change and what they say about it; recorded on every log row."""
-
-    source: Source
-    actor_id: str = ""
-    note: str = ""
-    evidence: str = ""
-    provider_detail: str = ""
-    # The authenticated caller making the change (a token's name, or ``anonymous <peer>``
-    # without tokens), recorded beside the caller-supplied ``actor_id``.
-    caller: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """A plan's steps plus what else it decided (handed back in ``WriteResult.detail``)."""
-
-    steps: Sequence[Step]
-    detail: object = None
-
-
-# A plan decides, from the locked current state and the database's clock, which steps to take.
-Plan = Callable[[ContactState, dt.datetime], Sequence[Step] | Decision]
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    state: ContactState
-    steps: tuple[Step, ...]
-    # Sequence number of the contact's last change (the write's own when it changed something).
-    last_seq: int
-    # What the plan decided beside its steps (see Decision).
-    detail: object = None
-
-
-@dataclass(frozen=True, slots=True)
-class Idempotency:
-    """An idempotency key claimed in the write's transaction; ``respond`` encodes the answer
-    stored for retries."""
-
-    key: str
-    method: str
-    request_hash: bytes
-    respond: Callable[[WriteResult], bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """The stored first answer to a retried idempotency key."""
-
-    response: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryRow:
-    seq: int
-    time: dt.datetime
-    version: int
-    enabled: bool
-    direction: Direction
-    scope: Channel | None
-    reason: Reason
-    source: Source
-    actor_id: str
-    note: str
-    evidence: str
-    provider_detail: str
-    address: str
-    # The contact whose request made the change (histories mix contacts' changes).
-    contact_id: str = ""
-    # For an address suppression change: the contact whose event set the suppression.
-    owner_contact_id: str = ""
-    # The authenticated caller that made the change ("" if logged before it was recorded).
-    caller: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeRow:
-    """One change-log row as the change stream carries it (no note or evidence)."""
-
-    seq: int
-    location_id: str
-    contact_id: str
-    direction: Direction
-    scope: Channel | None
-    enabled: bool
-    reason: Reason
-    source: Source
-    actor_id: str
-    time: dt.datetime
-    outbound: str
-    inbound: str
-    blocked_channels: tuple[Channel, ...]
-    version: int
-    address: str
-    owner_contact_id: str = ""
-    caller: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ContactsRead:
-    contacts: dict[str, ContactState]
-    last_seqs: dict[str, int]
-    suppressions: tuple[AddressSuppression, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CursorPosition:
-    head: int
-    pruned_below: int
-    # Whether the change right after the cursor is older than the stream's retention.
-    next_expired: bool
+# A read is retried once on a fresh connection when the one used turns out to be lost.
+_READ_ATTEMPTS = 2
+# Pruning deletes in bulk: it may take this many database timeouts.
+_PRUNE_TIMEOUTS = 6
 
 
 class Store:
-    def __init__(self, pool: asyncpg.Pool, timeout: float, idempotency_ttl: float) -> None:
+    def __init__(self, *, pool: asyncpg.Pool, timeout: float, idempotency_ttl: float) -> None:
         self._pool = pool
         self._timeout = timeout
         self._idempotency_ttl = idempotency_ttl
 
+    async def _run(
+        self,
+        operation: Callable[[Connection], Awaitable[_T]],
+        *,
+        attempts: int = 1,
+        transaction: bool = False,
+        timeout: float | None = None,
+    ) -> _T:
+        """Run ``operation`` on a pooled connection, by one deadline (see ``_connection``), in
+        a transaction when asked, with the driver's errors translated (storage/errors.py).
+
+        Up to ``attempts`` tries, each on a fresh connection with a fresh deadline: after the
+        connection was lost before a COMMIT was sent (nothing was written) and, in a
+        transaction, after a serialization failure or a deadlock (rolled back). Never after the
+        deadline passed, after a lost COMMIT (it may have committed), or on cancellation.
+        """
+        for attempt in range(1, attempts + 1):
+            committing = False
+            try:
+                with translate_errors():
+                    async with self._connection(timeout) as conn:
+                        if not transaction:
+                            return await operation(conn)
+                        async with conn.transaction():
+                            result = await operation(conn)
+                            committing = True
+                        return result
+            except RETRYABLE_TRANSACTION_ERRORS:
+                if not transaction:
+                    raise
+                if attempt == attempts:
+                    raise Unavailable("database kept aborting the transaction; retry") from None
+            except Unavailable as error:
+                lost = isinstance(error.__cause__, CONNECTION_LOST)
+                if committing or not lost or attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
     @contextlib.asynccontextmanager
-    async def _connection(self, timeout: float | None = None) -> AsyncIterator[Any]:
+    async def _connection(self, timeout: float | None = None) -> AsyncIterator[Connection]:
         """A pooled connection for one operation: acquiring it, every statement, the commit
         and the release all end by one deadline (``timeout``, by default the database
         timeout). At the deadline the connection is terminated, not closed or cancelled
@@ -196,57 +140,40 @@ class Store:
                 expiry.cancel()
 
     async def head_seq(self) -> int:
-        with translate_errors():
-            async with self._connection() as conn:
-                seq: int = await conn.fetchval(QUERIES["head_seq"])
-                return seq
+        return int(await self._run(lambda conn: conn.fetchval(QUERIES["head_seq"])))
 
     async def cursor_key(self, candidate: bytes) -> bytes:
         """The deployment's cursor key: the stored one, or ``candidate`` when none is yet."""
-        with translate_errors():
-            async with self._connection() as conn:
-                await conn.execute(QUERIES["store_cursor_key"], candidate)
-                # A statement of its own: it sees a key another server stored meanwhile.
-                key: bytes = await conn.fetchval(QUERIES["cursor_key"])
-                return bytes(key)
 
-    async def _read(self, fn: Callable[[Any], Any]) -> Any:
-        """Run a read on a pooled connection; retried once on a fresh connection when the
-        one used turns out to be lost."""
-        for attempt in (1, 2):
-            try:
-                with translate_errors():
-                    async with self._connection() as conn:
-                        return await fn(conn)
-            except Unavailable as error:
-                if attempt == 2 or not isinstance(error.__cause__, CONNECTION_LOST):
-                    raise
-        raise AssertionError("unreachable")
+        async def store_and_read(conn: Connection) -> bytes:
+            await conn.execute(QUERIES["store_cursor_key"], candidate)
+            # A statement of its own: it sees a key another server stored meanwhile.
+            return bytes(await conn.fetchval(QUERIES["cursor_key"]))
+
+        return await self._run(store_and_read)
 
     async def changes_after(self, seq: int, limit: int) -> list[ChangeRow]:
         """Changes with a sequence number above ``seq``, in order. Sequence numbers commit in
         order, so this never skips a change that commits later."""
-
-        async def read(conn: Any) -> list[ChangeRow]:
-            rows = await conn.fetch(QUERIES["changes_after"], seq, limit)
-            return [change_row(r) for r in rows]
-
-        result: list[ChangeRow] = await self._read(read)
-        return result
+        found = await self._run(
+            lambda conn: conn.fetch(QUERIES["changes_after"], seq, limit),
+            attempts=_READ_ATTEMPTS,
+        )
+        return [rows.to_change(row) for row in found]
 
     async def cursor_position(self, seq: int, retention: float) -> CursorPosition:
-        async def read(conn: Any) -> CursorPosition:
-            row = await conn.fetchrow(QUERIES["cursor_position"], seq, retention)
-            return CursorPosition(row["head"], row["pruned_below"], bool(row["next_expired"]))
-
-        result: CursorPosition = await self._read(read)
-        return result
+        found = await self._run(
+            lambda conn: conn.fetchrow(QUERIES["cursor_position"], seq, retention),
+            attempts=_READ_ATTEMPTS,
+        )
+        return rows.to_cursor_position(found)
 
     async def prune_changes(self, retention: float) -> int:
-        with translate_errors():
-            async with self._connection(self._timeout * 6) as conn:
-                count: int = await conn.fetchval(QUERIES["prune_changes"], retention)
-        return count
+        count = await self._run(
+            lambda conn: conn.fetchval(QUERIES["prune_changes"], retention),
+            timeout=self._timeout * _PRUNE_TIMEOUTS,
+        )
+        return int(count)
 
     async def read_contacts(
         self, location_id: str, contact_ids: Sequence[str], addresses: Addresses = ()
@@ -254,114 +181,72 @@ class Store:
         """Several contacts of one location and the suppressions of ``addresses``, in one
         statement (one snapshot, one round trip). Unknown contacts come back at version 0;
         every contact's state carries all the suppressions read."""
-        channels, values = _address_columns(addresses)
-
-        async def read(conn: Any) -> list[asyncpg.Record]:
-            if len(contact_ids) == 1 and not addresses:
-                one: list[asyncpg.Record] = await conn.fetch(
-                    QUERIES["read_contact"], location_id, contact_ids[0]
-                )
-                return one
-            rows: list[asyncpg.Record] = await conn.fetch(
-                QUERIES["read_contacts"], location_id, list(contact_ids), channels, values
-            )
-            return rows
-
-        rows: list[asyncpg.Record] = await self._read(read)
-        heads: dict[str, asyncpg.Record] = {}
-        blocks: dict[str, list[Block]] = {}
-        suppressions: list[AddressSuppression] = []
-        for row in rows:
-            kind = row["kind"]
-            if kind == "c":
-                heads[row["contact_id"]] = row
-            elif kind == "b":
-                blocks.setdefault(row["contact_id"], []).append(_block(row))
-            else:
-                suppressions.append(_suppression(row, channel_column="scope"))
-        shown = tuple(suppressions)
-        contacts: dict[str, ContactState] = {}
-        last_seqs: dict[str, int] = {}
-        for contact_id in contact_ids:
-            head = heads.get(contact_id)
-            contacts[contact_id] = ContactState(
-                location_id,
-                contact_id,
-                tuple(blocks.get(contact_id, ())),
-                head["version"] if head else 0,
-                head["updated_at"] if head else None,
-                shown,
-            )
-            last_seqs[contact_id] = head["last_seq"] if head else 0
-        return ContactsRead(contacts, last_seqs, shown)
+        args: tuple[object, ...]
+        if len(contact_ids) == 1 and not addresses:
+            query, args = "read_contact", (location_id, contact_ids[0])
+        else:
+            channels, values = _address_columns(addresses)
+            query, args = "read_contacts", (location_id, list(contact_ids), channels, values)
+        found = await self._run(
+            lambda conn: conn.fetch(QUERIES[query], *args), attempts=_READ_ATTEMPTS
+        )
+        return rows.to_contacts_read(location_id, contact_ids, found)
 
     async def list_history(
-        self, location_id: str, contact_id: str, before_seq: int, limit: int
+        self, location_id: str, contact_id: str, *, before_seq: int, limit: int
     ) -> list[HistoryRow]:
         """A contact's changes, and those of the suppressions its events set (whichever
         contact's request made them), with a sequence number below ``before_seq``, newest
         first."""
-
-        async def read(conn: Any) -> list[HistoryRow]:
-            rows = await conn.fetch(
+        found = await self._run(
+            lambda conn: conn.fetch(
                 QUERIES["list_history"], location_id, contact_id, before_seq, limit
-            )
-            return [history_row(r) for r in rows]
-
-        result: list[HistoryRow] = await self._read(read)
-        return result
+            ),
+            attempts=_READ_ATTEMPTS,
+        )
+        return [rows.to_history(row) for row in found]
 
     async def list_address_history(
-        self, location_id: str, channel: Channel, address: str, before_seq: int, limit: int
+        self, location_id: str, channel: Channel, address: str, *, before_seq: int, limit: int
     ) -> list[HistoryRow]:
         """Every change of the suppressions of (``channel``, ``address``) with a sequence
         number below ``before_seq``, newest first."""
-
-        async def read(conn: Any) -> list[HistoryRow]:
-            rows = await conn.fetch(
+        found = await self._run(
+            lambda conn: conn.fetch(
                 QUERIES["list_address_history"],
                 location_id,
                 channel.value,
                 address,
                 before_seq,
                 limit,
-            )
-            return [history_row(r) for r in rows]
-
-        result: list[HistoryRow] = await self._read(read)
-        return result
+            ),
+            attempts=_READ_ATTEMPTS,
+        )
+        return [rows.to_history(row) for row in found]
 
     async def get_settings(self, location_id: str) -> KeywordSettings:
-        async def read(conn: Any) -> KeywordSettings:
-            row = await conn.fetchrow(QUERIES["get_settings"], location_id)
-            if row is None:
-                return KeywordSettings()
-            return KeywordSettings(
-                frozenset(row["extra_opt_out_words"]),
-                frozenset(row["extra_opt_in_words"]),
-                row["detect_revocation_phrases"],
-            )
-
-        result: KeywordSettings = await self._read(read)
-        return result
+        found = await self._run(
+            lambda conn: conn.fetchrow(QUERIES["get_settings"], location_id),
+            attempts=_READ_ATTEMPTS,
+        )
+        return rows.to_settings(found)
 
     async def put_settings(self, location_id: str, settings: KeywordSettings) -> None:
-        with translate_errors():
-            async with self._connection() as conn:
-                await conn.execute(
-                    QUERIES["put_settings"],
-                    location_id,
-                    sorted(settings.extra_opt_out_words),
-                    sorted(settings.extra_opt_in_words),
-                    settings.detect_revocation_phrases,
-                )
+        await self._run(
+            lambda conn: conn.execute(
+                QUERIES["put_settings"],
+                location_id,
+                sorted(settings.extra_opt_out_words),
+                sorted(settings.extra_opt_in_words),
+                settings.detect_revocation_phrases,
+            )
+        )
 
     async def prune_idempotency_keys(self) -> int:
-        with translate_errors():
-            async with self._connection(self._timeout * 6) as conn:
-                status: str = await conn.execute(
-                    QUERIES["prune_idempotency_keys"], self._idempotency_ttl
-                )
+        status = await self._run(
+            lambda conn: conn.execute(QUERIES["prune_idempotency_keys"], self._idempotency_ttl),
+            timeout=self._timeout * _PRUNE_TIMEOUTS,
+        )
         return int(status.split()[-1])
 
     async def write(
@@ -369,6 +254,7 @@ class Store:
         location_id: str,
         contact_id: str,
         plan: Plan,
+        *,
         meta: ChangeMeta,
         expected_version: int | None = None,
         addresses: Addresses = (),
@@ -377,176 +263,48 @@ class Store:
         """Lock the contact (and ``addresses``), run ``plan`` on its current state, persist the
         steps and log them, all in one transaction.
 
-        Nothing is written when the plan raises. Retried on serialization failures, deadlocks
-        and connections lost before COMMIT was sent; never on cancellation.
+        Nothing is written when the plan raises, nor when it takes no step (without an
+        idempotency key to remember the answer by). Retried on serialization failures,
+        deadlocks and connections lost before COMMIT was sent; never on cancellation.
         """
-        for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
-            committing = _Flag()
-            try:
-                with translate_errors():
-                    async with self._connection() as conn:
-                        async with conn.transaction():
-                            outcome = await self._write(
-                                conn,
-                                location_id,
-                                contact_id,
-                                plan,
-                                meta,
-                                expected_version,
-                                addresses,
-                                idempotency,
-                                committing,
-                            )
-                            nothing = isinstance(outcome, WriteResult) and not outcome.steps
-                            if nothing and idempotency is None:
-                                assert isinstance(outcome, WriteResult)
-                                raise _NothingToWrite(outcome)
-                        return outcome
-            except _NothingToWrite as nothing:
-                return nothing.result
-            except RETRYABLE_TRANSACTION_ERRORS:
-                if attempt == _TRANSACTION_ATTEMPTS:
-                    raise Unavailable("database kept aborting the transaction; retry") from None
-            except Unavailable as error:
-                # A connection lost before COMMIT was sent wrote nothing: retry on another one.
-                lost = isinstance(error.__cause__, CONNECTION_LOST)
-                if committing.value or not lost or attempt == _TRANSACTION_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
 
-    async def _write(
-        self,
-        conn: Any,
-        location_id: str,
-        contact_id: str,
-        plan: Plan,
-        meta: ChangeMeta,
-        expected_version: int | None,
-        addresses: Addresses,
-        idempotency: Idempotency | None,
-        committing: _Flag,
-    ) -> WriteResult | Replay:
-        if idempotency is not None:
-            replay = await self._claim(conn, location_id, idempotency)
-            if replay is not None:
-                return replay
-        contact = await conn.fetchrow(QUERIES["lock_contact"], location_id, contact_id)
-        if contact is None:
-            await conn.execute(QUERIES["ensure_contact"], location_id, contact_id)
-            contact = await conn.fetchrow(QUERIES["lock_contact"], location_id, contact_id)
-        rows = await conn.fetch(QUERIES["get_blocks"], location_id, contact_id)
-        if addresses:
-            channels, values = _address_columns(addresses)
-            await conn.execute(QUERIES["lock_addresses"], location_id, channels, values)
-        suppressions = await _suppressions(conn, location_id, addresses)
-        blocks: list[Block] = [_block(row) for row in rows]
-        current = list(suppressions)
-        version: int = contact["version"]
-        now: dt.datetime = contact["now"]
-        before = ContactState(
-            location_id, contact_id, tuple(blocks), version, contact["updated_at"], suppressions
-        )
-        if expected_version is not None and expected_version != version:
-            raise VersionMismatch(expected_version, version)
-        planned = plan(before, now)
-        detail = planned.detail if isinstance(planned, Decision) else None
-        steps = tuple(planned.steps if isinstance(planned, Decision) else planned)
-        last_seq: int = contact["last_seq"]
-        if steps:
-            log: dict[str, list[Any]] = {k: [] for k in _LOG_COLUMNS}
-            for step in steps:
-                target = step.target
-                if isinstance(target, Block):
-                    key = (target.direction.value, scope_name(target.scope), target.reason.value)
-                    if step.enabled:
-                        await conn.execute(
-                            QUERIES["insert_block"],
-                            location_id,
-                            contact_id,
-                            *key,
-                            target.source.value,
-                            target.actor_id,
-                            target.note,
-                            target.evidence,
-                            target.provider_detail,
-                            target.since or now,
-                            target.address,
-                        )
-                        blocks.append(target)
-                    else:
-                        await conn.execute(QUERIES["delete_block"], location_id, contact_id, *key)
-                        blocks = [b for b in blocks if b.key != target.key]
-                    address = owner = ""
-                else:
-                    skey = (target.channel.value, target.address, target.reason.value)
-                    if step.enabled:
-                        await conn.execute(
-                            QUERIES["insert_suppression"],
-                            location_id,
-                            *skey,
-                            target.source.value,
-                            target.contact_id,
-                            target.actor_id,
-                            target.note,
-                            target.evidence,
-                            target.provider_detail,
-                            target.since or now,
-                        )
-                        current.append(target)
-                    else:
-                        await conn.execute(QUERIES["delete_suppression"], location_id, *skey)
-                        current = [s for s in current if s.key != target.key]
-                    key = (Direction.OUTBOUND.value, target.channel.value, target.reason.value)
-                    address = target.address
-                    owner = target.contact_id
-                version += 1
-                summary = summarize(blocks)
-                log["version"].append(version)
-                log["direction"].append(key[0])
-                log["scope"].append(key[1])
-                log["enabled"].append(step.enabled)
-                log["reason"].append(key[2])
-                log["outbound"].append(summary.outbound.value)
-                log["inbound"].append(summary.inbound.value)
-                log["blocked"].append(",".join(c.value for c in summary.blocked_channels))
-                log["address"].append(address)
-                log["owner"].append(owner)
-            last_seq = await conn.fetchval(
-                QUERIES["append_changes"],
-                location_id,
-                contact_id,
-                *(log[k] for k in _LOG_COLUMNS[:-2]),
-                meta.source.value,
-                meta.actor_id,
-                meta.note,
-                meta.evidence,
-                meta.provider_detail,
-                now,
-                version,
-                log["address"],
-                log["owner"],
-                meta.caller,
-            )
-        after = ContactState(
-            location_id,
-            contact_id,
-            tuple(blocks),
-            version,
-            now if steps else contact["updated_at"],
-            tuple(current),
-        )
-        result = WriteResult(after, steps, last_seq, detail)
-        if idempotency is not None:
-            await conn.execute(
-                QUERIES["store_idempotent_response"],
-                location_id,
-                idempotency.key,
-                idempotency.respond(result),
-            )
-        committing.value = True
-        return result
+        async def transaction(conn: Connection) -> WriteResult:
+            if idempotency is not None:
+                replay = await self._claim(conn, location_id, idempotency)
+                if replay is not None:
+                    raise _Rollback(replay)
+            locked = await _load(conn, location_id, contact_id, addresses)
+            before = locked.state
+            if expected_version is not None and expected_version != before.version:
+                raise VersionMismatch(expected_version, before.version)
+            planned = plan(before, locked.now)
+            detail = planned.detail if isinstance(planned, Decision) else None
+            steps = tuple(planned.steps if isinstance(planned, Decision) else planned)
+            if not steps and idempotency is None:
+                # Not even the contact's row is kept: an unknown contact stays unknown.
+                raise _Rollback(
+                    WriteResult(state=before, steps=steps, last_seq=locked.last_seq, detail=detail)
+                )
+            after, changes = await _apply(conn, before, steps, locked.now)
+            last_seq = locked.last_seq
+            if changes:
+                last_seq = await _append(conn, after, changes, meta, locked.now)
+            result = WriteResult(state=after, steps=steps, last_seq=last_seq, detail=detail)
+            if idempotency is not None:
+                await conn.execute(
+                    QUERIES["store_idempotent_response"],
+                    location_id,
+                    idempotency.key,
+                    idempotency.respond(result),
+                )
+            return result
 
-    async def _claim(self, conn: Any, location_id: str, claim: Idempotency) -> Replay | None:
+        try:
+            return await self._run(transaction, attempts=_TRANSACTION_ATTEMPTS, transaction=True)
+        except _Rollback as kept_nothing:
+            return kept_nothing.outcome
+
+    async def _claim(self, conn: Connection, location_id: str, claim: Idempotency) -> Replay | None:
         """Claim the key, or return the first answer of an earlier use of it."""
         ours = await conn.fetchval(
             QUERIES["claim_idempotency_key"],
@@ -559,6 +317,7 @@ class Store:
         if ours is not None:
             return None
         row = await conn.fetchrow(QUERIES["get_idempotency_key"], location_id, claim.key)
+        assert row is not None
         if row["method"] != claim.method or bytes(row["request_hash"]) != claim.request_hash:
             raise InvalidArgument.one(
                 "idempotency_key",
@@ -568,121 +327,231 @@ class Store:
         return Replay(bytes(row["response"]))
 
 
-def _terminate(conn: Any) -> None:
+@dataclass(frozen=True, slots=True)
+class _Locked:
+    """A contact as a write found it under its lock, and the database's clock then."""
+
+    state: ContactState
+    now: dt.datetime
+    # Sequence number of the contact's last change.
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """What the change log records of one step (beside the write's ChangeMeta)."""
+
+    version: int
+    direction: str
+    scope: str
+    enabled: bool
+    reason: str
+    # The contact's summary after the step.
+    outbound: str
+    inbound: str
+    blocked: str
+    # For a suppression: its address and the contact whose event set it.
+    address: str
+    owner: str
+
+
+async def _load(
+    conn: Connection, location_id: str, contact_id: str, addresses: Addresses
+) -> _Locked:
+    """Lock the contact, creating its row when it has none, and then ``addresses``; read its
+    blocks and the addresses' suppressions."""
+    contact = await conn.fetchrow(QUERIES["lock_contact"], location_id, contact_id)
+    if contact is None:
+        await conn.execute(QUERIES["ensure_contact"], location_id, contact_id)
+        contact = await conn.fetchrow(QUERIES["lock_contact"], location_id, contact_id)
+        assert contact is not None
+    block_rows = await conn.fetch(QUERIES["get_blocks"], location_id, contact_id)
+    suppressions: tuple[AddressSuppression, ...] = ()
+    if addresses:
+        channels, values = _address_columns(addresses)
+        await conn.execute(QUERIES["lock_addresses"], location_id, channels, values)
+        found = await conn.fetch(QUERIES["get_suppressions"], location_id, channels, values)
+        suppressions = tuple(rows.to_suppression(row) for row in found)
+    state = ContactState(
+        location_id=location_id,
+        contact_id=contact_id,
+        blocks=tuple(rows.to_block(row) for row in block_rows),
+        version=contact["version"],
+        updated_at=contact["updated_at"],
+        suppressions=suppressions,
+    )
+    return _Locked(state=state, now=contact["now"], last_seq=contact["last_seq"])
+
+
+async def _apply(
+    conn: Connection, before: ContactState, steps: Sequence[Step], now: dt.datetime
+) -> tuple[ContactState, list[_Change]]:
+    """Persist the steps in order: the contact's state after them, and the log's record of
+    each (every step is a version)."""
+    blocks = list(before.blocks)
+    suppressions = list(before.suppressions)
+    changes: list[_Change] = []
+    for number, step in enumerate(steps, start=before.version + 1):
+        target = step.target
+        if isinstance(target, Block):
+            await _apply_block(conn, before, step.enabled, target, now)
+            if step.enabled:
+                blocks.append(target)
+            else:
+                blocks = [b for b in blocks if b.key != target.key]
+        else:
+            await _apply_suppression(conn, before.location_id, step.enabled, target, now)
+            if step.enabled:
+                suppressions.append(target)
+            else:
+                suppressions = [s for s in suppressions if s.key != target.key]
+        changes.append(_change(number, step, summarize(blocks)))
+    after = ContactState(
+        location_id=before.location_id,
+        contact_id=before.contact_id,
+        blocks=tuple(blocks),
+        version=before.version + len(steps),
+        updated_at=now if steps else before.updated_at,
+        suppressions=tuple(suppressions),
+    )
+    return after, changes
+
+
+async def _apply_block(
+    conn: Connection, contact: ContactState, enabled: bool, block: Block, now: dt.datetime
+) -> None:
+    if not enabled:
+        await conn.execute(
+            QUERIES["delete_block"],
+            contact.location_id,
+            contact.contact_id,
+            block.direction.value,
+            scope_name(block.scope),
+            block.reason.value,
+        )
+        return
+    await conn.execute(
+        QUERIES["insert_block"],
+        contact.location_id,
+        contact.contact_id,
+        block.direction.value,
+        scope_name(block.scope),
+        block.reason.value,
+        block.source.value,
+        block.actor_id,
+        block.note,
+        block.evidence,
+        block.provider_detail,
+        block.since or now,
+        block.address,
+    )
+
+
+async def _apply_suppression(
+    conn: Connection,
+    location_id: str,
+    enabled: bool,
+    suppression: AddressSuppression,
+    now: dt.datetime,
+) -> None:
+    if not enabled:
+        await conn.execute(
+            QUERIES["delete_suppression"],
+            location_id,
+            suppression.channel.value,
+            suppression.address,
+            suppression.reason.value,
+        )
+        return
+    await conn.execute(
+        QUERIES["insert_suppression"],
+        location_id,
+        suppression.channel.value,
+        suppression.address,
+        suppression.reason.value,
+        suppression.source.value,
+        suppression.contact_id,
+        suppression.actor_id,
+        suppression.note,
+        suppression.evidence,
+        suppression.provider_detail,
+        suppression.since or now,
+    )
+
+
+def _change(version: int, step: Step, summary: StatusSummary) -> _Change:
+    target = step.target
+    if isinstance(target, Block):
+        direction, scope = target.direction, scope_name(target.scope)
+        address = owner = ""
+    else:
+        # A suppression is logged as an outbound change on its channel.
+        direction, scope = Direction.OUTBOUND, target.channel.value
+        address, owner = target.address, target.contact_id
+    return _Change(
+        version=version,
+        direction=direction.value,
+        scope=scope,
+        enabled=step.enabled,
+        reason=target.reason.value,
+        outbound=summary.outbound.value,
+        inbound=summary.inbound.value,
+        blocked=",".join(c.value for c in summary.blocked_channels),
+        address=address,
+        owner=owner,
+    )
+
+
+async def _append(
+    conn: Connection,
+    after: ContactState,
+    changes: Sequence[_Change],
+    meta: ChangeMeta,
+    now: dt.datetime,
+) -> int:
+    """Append the changes to the log and move the contact to ``after``'s version; the last
+    change's sequence number. Runs last: see ``append_changes``."""
+    last_seq: int = await conn.fetchval(
+        QUERIES["append_changes"],
+        after.location_id,
+        after.contact_id,
+        # The lists have one element per change; the other values hold for all of them.
+        [c.version for c in changes],
+        [c.direction for c in changes],
+        [c.scope for c in changes],
+        [c.enabled for c in changes],
+        [c.reason for c in changes],
+        [c.outbound for c in changes],
+        [c.inbound for c in changes],
+        [c.blocked for c in changes],
+        meta.source.value,
+        meta.actor_id,
+        meta.note,
+        meta.evidence,
+        meta.provider_detail,
+        now,
+        after.version,
+        [c.address for c in changes],
+        [c.owner for c in changes],
+        meta.caller,
+    )
+    return last_seq
+
+
+def _terminate(conn: Connection) -> None:
     """Drop a pooled connection at its deadline, unless the pool took it back meanwhile (its
     proxy then refuses, and the connection is another caller's)."""
     with contextlib.suppress(asyncpg.InterfaceError):
         conn.terminate()
 
 
-class _NothingToWrite(Exception):
-    """Control flow: roll back (nothing to keep) and answer with the unchanged state."""
+class _Rollback(Exception):
+    """Control flow: a write with nothing to keep (no step, or a replayed answer) rolls back
+    and answers ``outcome``."""
 
-    def __init__(self, result: WriteResult) -> None:
-        self.result = result
-
-
-class _Flag:
-    def __init__(self) -> None:
-        self.value = False
-
-
-_LOG_COLUMNS = (
-    "version",
-    "direction",
-    "scope",
-    "enabled",
-    "reason",
-    "outbound",
-    "inbound",
-    "blocked",
-    "address",
-    "owner",
-)
+    def __init__(self, outcome: WriteResult | Replay) -> None:
+        self.outcome = outcome
 
 
 def _address_columns(addresses: Addresses) -> tuple[list[str], list[str]]:
     return [c.value for c, _ in addresses], [a for _, a in addresses]
-
-
-async def _suppressions(
-    conn: Any, location_id: str, addresses: Addresses
-) -> tuple[AddressSuppression, ...]:
-    if not addresses:
-        return ()
-    channels, values = _address_columns(addresses)
-    rows = await conn.fetch(QUERIES["get_suppressions"], location_id, channels, values)
-    return tuple(_suppression(r) for r in rows)
-
-
-def _suppression(r: asyncpg.Record, channel_column: str = "channel") -> AddressSuppression:
-    return AddressSuppression(
-        channel=Channel(r[channel_column]),
-        address=r["address"],
-        reason=Reason(r["reason"]),
-        source=Source(r["source"]),
-        contact_id=r["contact_id"],
-        actor_id=r["actor_id"],
-        note=r["note"],
-        evidence=r["evidence"],
-        provider_detail=r["provider_detail"],
-        since=r["since"],
-    )
-
-
-def _block(row: asyncpg.Record) -> Block:
-    return Block(
-        direction=Direction(row["direction"]),
-        scope=parse_scope(row["scope"]),
-        reason=Reason(row["reason"]),
-        source=Source(row["source"]),
-        actor_id=row["actor_id"],
-        note=row["note"],
-        evidence=row["evidence"],
-        provider_detail=row["provider_detail"],
-        since=row["since"],
-        address=row["address"],
-    )
-
-
-def change_row(r: asyncpg.Record) -> ChangeRow:
-    return ChangeRow(
-        seq=r["seq"],
-        location_id=r["location_id"],
-        contact_id=r["contact_id"],
-        direction=Direction(r["direction"]),
-        scope=parse_scope(r["scope"]),
-        enabled=r["enabled"],
-        reason=Reason(r["reason"]),
-        source=Source(r["source"]),
-        actor_id=r["actor_id"],
-        time=r["created_at"],
-        outbound=r["outbound"],
-        inbound=r["inbound"],
-        blocked_channels=tuple(Channel(c) for c in r["blocked_channels"]),
-        version=r["version"],
-        address=r["address"],
-        owner_contact_id=r["owner_contact_id"],
-        caller=r["caller"],
-    )
-
-
-def history_row(r: asyncpg.Record) -> HistoryRow:
-    return HistoryRow(
-        seq=r["seq"],
-        time=r["created_at"],
-        version=r["version"],
-        enabled=r["enabled"],
-        direction=Direction(r["direction"]),
-        scope=parse_scope(r["scope"]),
-        reason=Reason(r["reason"]),
-        source=Source(r["source"]),
-        actor_id=r["actor_id"],
-        note=r["note"],
-        evidence=r["evidence"],
-        provider_detail=r["provider_detail"],
-        address=r["address"],
-        contact_id=r["contact_id"],
-        owner_contact_id=r["owner_contact_id"],
-        caller=r["caller"],
-    )

@@ -1,0 +1,545 @@
+"""Idempotency keys on every mutating RPC, over real gRPC on real PostgreSQL.
+
+A retry with the same key (within the retention) returns the first answer byte for byte and
+writes nothing; the same key with another request, or on another RPC, is INVALID_ARGUMENT
+naming idempotency_key and writes nothing; keys are per location; a failed call does not use
+its key up; keys expire after DND_IDEMPOTENCY_TTL_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+from dnd.v1 import dnd_pb2 as pb
+from dnd.v1 import dnd_pb2_grpc
+
+from tests.support import (
+    DISABLE,
+    ENABLE,
+    OUT,
+    Database,
+    ServerProcess,
+    bad_fields,
+    channel_scope,
+    error_details,
+    new_id,
+    stub_for,
+    wait_until,
+)
+
+TIMEOUT = 10
+SMS, EMAIL = pb.CHANNEL_SMS, pb.CHANNEL_EMAIL
+PHONE = "+14155550123"
+
+
+# --- one valid, state-changing request per mutating RPC --------------------------------------
+
+
+def set_dnd(loc: str, contact: str, key: str = "", **fields: Any) -> pb.SetDndRequest:
+    base: dict[str, Any] = {
+        "location_id": loc,
+        "contact_id": contact,
+        "action": ENABLE,
+        "direction": OUT,
+        "scope": channel_scope(SMS),
+        "source": pb.SOURCE_USER,
+        "actor_id": "user-1",
+        "idempotency_key": key,
+    }
+    base.update(fields)
+    return pb.SetDndRequest(**base)
+
+
+def inbound(
+    loc: str, contact: str, key: str = "", **fields: Any
+) -> pb.ProcessInboundMessageRequest:
+    base: dict[str, Any] = {
+        "location_id": loc,
+        "contact_id": contact,
+        "channel": SMS,
+        "body": "STOP",
+        "idempotency_key": key,
+    }
+    base.update(fields)
+    return pb.ProcessInboundMessageRequest(**base)
+
+
+def sms_failure(
+    loc: str, contact: str, key: str = "", **fields: Any
+) -> pb.ReportSmsDeliveryFailureRequest:
+    base: dict[str, Any] = {
+        "location_id": loc,
+        "contact_id": contact,
+        "provider": "twilio",
+        "error_code": "30004",
+        "idempotency_key": key,
+    }
+    base.update(fields)
+    return pb.ReportSmsDeliveryFailureRequest(**base)
+
+
+def email_event(loc: str, contact: str, key: str = "", **fields: Any) -> pb.ReportEmailEventRequest:
+    base: dict[str, Any] = {
+        "location_id": loc,
+        "contact_id": contact,
+        "provider": "mailgun",
+        "event": pb.EMAIL_EVENT_BOUNCE,
+        "idempotency_key": key,
+    }
+    base.update(fields)
+    return pb.ReportEmailEventRequest(**base)
+
+
+# rpc name: (builder, overrides making a different request of the same RPC)
+RPCS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+    "SetDnd": (set_dnd, {"scope": channel_scope(EMAIL)}),
+    "ProcessInboundMessage": (inbound, {"body": "QUIT"}),
+    "ReportSmsDeliveryFailure": (sms_failure, {"error_code": "21610"}),
+    "ReportEmailEvent": (email_event, {"event": pb.EMAIL_EVENT_SPAM_COMPLAINT}),
+}
+
+
+def other_change(stub: Any, loc: str, contact: str) -> None:
+    """An unrelated effective change (no key) that moves the contact's version on."""
+    answer = stub.SetDnd(
+        set_dnd(loc, contact, scope=channel_scope(pb.CHANNEL_GMB), actor_id="other"),
+        timeout=TIMEOUT,
+    )
+    assert answer.changed
+
+
+def snapshot(db: Database, loc: str) -> dict[str, Any]:
+    """Everything a write could touch for ``loc``, and the change-log head."""
+    return {
+        "changes": db.changes(loc),
+        "blocks": db.blocks(loc),
+        "contacts": db.fetchval("SELECT count(*) FROM dnd_contacts WHERE location_id = $1", loc),
+        "versions": [
+            tuple(r)
+            for r in db.fetch(
+                "SELECT contact_id, version, last_seq FROM dnd_contacts WHERE location_id = $1 "
+                "ORDER BY contact_id",
+                loc,
+            )
+        ],
+        "suppressions": db.fetchval(
+            "SELECT count(*) FROM dnd_address_suppressions WHERE location_id = $1", loc
+        ),
+        "keys": [
+            tuple(r)
+            for r in db.fetch(
+                "SELECT key, method, request_hash, response, created_at FROM dnd_idempotency "
+                "WHERE location_id = $1 ORDER BY key",
+                loc,
+            )
+        ],
+        "head": db.fetchval("SELECT seq FROM dnd_log_head"),
+    }
+
+
+def expect_key_refused(call: Callable[..., Any], request: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request, timeout=TIMEOUT)
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert bad_fields(error) == ["idempotency_key"]
+    info = error_details(error)["ErrorInfo"]
+    assert info.reason == "INVALID_ARGUMENT"
+    assert info.metadata["fields"] == "idempotency_key"
+    assert "idempotency_key" in error.details()
+    return error
+
+
+def key_rows(db: Database, loc: str) -> int:
+    return db.fetchval("SELECT count(*) FROM dnd_idempotency WHERE location_id = $1", loc)
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rpc", list(RPCS))
+def test_retry_returns_first_answer_and_writes_nothing(
+    stub: Any, db: Database, loc: str, contact: str, rpc: str
+) -> None:
+    build, _ = RPCS[rpc]
+    call = getattr(stub, rpc)
+    request = build(loc, contact, "key-1", **({"to_address": PHONE} if "Sms" in rpc else {}))
+    first = call(request, timeout=TIMEOUT)
+    assert first.changed
+    assert first.status.version >= 1
+    assert first.cursor
+    written = db.changes(loc)
+    # The contact moves on, so answering the retry afresh would give another answer.
+    other_change(stub, loc, contact)
+    before = snapshot(db, loc)
+    for _ in range(3):
+        again = call(request, timeout=TIMEOUT)
+        assert again.SerializeToString(deterministic=True) == first.SerializeToString(
+            deterministic=True
+        )
+        assert again == first
+    assert snapshot(db, loc) == before
+    assert db.changes(loc) == written + 1
+    current = stub.GetStatus(pb.GetStatusRequest(location_id=loc, contact_id=contact))
+    assert current.status.version == first.status.version + 1
+    # The stored answer is the one given.
+    stored = db.fetchval(
+        "SELECT response FROM dnd_idempotency WHERE location_id = $1 AND key = 'key-1'", loc
+    )
+    assert type(first).FromString(stored) == first
+
+
+def test_retry_of_a_no_op_replays_the_no_op(
+    stub: Any, db: Database, loc: str, contact: str
+) -> None:
+    stub.SetDnd(set_dnd(loc, contact), timeout=TIMEOUT)
+    first = stub.SetDnd(set_dnd(loc, contact, "k-noop"), timeout=TIMEOUT)
+    assert not first.changed and first.status.version == 1
+    assert key_rows(db, loc) == 1
+    # Cleared in between: a fresh answer would now enable again; the retry must not.
+    stub.SetDnd(set_dnd(loc, contact, action=DISABLE), timeout=TIMEOUT)
+    before = snapshot(db, loc)
+    again = stub.SetDnd(set_dnd(loc, contact, "k-noop"), timeout=TIMEOUT)
+    assert again == first
+    assert snapshot(db, loc) == before
+    check = stub.CheckSend(pb.CheckSendRequest(location_id=loc, contact_id=contact, channel=SMS))
+    assert check.allowed
+
+
+def test_without_key_a_duplicate_is_a_no_op_and_a_later_answer_differs(
+    stub: Any, db: Database, loc: str, contact: str
+) -> None:
+    first = stub.SetDnd(set_dnd(loc, contact), timeout=TIMEOUT)
+    duplicate = stub.SetDnd(set_dnd(loc, contact), timeout=TIMEOUT)
+    assert first.changed and not duplicate.changed
+    assert duplicate.status.version == first.status.version == 1
+    assert list(duplicate.affected_blocks) == []
+    assert db.changes(loc) == 1
+    stub.SetDnd(set_dnd(loc, contact, action=DISABLE), timeout=TIMEOUT)
+    later = stub.SetDnd(set_dnd(loc, contact), timeout=TIMEOUT)
+    assert later != first
+    assert later.changed and later.status.version == 3
+    assert later.cursor != first.cursor
+    assert db.changes(loc) == 3
+    assert key_rows(db, loc) == 0
+
+    # With a key, the same sequence replays the first answer instead.
+    keyed = stub.SetDnd(set_dnd(loc, contact + "-k", "same"), timeout=TIMEOUT)
+    stub.SetDnd(set_dnd(loc, contact + "-k", action=DISABLE), timeout=TIMEOUT)
+    replayed = stub.SetDnd(set_dnd(loc, contact + "-k", "same"), timeout=TIMEOUT)
+    assert replayed == keyed and replayed.status.version == 1
+    assert db.changes(loc) == 5
+
+
+def test_retry_of_a_conditional_write_replays_instead_of_aborting(
+    stub: Any, db: Database, loc: str, contact: str
+) -> None:
+    request = set_dnd(loc, contact, "cond-1", expected_version=0)
+    first = stub.SetDnd(request, timeout=TIMEOUT)
+    assert first.changed and first.status.version == 1
+    # Version 1 now: a fresh evaluation would be ABORTED; the retry gets the first answer.
+    assert stub.SetDnd(request, timeout=TIMEOUT) == first
+    assert db.changes(loc) == 1
+
+
+# --- conflicting use of a key ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rpc", list(RPCS))
+def test_same_key_with_a_different_request_is_refused(
+    stub: Any, db: Database, loc: str, contact: str, rpc: str
+) -> None:
+    build, different = RPCS[rpc]
+    call = getattr(stub, rpc)
+    first = call(build(loc, contact, "key-2"), timeout=TIMEOUT)
+    before = snapshot(db, loc)
+    variants = [
+        build(loc, contact, "key-2", **different),
+        build(loc, contact + "-other", "key-2"),
+    ]
+    for variant in variants:
+        error = expect_key_refused(call, variant)
+        assert "key-2" in error.details()
+        assert snapshot(db, loc) == before
+    # The key still belongs to the first request.
+    assert call(build(loc, contact, "key-2"), timeout=TIMEOUT) == first
+    assert snapshot(db, loc) == before
+
+
+@pytest.mark.parametrize("first_rpc", list(RPCS))
+def test_same_key_on_another_rpc_is_refused(
+    stub: Any, db: Database, loc: str, contact: str, first_rpc: str
+) -> None:
+    build, _ = RPCS[first_rpc]
+    getattr(stub, first_rpc)(build(loc, contact, "shared"), timeout=TIMEOUT)
+    before = snapshot(db, loc)
+    for rpc, (other, _) in RPCS.items():
+        if rpc != first_rpc:
+            expect_key_refused(getattr(stub, rpc), other(loc, contact, "shared"))
+    assert snapshot(db, loc) == before
+
+
+def test_keys_are_per_location(stub: Any, db: Database, contact: str) -> None:
+    loc_a, loc_b = new_id("loc"), new_id("loc")
+    a = stub.ReportEmailEvent(email_event(loc_a, contact, "webhook-1"), timeout=TIMEOUT)
+    # The same key in another location, even with another request, is a new request.
+    b = stub.ReportEmailEvent(
+        email_event(loc_b, contact, "webhook-1", event=pb.EMAIL_EVENT_SPAM_COMPLAINT),
+        timeout=TIMEOUT,
+    )
+    assert a.changed and b.changed
+    assert a.reason == pb.REASON_EMAIL_HARD_BOUNCE
+    assert b.reason == pb.REASON_EMAIL_SPAM_COMPLAINT
+    assert db.changes(loc_a) == 1 and db.changes(loc_b) == 1
+    assert key_rows(db, loc_a) == 1 and key_rows(db, loc_b) == 1
+    assert stub.ReportEmailEvent(email_event(loc_a, contact, "webhook-1")) == a
+    expect_key_refused(stub.ReportEmailEvent, email_event(loc_b, contact, "webhook-1"))
+    assert db.changes(loc_a) == 1 and db.changes(loc_b) == 1
+
+
+# --- failures do not use a key up ------------------------------------------------------------
+
+
+def test_failed_precondition_does_not_consume_the_key(
+    stub: Any, db: Database, loc: str, contact: str
+) -> None:
+    stub.ProcessInboundMessage(inbound(loc, contact), timeout=TIMEOUT)
+    refused = set_dnd(loc, contact, "clear-1", action=DISABLE)  # USER may not lift STOP
+    for _ in range(2):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.SetDnd(refused, timeout=TIMEOUT)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert key_rows(db, loc) == 0
+        assert db.changes(loc) == 1
+    # The key is free: a different request may take it.
+    allowed = set_dnd(
+        loc, contact, "clear-1", action=DISABLE, source=pb.SOURCE_SUPPORT, evidence="opt-in form"
+    )
+    answer = stub.SetDnd(allowed, timeout=TIMEOUT)
+    assert answer.changed and answer.status.version == 2
+    assert key_rows(db, loc) == 1
+    assert stub.SetDnd(allowed, timeout=TIMEOUT) == answer
+    expect_key_refused(stub.SetDnd, refused)
+    assert db.changes(loc) == 2
+
+
+def test_aborted_and_invalid_requests_do_not_consume_the_key(
+    stub: Any, db: Database, loc: str, contact: str
+) -> None:
+    other_change(stub, loc, contact)
+    stale = set_dnd(loc, contact, "k-3", expected_version=0)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.SetDnd(stale, timeout=TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+    invalid = set_dnd(loc, contact, "k-3", note="x" * 1001)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.SetDnd(invalid, timeout=TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_fields(caught.value) == ["note"]
+    assert key_rows(db, loc) == 0
+    assert db.changes(loc) == 1
+    answer = stub.SetDnd(set_dnd(loc, contact, "k-3", expected_version=1), timeout=TIMEOUT)
+    assert answer.changed and answer.status.version == 2
+    assert key_rows(db, loc) == 1
+
+
+# --- concurrent duplicate deliveries ---------------------------------------------------------
+
+CONCURRENT = {
+    "email-bounce": ("ReportEmailEvent", email_event, {}, 1),
+    "email-complaint-with-address": (
+        "ReportEmailEvent",
+        email_event,
+        {"event": pb.EMAIL_EVENT_SPAM_COMPLAINT, "to_address": "Pat@Example.com"},
+        2,
+    ),
+    "inbound-stop": ("ProcessInboundMessage", inbound, {}, 1),
+    "inbound-stop-with-sender": ("ProcessInboundMessage", inbound, {"from_address": PHONE}, 2),
+    "sms-failure": ("ReportSmsDeliveryFailure", sms_failure, {}, 1),
+    "set-dnd": ("SetDnd", set_dnd, {}, 1),
+}
+
+
+@pytest.mark.parametrize(
+    ("rpc", "build", "fields", "rows"), list(CONCURRENT.values()), ids=list(CONCURRENT)
+)
+async def test_concurrent_duplicate_deliveries_write_once_and_answer_alike(
+    server: ServerProcess,
+    db: Database,
+    loc: str,
+    contact: str,
+    rpc: str,
+    build: Callable[..., Any],
+    fields: dict[str, Any],
+    rows: int,
+) -> None:
+    request = build(loc, contact, "delivery-77", **fields)
+    async with grpc.aio.insecure_channel(server.addr) as channel:
+        stub = dnd_pb2_grpc.DndServiceStub(channel)
+        call = getattr(stub, rpc)
+        answers = await asyncio.gather(*(call(request, timeout=30) for _ in range(20)))
+    encoded = {a.SerializeToString(deterministic=True) for a in answers}
+    assert len(encoded) == 1, "every duplicate must get the first answer"
+    assert answers[0].changed
+    assert answers[0].status.version == rows
+    assert db.changes(loc) == rows
+    times = db.fetch("SELECT created_at FROM dnd_changes WHERE location_id = $1", loc)
+    assert len({r["created_at"] for r in times}) == 1, "one transaction wrote the change(s)"
+    assert key_rows(db, loc) == 1
+
+
+async def test_concurrent_duplicates_without_a_key_write_once_but_answer_differently(
+    server: ServerProcess, db: Database, loc: str, contact: str
+) -> None:
+    request = email_event(loc, contact)
+    async with grpc.aio.insecure_channel(server.addr) as channel:
+        stub = dnd_pb2_grpc.DndServiceStub(channel)
+        answers = await asyncio.gather(*(stub.ReportEmailEvent(request) for _ in range(20)))
+    outcomes = sorted(a.outcome for a in answers)
+    assert outcomes.count(pb.EVENT_OUTCOME_APPLIED) == 1
+    assert outcomes.count(pb.EVENT_OUTCOME_ALREADY_ACTIVE) == 19
+    assert db.changes(loc) == 1
+    assert key_rows(db, loc) == 0
+
+
+async def test_concurrent_refused_duplicates_leave_the_key_free(
+    server: ServerProcess, db: Database, loc: str, contact: str
+) -> None:
+    refused = set_dnd(loc, contact, "clear-2", action=DISABLE)  # USER may not lift STOP
+    async with grpc.aio.insecure_channel(server.addr) as channel:
+        stub = dnd_pb2_grpc.DndServiceStub(channel)
+        await stub.ProcessInboundMessage(inbound(loc, contact), timeout=TIMEOUT)
+
+        async def attempt() -> grpc.StatusCode:
+            try:
+                await stub.SetDnd(refused, timeout=30)
+            except grpc.aio.AioRpcError as error:
+                return error.code()
+            return grpc.StatusCode.OK
+
+        codes = await asyncio.gather(*(attempt() for _ in range(10)))
+        assert set(codes) == {grpc.StatusCode.FAILED_PRECONDITION}
+        assert key_rows(db, loc) == 0
+        lifted = await stub.ProcessInboundMessage(
+            inbound(loc, contact, "clear-2", body="START"), timeout=TIMEOUT
+        )
+    assert lifted.changed and lifted.action == pb.KEYWORD_ACTION_OPTED_IN
+    assert db.changes(loc) == 2
+    assert key_rows(db, loc) == 1
+
+
+# --- retention -------------------------------------------------------------------------------
+
+
+def test_default_retention_is_24_hours(stub: Any, db: Database, loc: str, contact: str) -> None:
+    first = stub.SetDnd(set_dnd(loc, contact, "day-key"), timeout=TIMEOUT)
+    stub.SetDnd(set_dnd(loc, contact, action=DISABLE), timeout=TIMEOUT)
+
+    def age(interval: dt.timedelta) -> None:
+        db.fetch(
+            "UPDATE dnd_idempotency SET created_at = now() - $2::interval "
+            "WHERE location_id = $1 AND key = 'day-key'",
+            loc,
+            interval,
+        )
+
+    age(dt.timedelta(hours=23, minutes=59))
+    before = snapshot(db, loc)
+    assert stub.SetDnd(set_dnd(loc, contact, "day-key"), timeout=TIMEOUT) == first
+    expect_key_refused(stub.SetDnd, set_dnd(loc, contact, "day-key", scope=channel_scope(EMAIL)))
+    assert snapshot(db, loc) == before
+    age(dt.timedelta(hours=24, minutes=1))
+    renewed = stub.SetDnd(set_dnd(loc, contact, "day-key"), timeout=TIMEOUT)
+    assert renewed.changed and renewed.status.version == 3
+    assert db.changes(loc) == 3
+
+
+@pytest.fixture
+def short_ttl_server(database_url: str, db: Database) -> Iterator[ServerProcess]:
+    """A server of this test alone whose keys live 1 s and whose only pruning runs at start.
+
+    A stale sentinel key shows when that first pruning is over, so it cannot remove the
+    test's key behind its back."""
+    sentinel = new_id("loc-sentinel")
+    db.fetch(
+        "INSERT INTO dnd_idempotency (location_id, key, method, request_hash, response, "
+        "created_at) VALUES ($1, 'sentinel', 'SetDnd', '\\x00', NULL, now() - interval '1 hour')",
+        sentinel,
+    )
+    env = {"DND_IDEMPOTENCY_TTL_SECONDS": "1", "DND_MAINTENANCE_INTERVAL_SECONDS": "3600"}
+    process = ServerProcess(database_url, env).start()
+    try:
+        deadline = time.monotonic() + 10
+        while key_rows(db, sentinel) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert key_rows(db, sentinel) == 0, "the start-up pruning did not run"
+        yield process
+    finally:
+        process.stop()
+
+
+def taken(call: Any, request: Any) -> Any:
+    """The answer to ``request``, or None while its idempotency key is refused as in use."""
+    try:
+        return call(request, timeout=TIMEOUT)
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        assert bad_fields(error) == ["idempotency_key"], error.details()
+        return None
+
+
+def test_key_expires_after_configured_ttl(
+    short_ttl_server: ServerProcess, db: Database, loc: str, contact: str
+) -> None:
+    with grpc.insecure_channel(short_ttl_server.addr) as channel:
+        stub = stub_for(channel)
+        first = stub.SetDnd(set_dnd(loc, contact, "short"), timeout=TIMEOUT)
+        created = time.monotonic()
+        different = set_dnd(loc, contact, "short", scope=channel_scope(EMAIL))
+        expect_key_refused(stub.SetDnd, different)
+        assert stub.SetDnd(set_dnd(loc, contact, "short"), timeout=TIMEOUT) == first
+        assert db.changes(loc) == 1
+        assert time.monotonic() - created < 1, "the checks above must run within the TTL"
+        # Once the TTL has passed, the expired key (still stored: no pruning runs) is taken by
+        # the new request; until then the request is refused, writing nothing.
+        second = wait_until(lambda: taken(stub.SetDnd, different), 10, "the key to expire")
+        assert time.monotonic() - created >= 1, "taken before its TTL"
+        assert key_rows(db, loc) == 1
+        assert second.changed and second.status.version == 2
+        assert list(second.status.blocked_channels) == [EMAIL, SMS]
+        assert db.changes(loc) == 2
+        row = db.fetch("SELECT response FROM dnd_idempotency WHERE location_id = $1", loc)
+        assert [pb.SetDndResponse.FromString(r["response"]) for r in row] == [second]
+        # Within the new TTL the key now replays the second request and refuses the first.
+        assert stub.SetDnd(different, timeout=TIMEOUT) == second
+        expect_key_refused(stub.SetDnd, set_dnd(loc, contact, "short"))
+        assert db.changes(loc) == 2
+
+
+def test_expired_keys_are_pruned(database_url: str, db: Database, loc: str, contact: str) -> None:
+    env = {"DND_IDEMPOTENCY_TTL_SECONDS": "1", "DND_MAINTENANCE_INTERVAL_SECONDS": "0.2"}
+    process = ServerProcess(database_url, env).start()
+    try:
+        with grpc.insecure_channel(process.addr) as channel:
+            stub = stub_for(channel)
+            first = stub.ReportEmailEvent(email_event(loc, contact, "prune-me"), timeout=TIMEOUT)
+            assert first.changed
+            deadline = time.monotonic() + 5
+            while key_rows(db, loc) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert key_rows(db, loc) == 0
+            # Same key, same request, after expiry: handled as new (the block is active now).
+            again = stub.ReportEmailEvent(email_event(loc, contact, "prune-me"), timeout=TIMEOUT)
+            assert not again.changed
+            assert again.outcome == pb.EVENT_OUTCOME_ALREADY_ACTIVE
+            assert again != first
+            assert db.changes(loc) == 1
+    finally:
+        process.stop()
