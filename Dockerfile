@@ -43,10 +43,11 @@ COPY generated/ generated/
 COPY server/ server/
 COPY client/ client/
 # The project itself (not a registry package), with the dependency ranges of pyproject.toml:
-# the `server` extra only (no `embedded` development database, no `dev` tools).
+# the `server` and `tracing` extras only (no `embedded` development database, no `dev` tools;
+# tracing stays off until OTEL_* variables or DND_TRACING turn it on).
 # A regular (non-editable) install with byte-code compiled, so the runtime stage needs no
 # source tree and a read-only root filesystem costs nothing at start.
-RUN /opt/dnd/bin/pip install --no-cache-dir '.[server]'
+RUN /opt/dnd/bin/pip install --no-cache-dir '.[server,tracing]'
 
 # ---- runtime: the virtualenv on a clean slim base, as a non-root user ----------------------
 FROM ${PYTHON_IMAGE} AS runtime

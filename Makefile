@@ -13,7 +13,7 @@ PROTOC := $(BIN)/python -m grpc_tools.protoc -Iprotos \
 $(BIN)/dnd-server: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[server,embedded,dev]'
+	$(BIN)/pip install --quiet -e '.[server,embedded,dev,tracing]'
 	@touch $@
 
 venv: $(BIN)/dnd-server

@@ -43,7 +43,8 @@ class _Context:
 def _setup() -> tuple[Any, Any, Any]:
     import structlog
     from dnd.v1 import dnd_pb2 as pb
-    from dnd_server.cache import ContactCache, Entry
+    from dnd_server.cache import ContactCache, Entry, PolicyCache
+    from dnd_server.domain.consent import NO_POLICY
     from dnd_server.domain.model import Block, Channel, ContactState, Direction, Reason, Source
     from dnd_server.rpc.servicer import DndServicer
     from dnd_server.runtime import Runtime
@@ -76,7 +77,10 @@ def _setup() -> tuple[Any, Any, Any]:
         )
         cache.put((LOCATION, f"c{i:05d}"), Entry(state, i + 1))
     servicer = DndServicer()
-    service = DndService(store=None, cache=cache)  # cache hits only: no store
+    # Cache hits only (no store); the location has no consent policy, as in bench/run.py.
+    policies = PolicyCache(3600)
+    policies.put(LOCATION, NO_POLICY)
+    service = DndService(store=None, cache=cache, policies=policies)
     servicer.runtime = Runtime(
         pool=None, store=None, cache=cache, feed=None, service=service, watch=None
     )
@@ -86,8 +90,14 @@ def _setup() -> tuple[Any, Any, Any]:
             contact_id=contact,
             channel=pb.CHANNEL_SMS,
             send_kind=pb.SEND_KIND_AUTOMATED,
+            purpose=purpose,
         )
-        for name, contact in (("denied", "c00000"), ("allowed", "c00001"))
+        for name, contact, purpose in (
+            ("denied", "c00000", pb.PURPOSE_UNSPECIFIED),
+            ("denied, purpose MARKETING", "c00000", pb.PURPOSE_MARKETING),
+            ("allowed", "c00001", pb.PURPOSE_UNSPECIFIED),
+            ("allowed, purpose MARKETING", "c00001", pb.PURPOSE_MARKETING),
+        )
     }
     batch = pb.BatchCheckSendRequest(
         location_id=LOCATION,
@@ -150,7 +160,7 @@ def measure(profile_lines: int = 10) -> dict[str, Any]:
         parts["validate.batch_check_send"] = round(
             _per_call(lambda: validate.batch_check_send(batch, "US"), 20), 1
         )
-        location, channel, direction, targets, options = validate.batch_check_send(batch, "US")
+        location, channel, direction, targets, options, _ = validate.batch_check_send(batch, "US")
         ids = [c for c, _ in targets]
         parts["DndService.read (cache hits)"] = round(
             _per_call(lambda: loop.run_until_complete(svc.read(location, ids, [], options)), 20), 1

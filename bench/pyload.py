@@ -260,7 +260,7 @@ async def _pg_setdnd_load(
             await conn.fetchval(
                 append, location, contact, [version], ["OUTBOUND"], ["SMS"], [enable],
                 ["MANUAL"], ["PARTIAL" if enable else "OFF"], ["OFF"], ["SMS" if enable else ""],
-                "USER", "hot-bench", "", "", "", now, version, [""],
+                "USER", "hot-bench", "", "", "", now, version, [""], [""], "", ["BLOCK"], [None],
             )  # fmt: skip
 
     async def writer(t: int) -> None:

@@ -10,12 +10,18 @@ Run from the repository root::
 Figures (targets from the issue):
 
 1. warm CheckSend req/s vs the no-op ``grpc.health.v1.Health/Check`` on the same server (>= 0.7x)
+   1p. the same CheckSend with ``purpose`` = MARKETING (no consent policy) vs figure 1 (>= 0.9x:
+   a stated purpose costs less than 10 %); and (info) a contact without blocks, checked with
+   and without the purpose (decide_send's fast path)
 2. CheckSend req/s with ``DND_CACHE=false`` vs raw asyncpg single-row lookups (>= 0.5x)
 3. BatchCheckSend (1,000 contacts) contact-checks/s vs single CheckSend req/s (>= 50x)
 4. SetDnd writes/s vs a raw asyncpg transaction running the same statements (>= 0.5x)
 5. CheckSend p50 / p99 at half its measured maximum rate, vs Health/Check at the same rate
 6. stale reads: CheckSend answers "allowed" on replica B with ``min_cursor`` = the cursor of a
    blocking write just acknowledged by replica A, during a write-heavy run (must be 0)
+7. CheckSend with tracing on (every call sampled, spans exported over OTLP/gRPC to a receiver
+   in the bench's process) vs figure 1's server, tracing off: req/s and server CPU per call
+   (info; ``--only-tracing`` runs figures 1 and 7 alone)
 
 Load of one pre-encoded request comes from h2load (nghttp2-client) when installed, else from a
 multi-process Python client. SetDnd, the raw asyncpg baselines and the stale-read probe are
@@ -64,10 +70,13 @@ from grpc_frames import (
 from grpc_health.v1 import health_pb2
 from infra import REPO, CpuMeter, Database, ServerGroup
 from loadgen import LoadGen, LoadResult
+from otlp_sink import OtlpSink
 
 RESULTS_DIR = REPO / "bench" / "results"
 BATCH_SIZE = 1000
-TARGETS = {"1": 0.7, "2": 0.5, "3": 50.0, "4": 0.5}
+TARGETS = {"1": 0.7, "1p": 0.9, "2": 0.5, "3": 50.0, "4": 0.5}
+# A contact the seed gives no block (neither every 10th nor every 7th).
+OPEN_CONTACT = "c00001"
 
 
 def progress(message: str) -> None:
@@ -101,6 +110,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile",
         action="store_true",
         help="py-spy the workers during extra, unmeasured repeats of phases 1, 2 and 4",
+    )
+    parser.add_argument(
+        "--only-tracing",
+        action="store_true",
+        help="figure 7 alone: CheckSend with tracing on vs off (figure 1's CheckSend)",
     )
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/")
     args = parser.parse_args(argv)
@@ -336,13 +350,54 @@ class WorkerRun:
                 sizes[name] = answer.ByteSize()
         return sizes
 
-    def check_request(self, contact: str = "c00000") -> pb.CheckSendRequest:
+    def check_request(
+        self, contact: str = "c00000", purpose: pb.Purpose.ValueType = pb.PURPOSE_UNSPECIFIED
+    ) -> pb.CheckSendRequest:
         return pb.CheckSendRequest(
             location_id=self.location,
             contact_id=contact,
             channel=pb.CHANNEL_SMS,
             send_kind=pb.SEND_KIND_AUTOMATED,
+            purpose=purpose,
         )
+
+    def purpose_phases(self, server: ServerGroup, c1: dict[str, Any]) -> dict[str, Any]:
+        """Figure 1p: figure 1's CheckSend with purpose MARKETING (the location has no consent
+        policy), then a contact without blocks with and without it; each frame verified to
+        answer as figure 1's (denied by the block) or allowed."""
+        marketing = pb.PURPOSE_MARKETING
+        frames = {
+            "1p_checksend_marketing": ("c00000", marketing, False),
+            "1p_open_checksend": (OPEN_CONTACT, pb.PURPOSE_UNSPECIFIED, True),
+            "1p_open_checksend_marketing": (OPEN_CONTACT, marketing, True),
+        }
+        rates: dict[str, dict[str, Any]] = {}
+        for name, (contact, purpose, allowed) in frames.items():
+            path = write_frame(self.folder, name, self.check_request(contact, purpose))
+            verified = self.verify(server, name, CHECK_SEND, path)
+            answer = pb.CheckSendResponse.FromString(verified.response)
+            if answer.allowed is not allowed:
+                raise RuntimeError(f"{name}: allowed={answer.allowed}: {answer.explanation}")
+            expect = verified.response_frame_len
+            rates[name] = self.phase(
+                name,
+                [server],
+                lambda p=path, n=expect: self.closed(server, CHECK_SEND, p, n),
+            )
+        c1p = rates["1p_checksend_marketing"]
+        plain, with_purpose = rates["1p_open_checksend"], rates["1p_open_checksend_marketing"]
+        us = c1p.get("server_cpu_us_per_request")
+        base_us = c1.get("server_cpu_us_per_request")
+        return {
+            "measured": c1p["rate"],
+            "baseline": c1["rate"],
+            "ratio": ratio(c1p["rate"], c1["rate"]),
+            "server_cpu_us_per_request": us,
+            "baseline_server_cpu_us_per_request": base_us,
+            "info_open_rate": plain["rate"],
+            "info_open_marketing_rate": with_purpose["rate"],
+            "info_open_ratio": ratio(with_purpose["rate"], plain["rate"]),
+        }
 
     def batch_request(self) -> pb.BatchCheckSendRequest:
         return pb.BatchCheckSendRequest(
@@ -351,6 +406,48 @@ class WorkerRun:
             send_kind=pb.SEND_KIND_AUTOMATED,
             targets=[pb.CheckTarget(contact_id=self.contact(i)) for i in range(BATCH_SIZE)],
         )
+
+    def traced_checksend(self, path: Path, expect: int) -> dict[str, Any]:
+        """Figure 7's phase: CheckSend on a server of its own with tracing on, every call
+        sampled and exported (default batching) to an OTLP receiver counting the spans."""
+        with OtlpSink() as sink:
+            traced = self.start_server(
+                "T",
+                DND_TRACING="true",
+                OTEL_TRACES_EXPORTER="otlp",
+                OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
+                OTEL_EXPORTER_OTLP_INSECURE="true",
+                OTEL_TRACES_SAMPLER="always_on",
+            )
+            try:
+                self.verify(traced, "CheckSend (tracing on)", CHECK_SEND, path)
+                verified = self.checks["verified"][f"{traced.name} CheckSend (tracing on)"]
+                result = self.phase(
+                    "7_checksend_traced",
+                    [traced],
+                    lambda: self.closed(traced, CHECK_SEND, path, expect),
+                )
+            finally:
+                self.stop_server(traced)  # exports what it still holds
+            result["spans_received"] = sink.spans
+            # The verifying calls: grpcio's, and nghttp's when it is installed.
+            result["verify_calls"] = 1 + (verified["nghttp_status"] != "nghttp not installed")
+            result["exports_received"] = sink.exports
+        return result
+
+    def tracing_figure(self, off: dict[str, Any], on: dict[str, Any]) -> dict[str, Any]:
+        off_us, on_us = off.get("server_cpu_us_per_request"), on.get("server_cpu_us_per_request")
+        return {
+            "measured": on["rate"],
+            "baseline": off["rate"],
+            "ratio": ratio(on["rate"], off["rate"]),
+            "server_cpu_us_per_request": on_us,
+            "baseline_server_cpu_us_per_request": off_us,
+            "cpu_us_added_per_request": round(on_us - off_us, 1) if on_us and off_us else None,
+            "spans_received": on["spans_received"],
+            # Every call of the phase (probe, warm-up, measured) and the verifying ones.
+            "calls": on.get("succeeded", 0) + on.get("warmup_requests", 0) + on["verify_calls"],
+        }
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -414,6 +511,7 @@ class WorkerRun:
             [server],
             lambda: self.closed(server, CHECK_SEND, check_path, check.response_frame_len),
         )
+        f1p = None if a.only_tracing else self.purpose_phases(server, c1)
         h2 = self.phase(
             "1_health_b",
             [server],
@@ -429,6 +527,19 @@ class WorkerRun:
             server,
             lambda: self.closed(server, HEALTH_CHECK, health_path, health.response_frame_len),
         )
+
+        # 7. CheckSend with tracing on, against figure 1's (tracing off).
+        t7 = self.traced_checksend(check_path, check.response_frame_len)
+        if a.only_tracing:
+            self.stop_server(server)
+            return {
+                "workers": self.workers,
+                "source": self.source,
+                "figures": {"7": self.tracing_figure(c1, t7)},
+                "checks": self.checks,
+                "phases": self.phases,
+                "profiles": self.profiles,
+            }
 
         # 3. BatchCheckSend.
         b = self.phase(
@@ -658,7 +769,10 @@ class WorkerRun:
                 "probe_errors": probe["errors"],
                 "background_writes_per_s": st["background_writes"]["rate"],
             },
+            "7": self.tracing_figure(c1, t7),
         }
+        assert f1p is not None
+        figures["1p"] = f1p
         for key, target in TARGETS.items():
             fig = figures[key]
             fig["target"] = target
@@ -694,6 +808,37 @@ def _result(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def tracing_rows(f7: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    added = f7["cpu_us_added_per_request"]
+    return [
+        (
+            "7 CheckSend, tracing on (all sampled, OTLP)",
+            f"{_n(f7['measured'])} req/s",
+            f"{_n(f7['baseline'])} req/s tracing off",
+            _x(f7["ratio"]),
+            "info",
+            "",
+        ),
+        (
+            "    (info) tracing cost per CheckSend",
+            "-" if added is None else f"{added:+,.1f} us CPU",
+            f"{_n(f7['server_cpu_us_per_request'])} us on, "
+            f"{_n(f7['baseline_server_cpu_us_per_request'])} us off",
+            "",
+            "",
+            "",
+        ),
+        (
+            "    (info) spans the OTLP receiver got",
+            f"{f7['spans_received']:,}",
+            f"for {f7['calls']:,} calls (fewer: a full queue dropped some)",
+            "",
+            "",
+            "",
+        ),
+    ]
+
+
 def table(run: dict[str, Any], gen: LoadGen, args: argparse.Namespace) -> str:
     f = run["figures"]
     phases = run["phases"]
@@ -707,6 +852,10 @@ def table(run: dict[str, Any], gen: LoadGen, args: argparse.Namespace) -> str:
     def row(fig: str, measured: str, baseline: str, r: str, target: str, result: str) -> None:
         lines.append(f"{fig:<44} {measured:>22}  {baseline:<36} {r:>7}  {target:>7}  {result}")
 
+    if set(f) == {"7"}:  # --only-tracing
+        for cells in tracing_rows(f["7"]):
+            row(*cells)
+        return "\n".join(lines)
     f1, f2, f3, f4, f5, f6 = (f[k] for k in "123456")
     drift = f1["baseline_runs"]
     row(
@@ -730,6 +879,23 @@ def table(run: dict[str, Any], gen: LoadGen, args: argparse.Namespace) -> str:
         f"{_n(f1['server_cpu_us_per_request'])} us",
         f"{_n(f1['baseline_server_cpu_us_per_request'])} us Health/Check",
         _x(f1["cpu_cost_ratio"]),
+        "",
+        "",
+    )
+    f1p = f["1p"]
+    row(
+        "1p warm CheckSend, purpose=MARKETING",
+        f"{_n(f1p['measured'])} req/s",
+        f"{_n(f1p['baseline'])} req/s figure 1 (no purpose)",
+        _x(f1p["ratio"]),
+        ">=0.9x",
+        _result(f1p["pass"]),
+    )
+    row(
+        "    (info) contact without blocks, MARKETING",
+        f"{_n(f1p['info_open_marketing_rate'])} req/s",
+        f"{_n(f1p['info_open_rate'])} req/s same contact, no purpose",
+        _x(f1p["info_open_ratio"]),
         "",
         "",
     )
@@ -821,6 +987,8 @@ def table(run: dict[str, Any], gen: LoadGen, args: argparse.Namespace) -> str:
         "",
         "",
     )
+    for cells in tracing_rows(f["7"]):
+        row(*cells)
     worst = run["checks"]["batch_worst_case"]
     lines.append(
         f"BatchCheckSend worst case ({worst['targets']} targets of one contact, "
@@ -861,6 +1029,9 @@ def table(run: dict[str, Any], gen: LoadGen, args: argparse.Namespace) -> str:
     for name in (
         "1_health_a",
         "1_checksend",
+        "1p_checksend_marketing",
+        "1p_open_checksend",
+        "1p_open_checksend_marketing",
         "2_raw_contact_row_a",
         "2_checksend_cache_off",
         "2_raw_contact_row_b",
@@ -872,6 +1043,7 @@ def table(run: dict[str, Any], gen: LoadGen, args: argparse.Namespace) -> str:
         "5_checksend_paced",
         "5_health_paced",
         "6_stale_reads",
+        "7_checksend_traced",
     ):
         c = phases[name]["cpu_cores"]
         cores.append(
@@ -972,7 +1144,8 @@ def main(argv: list[str] | None = None) -> int:
         print(handler_profile.render(meta["handler_profile"]))
         print()
     passed = all(fig["pass"] for run in runs for fig in run["figures"].values() if "pass" in fig)
-    print(f"all targets met: {'yes' if passed else 'no'} (wall {meta['wall_seconds']} s)")
+    verdict = "figure 7 only, no targets" if args.only_tracing else "yes" if passed else "no"
+    print(f"all targets met: {verdict} (wall {meta['wall_seconds']} s)")
     if not args.no_json:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         path = RESULTS_DIR / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"

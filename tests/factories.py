@@ -110,10 +110,8 @@ def inbound(
 def sms_failure(
     loc: str, contact: str, code: str = "30004", **fields: Any
 ) -> pb.ReportSmsDeliveryFailureRequest:
-    base: dict[str, Any] = {"provider": "twilio", **fields}
-    return pb.ReportSmsDeliveryFailureRequest(
-        location_id=loc, contact_id=contact, error_code=code, **base
-    )
+    base: dict[str, Any] = {"provider": "twilio", "error_code": code, **fields}
+    return pb.ReportSmsDeliveryFailureRequest(location_id=loc, contact_id=contact, **base)
 
 
 def email_event(
@@ -128,8 +126,17 @@ def email_event(
     )
 
 
+def delivery_event(
+    loc: str, contact: str, code: str = "131050", **fields: Any
+) -> pb.ReportDeliveryEventRequest:
+    """A ReportDeliveryEvent of Meta (WhatsApp) with ``code``."""
+    base: dict[str, Any] = {"provider": "meta", "channel": pb.CHANNEL_WHATSAPP, **fields}
+    return pb.ReportDeliveryEventRequest(location_id=loc, contact_id=contact, code=code, **base)
+
+
 def history(loc: str, contact: str = "", **fields: Any) -> pb.ListHistoryRequest:
-    return pb.ListHistoryRequest(location_id=loc, contact_id=contact, **fields)
+    """A ListHistory of the contact (``contact_id=`` too), or of the whole location."""
+    return pb.ListHistoryRequest(location_id=loc, **{"contact_id": contact, **fields})
 
 
 def keyword_settings(

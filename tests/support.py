@@ -303,19 +303,6 @@ class ServerProcess:
         self.wait_log({"event": "rpc", "location_id": marker}, timeout=timeout)
         return self.logs
 
-    def wait_logs(
-        self,
-        match: Mapping[str, Any] | Callable[[dict[str, Any]], bool],
-        after: int = 0,
-        timeout: float = 10,
-    ) -> list[dict[str, Any]]:
-        """Every log line from line ``after`` up to and including the first that ``match``
-        accepts (waited for)."""
-        last = self.wait_log(match, after, timeout)
-        logs = self.logs
-        end = next(i for i in range(max(after, 0), len(logs)) if logs[i] is last)
-        return logs[after : end + 1]
-
     def health(self) -> str:
         with grpc.insecure_channel(self.addr) as channel:
             stub = health_pb2_grpc.HealthStub(channel)

@@ -10,6 +10,7 @@ from typing import Any, TypedDict, TypeVar, Unpack
 import grpc
 
 from dnd_client._requests import READS, Prepared
+from dnd_client._tracing import trace_metadata
 
 SERVICE = "dnd.v1.DndService"
 
@@ -80,7 +81,9 @@ class ChannelSettings:
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return metadata(self.token)
+        """A call's metadata: the bearer token, and the caller's trace context (with
+        OpenTelemetry installed, see ``_tracing.py``)."""
+        return metadata(self.token) + trace_metadata()
 
     def call(self, prepared: Prepared[Any]) -> dict[str, Any]:
         """The keyword arguments of one call: its deadline and metadata."""

@@ -3,15 +3,31 @@ and what the client returns. Both clients take their methods from here (``_rpcs.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from dnd.v1 import dnd_pb2 as pb
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from dnd_client.types import Channel, Direction, EmailEvent, Reason, SendKind, Source
+from dnd_client.types import (
+    ChangeKind,
+    Channel,
+    ConsentEvidence,
+    ConsentKind,
+    ConsentMethod,
+    ConsentPurpose,
+    Direction,
+    EmailEvent,
+    ImpliedBasis,
+    Purpose,
+    Reason,
+    SendKind,
+    Source,
+)
 
 _R = TypeVar("_R")
 
@@ -23,6 +39,14 @@ READS: tuple[str, ...] = (
     "BatchCheckSend",
     "ListHistory",
     "GetKeywordSettings",
+    "GetConsentPolicy",
+)
+
+# Writes that replace a whole value: applying one twice is applying it once, so the client
+# retries them on UNAVAILABLE without an idempotency key.
+REPLACES: tuple[str, ...] = (
+    "UpdateKeywordSettings",
+    "UpdateConsentPolicy",
 )
 
 
@@ -88,16 +112,32 @@ def _status_of(answer: pb.GetStatusResponse) -> pb.ContactStatus:
     return answer.status
 
 
-def scope(direction: Direction, channel: Channel | None, all_channels: bool) -> pb.Scope | None:
+def scope(
+    direction: Direction, channel: Channel | None, all_channels: bool, marketing_only: bool = False
+) -> pb.Scope | None:
     if direction == Direction.INBOUND:
         if channel is not None:
             raise ValueError("inbound DND covers calls and SMS together: do not name a channel")
+        if marketing_only:
+            raise ValueError("marketing-only opt-outs are outbound: do not set marketing_only")
         return None
     if (channel is None) == (not all_channels):
         raise ValueError("outbound DND needs exactly one of channel=... or all_channels=True")
     if channel is not None:
-        return pb.Scope(channel=channel.value)
-    return pb.Scope(all_channels=True)
+        return pb.Scope(channel=channel.value, marketing_only=marketing_only)
+    return pb.Scope(all_channels=True, marketing_only=marketing_only)
+
+
+def _timestamp(name: str, when: dt.datetime | None) -> Timestamp | None:
+    """A protobuf Timestamp of an aware datetime (a naive one is refused: its zone is a
+    guess)."""
+    if when is None:
+        return None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"{name} needs a timezone (e.g. datetime.now(datetime.UTC))")
+    stamp = Timestamp()
+    stamp.FromDatetime(when.astimezone(dt.UTC))
+    return stamp
 
 
 def set_dnd(
@@ -109,6 +149,7 @@ def set_dnd(
     direction: Direction = Direction.OUTBOUND,
     channel: Channel | None = None,
     all_channels: bool = False,
+    marketing_only: bool = False,
     reason: Reason | None = None,
     actor_id: str = "",
     note: str = "",
@@ -120,13 +161,14 @@ def set_dnd(
     address: str | None = None,
     timeout: float | None = None,
 ) -> Prepared[pb.SetDndResponse]:
-    """Enable or clear DND on one scope (``channel=...`` or ``all_channels=True``)."""
+    """Enable or clear DND on one scope (``channel=...`` or ``all_channels=True``); with
+    ``marketing_only`` a marketing-only opt-out (it denies MARKETING sends only)."""
     request = pb.SetDndRequest(
         location_id=location_id,
         contact_id=contact_id,
         action=action.value,
         direction=direction.value,
-        scope=scope(direction, channel, all_channels),
+        scope=scope(direction, channel, all_channels, marketing_only),
         reason=reason.value if reason is not None else pb.REASON_UNSPECIFIED,
         source=source.value,
         actor_id=actor_id,
@@ -150,11 +192,14 @@ def check_send(
     direction: Direction = Direction.OUTBOUND,
     send_kind: SendKind | None = None,
     address: str | None = None,
+    purpose: Purpose | None = None,
     min_cursor: str = "",
     fully_consistent: bool = False,
     timeout: float | None = None,
 ) -> Prepared[pb.CheckSendResponse]:
-    """May a message go to (or come from) the contact on ``channel``?"""
+    """May a message go to (or come from) the contact on ``channel``? With a ``purpose``
+    marketing-only opt-outs, the consent policy and the compliance allowance apply; without
+    one, DND only."""
     request = pb.CheckSendRequest(
         location_id=location_id,
         contact_id=contact_id,
@@ -164,6 +209,7 @@ def check_send(
         address=address or "",
         min_cursor=min_cursor,
         fully_consistent=fully_consistent,
+        purpose=purpose.value if purpose is not None else pb.PURPOSE_UNSPECIFIED,
     )
     return Prepared("CheckSend", request, _same, timeout)
 
@@ -175,13 +221,15 @@ def batch_check_send(
     *,
     direction: Direction = Direction.OUTBOUND,
     send_kind: SendKind | None = None,
+    purpose: Purpose | None = None,
     min_cursor: str = "",
     fully_consistent: bool = False,
     include_details: bool = False,
     timeout: float | None = None,
 ) -> Prepared[pb.BatchCheckSendResponse]:
     """Up to 1,000 checks at once; ``targets`` are contact ids or (contact id, address).
-    Denied results are compact unless ``include_details`` (which needs the read scope)."""
+    Denied results are compact unless ``include_details`` (which needs the read scope).
+    ``purpose`` as for check_send (not COMPLIANCE_REPLY: one contact's answer)."""
     request = pb.BatchCheckSendRequest(
         location_id=location_id,
         channel=channel.value,
@@ -191,6 +239,7 @@ def batch_check_send(
         min_cursor=min_cursor,
         fully_consistent=fully_consistent,
         include_details=include_details,
+        purpose=purpose.value if purpose is not None else pb.PURPOSE_UNSPECIFIED,
     )
     return Prepared("BatchCheckSend", request, _same, timeout)
 
@@ -254,10 +303,12 @@ def report_email_event(
     event: EmailEvent,
     to_address: str | None = None,
     provider_detail: str = "",
+    marketing_stream: bool = False,
     idempotency_key: str | None = None,
     timeout: float | None = None,
 ) -> Prepared[pb.ReportEmailEventResponse]:
-    """Apply an email provider event (bounce, complaint, unsubscribe...)."""
+    """Apply an email provider event (bounce, complaint, unsubscribe...). With
+    ``marketing_stream`` an unsubscribe opts out of marketing only."""
     request = pb.ReportEmailEventRequest(
         location_id=location_id,
         contact_id=contact_id,
@@ -266,6 +317,7 @@ def report_email_event(
         to_address=to_address or "",
         provider_detail=provider_detail,
         idempotency_key=idempotency_key or "",
+        marketing_stream=marketing_stream,
     )
     return Prepared("ReportEmailEvent", request, _same, timeout, bool(idempotency_key))
 
@@ -326,12 +378,166 @@ def _settings_of(answer: pb.UpdateKeywordSettingsResponse) -> pb.KeywordSettings
     return answer.settings
 
 
+def report_delivery_event(
+    location_id: str,
+    contact_id: str,
+    *,
+    channel: Channel,
+    provider: str,
+    code: str,
+    address: str | None = None,
+    idempotency_key: str | None = None,
+    timeout: float | None = None,
+) -> Prepared[pb.ReportDeliveryEventResponse]:
+    """Apply a messaging provider's event or error code (e.g. Meta's WhatsApp
+    ``user_preferences:stop_marketing`` or ``131050``); unknown codes change nothing."""
+    request = pb.ReportDeliveryEventRequest(
+        location_id=location_id,
+        contact_id=contact_id,
+        channel=channel.value,
+        provider=provider,
+        code=code,
+        address=address or "",
+        idempotency_key=idempotency_key or "",
+    )
+    return Prepared("ReportDeliveryEvent", request, _same, timeout, bool(idempotency_key))
+
+
+def record_consent(
+    location_id: str,
+    contact_id: str,
+    channel: Channel,
+    purpose: ConsentPurpose,
+    *,
+    method: ConsentMethod,
+    source: Source,
+    address: str | None = None,
+    kind: ConsentKind | None = None,
+    implied_basis: ImpliedBasis | None = None,
+    captured_at: dt.datetime | None = None,
+    expires_at: dt.datetime | None = None,
+    actor_id: str = "",
+    evidence: ConsentEvidence | None = None,
+    pending: bool = False,
+    consent_source: str = "",
+    expected_version: int | None = None,
+    idempotency_key: str | None = None,
+    timeout: float | None = None,
+) -> Prepared[pb.RecordConsentResponse]:
+    """Record the contact's consent to ``purpose`` on ``channel`` (only for ``address`` when
+    given), or with ``pending`` a double opt-in awaiting the contact's YES. ``kind`` None is
+    express; times are aware datetimes (``captured_at`` None: now). Recording the same
+    (channel, purpose, address) again replaces it."""
+    request = pb.RecordConsentRequest(
+        location_id=location_id,
+        contact_id=contact_id,
+        channel=channel.value,
+        purpose=purpose.value,
+        address=address or "",
+        method=method.value,
+        kind=kind.value if kind is not None else pb.CONSENT_KIND_UNSPECIFIED,
+        implied_basis=(
+            implied_basis.value if implied_basis is not None else pb.IMPLIED_BASIS_UNSPECIFIED
+        ),
+        source=source.value,
+        actor_id=actor_id,
+        pending=pending,
+        consent_source=consent_source,
+        idempotency_key=idempotency_key or "",
+    )
+    for name, when in (("captured_at", captured_at), ("expires_at", expires_at)):
+        stamp = _timestamp(name, when)
+        if stamp is not None:
+            getattr(request, name).CopyFrom(stamp)
+    if evidence is not None:
+        request.evidence.CopyFrom(evidence.message())
+    if expected_version is not None:
+        request.expected_version = expected_version
+    return Prepared("RecordConsent", request, _same, timeout, bool(idempotency_key))
+
+
+def revoke_consent(
+    location_id: str,
+    contact_id: str,
+    channel: Channel,
+    *,
+    source: Source,
+    purpose: ConsentPurpose | None = None,
+    address: str | None = None,
+    actor_id: str = "",
+    note: str = "",
+    idempotency_key: str | None = None,
+    timeout: float | None = None,
+) -> Prepared[pb.RevokeConsentResponse]:
+    """Revoke the contact's consents on ``channel``: of one ``purpose`` (None: every
+    purpose), of one ``address`` (None: the contact's and every address's)."""
+    request = pb.RevokeConsentRequest(
+        location_id=location_id,
+        contact_id=contact_id,
+        channel=channel.value,
+        purpose=purpose.value if purpose is not None else pb.CONSENT_PURPOSE_UNSPECIFIED,
+        address=address or "",
+        source=source.value,
+        actor_id=actor_id,
+        note=note,
+        idempotency_key=idempotency_key or "",
+    )
+    return Prepared("RevokeConsent", request, _same, timeout, bool(idempotency_key))
+
+
+def get_consent_policy(
+    location_id: str, *, timeout: float | None = None
+) -> Prepared[pb.ConsentPolicy]:
+    """The location's consent policy (no channel requires consent by default)."""
+    request = pb.GetConsentPolicyRequest(location_id=location_id)
+    return Prepared("GetConsentPolicy", request, _policy_of, timeout)
+
+
+def update_consent_policy(
+    location_id: str,
+    *,
+    channels: Mapping[Channel, Collection[ConsentPurpose]] | None = None,
+    double_opt_in_window_seconds: int = 0,
+    timeout: float | None = None,
+) -> Prepared[pb.ConsentPolicy]:
+    """Replace the location's consent policy (a replace: safe to retry). ``channels`` maps
+    each channel to the purposes that need consent on it (INFORMATIONAL only with
+    MARKETING), e.g. ``{Channel.SMS: {ConsentPurpose.MARKETING}}``; a channel not named
+    requires nothing. ``double_opt_in_window_seconds`` 0 is 24 hours."""
+    request = pb.UpdateConsentPolicyRequest(
+        location_id=location_id,
+        policy=pb.ConsentPolicy(
+            channels=[
+                pb.ChannelConsentPolicy(
+                    channel=channel.value,
+                    require_marketing=ConsentPurpose.MARKETING in purposes,
+                    require_informational=ConsentPurpose.INFORMATIONAL in purposes,
+                )
+                for channel, purposes in sorted((channels or {}).items(), key=_first)
+            ],
+            double_opt_in_window_seconds=double_opt_in_window_seconds,
+        ),
+    )
+    return Prepared("UpdateConsentPolicy", request, _policy_of, timeout, retry=True)
+
+
+def _first(item: tuple[Channel, Any]) -> Channel:
+    return item[0]
+
+
+def _policy_of(
+    answer: pb.GetConsentPolicyResponse | pb.UpdateConsentPolicyResponse,
+) -> pb.ConsentPolicy:
+    return answer.policy
+
+
 def watch_changes(
     *,
     location_ids: Iterable[str] = (),
     channels: Iterable[Channel] = (),
     directions: Iterable[Direction] = (),
     sources: Iterable[Source] = (),
+    kinds: Iterable[ChangeKind] = (),
     after_cursor: str | None = None,
     bookmarks: bool = False,
 ) -> WatchPlan:
@@ -340,12 +546,14 @@ def watch_changes(
     Survives disconnects and server restarts: reconnects with backoff and resumes from the
     last cursor seen, so no event is yielded twice or skipped. Raises CursorExpired when the
     server no longer has the changes after the cursor. With ``bookmarks`` the stream's
-    bookmarks are yielded too (their ``cursor`` is a resume point).
+    bookmarks are yielded too (their ``cursor`` is a resume point). ``kinds`` narrows the
+    stream to changes of blocks, of consents or compliance replies (empty: every change).
     """
     filters = pb.WatchChangesRequest(
         location_ids=list(location_ids),
         channels=[c.value for c in channels],
         directions=[d.value for d in directions],
         sources=[s.value for s in sources],
+        kinds=[k.value for k in kinds],
     )
     return WatchPlan(filters, after_cursor, bookmarks)

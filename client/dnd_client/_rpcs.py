@@ -92,6 +92,11 @@ class Methods:
     list_history = Unary(rq.list_history)
     get_keyword_settings = Unary(rq.get_keyword_settings)
     update_keyword_settings = Unary(rq.update_keyword_settings)
+    report_delivery_event = Unary(rq.report_delivery_event)
+    record_consent = Unary(rq.record_consent)
+    revoke_consent = Unary(rq.revoke_consent)
+    get_consent_policy = Unary(rq.get_consent_policy)
+    update_consent_policy = Unary(rq.update_consent_policy)
     watch = Stream(rq.watch_changes)
 
 

@@ -4,9 +4,15 @@
     dndctl set LOC CONTACT --channel SMS  enable DND (--all, --inbound; --reason, --source...)
     dndctl clear LOC CONTACT --channel SMS
     dndctl check LOC CONTACT --channel SMS   "why was this contact not messaged?" in one line
+                                          (--purpose MARKETING, TRANSACTIONAL...)
     dndctl history LOC CONTACT
-    dndctl watch [--location LOC]...
+    dndctl watch [--location LOC]... [--kind CONSENT]...
     dndctl import FORMAT FILE --location LOC
+    dndctl consent record LOC CONTACT --channel SMS --purpose MARKETING --method WEB_FORM
+    dndctl consent revoke LOC CONTACT --channel SMS
+    dndctl consent show LOC CONTACT       the contact's consents
+    dndctl policy get LOC                 the location's consent policy
+    dndctl policy set LOC --require SMS:MARKETING   (replaces it; no --require: off)
 
 Connection flags (or DND_* environment variables): --addr / DND_ADDR, --tls / DND_TLS,
 --ca-file / DND_CA_FILE, --cert-file / DND_CERT_FILE, --key-file / DND_KEY_FILE,
@@ -30,11 +36,26 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from dnd_client._requests import DndAction
+from dnd_client._tracing import continue_trace
 from dnd_client.aio import AsyncDndClient
 from dnd_client.errors import DndError
 from dnd_client.importing import FORMATS, Progress, count_rows, run_import
 from dnd_client.sync import DndClient
-from dnd_client.types import Channel, Direction, Reason, SendKind, Source, name_of
+from dnd_client.types import (
+    ChangeKind,
+    Channel,
+    ConsentEvidence,
+    ConsentKind,
+    ConsentMethod,
+    ConsentPurpose,
+    Direction,
+    ImpliedBasis,
+    Purpose,
+    Reason,
+    SendKind,
+    Source,
+    name_of,
+)
 
 EXIT_DENIED = 1
 EXIT_ERROR = 2
@@ -53,6 +74,43 @@ def _enum_arg(cls: Any) -> Any:
             raise argparse.ArgumentTypeError(f"{value!r}: one of {choices}") from None
 
     return parse
+
+
+def _time_arg(value: str) -> dt.datetime:
+    """An ISO 8601 time with its zone: 2026-03-01T09:30:00Z, 2026-03-01T04:30:00-05:00."""
+    try:
+        when = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: not an ISO 8601 time (e.g. 2026-03-01T09:30:00Z)"
+        ) from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: give its timezone (e.g. 2026-03-01T09:30:00Z)"
+        )
+    return when
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration_arg(value: str) -> int:
+    """Seconds, or a number with a unit: 3600, 90m, 24h, 7d."""
+    text = value.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:], 0)
+    number = text[:-1] if unit else text
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: seconds, or a number with s, m, h or d")
+    return int(number) * (unit or 1)
+
+
+def _requirement_arg(value: str) -> tuple[Channel, set[ConsentPurpose]]:
+    """CHANNEL or CHANNEL:PURPOSE[,PURPOSE]: the purposes that need consent on it (MARKETING
+    when none is named)."""
+    channel_text, _, purposes_text = value.partition(":")
+    channel = _enum_arg(Channel)(channel_text)
+    names = [p for p in purposes_text.split(",") if p.strip()] or ["MARKETING"]
+    return channel, {_enum_arg(ConsentPurpose)(name) for name in names}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
         _contact(sub)
         _scope(sub)
         sub.add_argument("--reason", type=_enum_arg(Reason), help="default MANUAL (set)")
+        sub.add_argument(
+            "--marketing-only",
+            action="store_true",
+            help="a marketing-only opt-out (denies MARKETING sends only)",
+        )
         sub.add_argument("--source", type=_enum_arg(Source), default=Source.USER)
         sub.add_argument("--actor", default="", help="user / workflow id")
         sub.add_argument("--note", default="")
@@ -97,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--inbound", action="store_true")
     check.add_argument("--address")
     check.add_argument("--automated", action="store_true")
+    check.add_argument(
+        "--purpose",
+        type=_enum_arg(Purpose),
+        help="MARKETING, INFORMATIONAL, TRANSACTIONAL or COMPLIANCE_REPLY (default: DND only)",
+    )
 
     history = commands.add_parser("history", help="every change, newest first")
     _contact(history)
@@ -105,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     watch = commands.add_parser("watch", help="follow changes (Ctrl-C to stop)")
     watch.add_argument("--location", action="append", default=[])
     watch.add_argument("--channel", action="append", default=[], type=_enum_arg(Channel))
+    watch.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        type=_enum_arg(ChangeKind),
+        help="BLOCK, CONSENT or COMPLIANCE_REPLY (default: every change)",
+    )
     watch.add_argument("--after", help="resume after this cursor")
     watch.add_argument("--limit", type=int, help="stop after this many events")
 
@@ -114,6 +189,65 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--location", default="", help="location of the list's rows")
     imp.add_argument("--concurrency", type=int, default=16)
     imp.add_argument("--actor", default="dndctl-import")
+
+    consent = commands.add_parser("consent", help="a contact's consents: record, revoke, show")
+    consents = consent.add_subparsers(dest="consent_command", required=True)
+    record = consents.add_parser("record", help="record a consent (or a pending double opt-in)")
+    _contact(record)
+    record.add_argument("--channel", type=_enum_arg(Channel), required=True)
+    record.add_argument("--purpose", type=_enum_arg(ConsentPurpose), required=True)
+    record.add_argument("--method", type=_enum_arg(ConsentMethod), required=True)
+    record.add_argument("--address", help="the one phone or email it covers (default: all)")
+    record.add_argument("--implied", action="store_true", help="implied, not express, consent")
+    record.add_argument("--basis", type=_enum_arg(ImpliedBasis), help="PURCHASE or INQUIRY")
+    record.add_argument("--captured-at", type=_time_arg, help="ISO 8601 with zone (default now)")
+    record.add_argument("--expires-at", type=_time_arg, help="ISO 8601 with zone")
+    record.add_argument("--pending", action="store_true", help="a double opt-in sent, unconfirmed")
+    record.add_argument("--consent-source", default="", help="the form, campaign, import...")
+    for flag, name in (
+        ("--form-url", "form_url"),
+        ("--disclosure-text", "disclosure_text"),
+        ("--disclosure-version", "disclosure_version"),
+        ("--ip", "ip_address"),
+        ("--user-agent", "user_agent"),
+        ("--recording-ref", "recording_ref"),
+    ):
+        record.add_argument(flag, dest=name, default="", help="evidence")
+    record.add_argument("--expected-version", type=int)
+    revoke = consents.add_parser("revoke", help="revoke consents of one channel")
+    _contact(revoke)
+    revoke.add_argument("--channel", type=_enum_arg(Channel), required=True)
+    revoke.add_argument("--purpose", type=_enum_arg(ConsentPurpose), help="default: every one")
+    revoke.add_argument("--address", help="only this address's consent (default: all)")
+    revoke.add_argument("--note", default="")
+    for sub in (record, revoke):
+        sub.add_argument("--source", type=_enum_arg(Source), default=Source.USER)
+        sub.add_argument("--actor", default="", help="user / workflow / form id")
+        sub.add_argument("--idempotency-key")
+    show = consents.add_parser("show", help="the contact's consents, every status")
+    _contact(show)
+
+    policy = commands.add_parser("policy", help="a location's consent policy: get, set")
+    policies = policy.add_subparsers(dest="policy_command", required=True)
+    get = policies.add_parser("get", help="the location's consent policy")
+    get.add_argument("location_id")
+    put = policies.add_parser("set", help="replace the location's consent policy")
+    put.add_argument("location_id")
+    put.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        type=_requirement_arg,
+        metavar="CHANNEL[:PURPOSE,...]",
+        help="consent needed on CHANNEL for MARKETING (or the purposes named); repeatable",
+    )
+    put.add_argument(
+        "--double-opt-in-window",
+        type=_duration_arg,
+        default=0,
+        metavar="DURATION",
+        help="how long a pending double opt-in waits: seconds or 90m, 24h, 7d (default 24h)",
+    )
     return parser
 
 
@@ -208,33 +342,143 @@ def show_check(answer: pb.CheckSendResponse) -> str:
     return answer.explanation
 
 
-def show_history(answer: pb.ListHistoryResponse) -> str:
+def _consent_state(consent: pb.Consent) -> str:
+    """What bounds a consent in time: its confirmation window, expiry or revocation."""
+    status = consent.status
+    if status == pb.CONSENT_STATUS_PENDING:
+        return f"confirm by {_when(consent.confirm_by)}"
+    if status == pb.CONSENT_STATUS_REVOKED:
+        return f"revoked {_when(consent.revoked_at)} by {consent.revoked_by or 'REVOKED'}"
+    if consent.HasField("expires_at"):
+        verb = "expired" if status == pb.CONSENT_STATUS_EXPIRED else "expires"
+        return f"{verb} {_when(consent.expires_at)}"
+    if status == pb.CONSENT_STATUS_EXPIRED and consent.HasField("confirm_by"):
+        return f"not confirmed by {_when(consent.confirm_by)}"
+    return "-"
+
+
+def show_consents(status: pb.ContactStatus) -> str:
+    summary = f"{status.location_id}/{status.contact_id}  version {status.version}"
+    if not status.consents:
+        return summary + "\nno consents"
     rows = [
         [
-            str(e.version),
-            _when(e.time),
-            "enabled" if e.enabled else "cleared",
-            _scope_name(e.scope, e.direction) + (f" {e.address}" if e.address else ""),
-            name_of("Reason", e.reason),
-            name_of("Source", e.source),
-            e.actor_id or "-",
-            e.note or "-",
+            name_of("Channel", c.channel),
+            name_of("ConsentPurpose", c.purpose),
+            c.address or "*",
+            name_of("ConsentStatus", c.status),
+            name_of("ConsentMethod", c.method),
+            name_of("ConsentKind", c.kind),
+            name_of("Source", c.source),
+            c.actor_id or "-",
+            _when(c.captured_at),
+            _consent_state(c),
         ]
-        for e in answer.entries
+        for c in status.consents
     ]
+    header = [
+        "CHANNEL",
+        "PURPOSE",
+        "ADDRESS",
+        "STATUS",
+        "METHOD",
+        "KIND",
+        "SOURCE",
+        "ACTOR",
+        "CAPTURED",
+        "UNTIL",
+    ]
+    return summary + "\n" + table(rows, header)
+
+
+def _consents_json(status: pb.ContactStatus) -> dict[str, Any]:
+    return {
+        "location_id": status.location_id,
+        "contact_id": status.contact_id,
+        "version": str(status.version),
+        "consents": [_json(c) for c in status.consents],
+    }
+
+
+def show_policy(location_id: str, policy: pb.ConsentPolicy) -> str:
+    window = policy.double_opt_in_window_seconds or 86400
+    head = f"{location_id}  double opt-in window {_duration(window)}"
+    rows = [
+        [
+            name_of("Channel", c.channel),
+            "required" if c.require_marketing else "-",
+            "required" if c.require_informational else "-",
+        ]
+        for c in policy.channels
+        if c.require_marketing or c.require_informational
+    ]
+    if not rows:
+        return head + "\nno channel requires consent"
+    return head + "\n" + table(rows, ["CHANNEL", "MARKETING", "INFORMATIONAL"])
+
+
+def _duration(seconds: int) -> str:
+    """3600 as 1h, 86400 as 24h, 7 days as 7d."""
+    if seconds % 86400 == 0 and seconds >= 2 * 86400:
+        return f"{seconds // 86400}d"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _change(kind: int, enabled: bool) -> str:
+    if kind == pb.CHANGE_KIND_CONSENT:
+        return "consent"
+    if kind == pb.CHANGE_KIND_COMPLIANCE_REPLY:
+        return "reply"
+    return "enabled" if enabled else "cleared"
+
+
+def _consent_what(consent: pb.Consent) -> tuple[str, str]:
+    """A consent change's scope (channel and address) and what it is (purpose, status)."""
+    scope = name_of("Channel", consent.channel) + (f" {consent.address}" if consent.address else "")
+    what = (
+        f"{name_of('ConsentPurpose', consent.purpose)} {name_of('ConsentStatus', consent.status)}"
+    )
+    return scope, what
+
+
+def show_history(answer: pb.ListHistoryResponse) -> str:
+    rows = []
+    for e in answer.entries:
+        scope = _scope_name(e.scope, e.direction) + (f" {e.address}" if e.address else "")
+        reason = name_of("Reason", e.reason)
+        if e.kind == pb.CHANGE_KIND_CONSENT:
+            scope, reason = _consent_what(e.consent)
+        rows.append(
+            [
+                str(e.version),
+                _when(e.time),
+                _change(e.kind, e.enabled),
+                scope,
+                reason,
+                name_of("Source", e.source),
+                e.actor_id or "-",
+                e.note or "-",
+            ]
+        )
     if not rows:
         return "no changes"
     return table(rows, ["VERSION", "TIME", "CHANGE", "SCOPE", "REASON", "SOURCE", "ACTOR", "NOTE"])
 
 
 def show_event(event: pb.ChangeEvent) -> str:
-    change = "enabled" if event.enabled else "cleared"
+    change = _change(event.kind, event.enabled)
     scope = _scope_name(event.scope, event.direction)
     if event.address:
         scope += f" {event.address}"
+    reason = name_of("Reason", event.reason)
+    if event.kind == pb.CHANGE_KIND_CONSENT:
+        scope, reason = _consent_what(event.consent)
     return (
         f"{_when(event.time)}  {event.location_id}/{event.contact_id}  v{event.version}  "
-        f"{change} {scope} {name_of('Reason', event.reason)} by {name_of('Source', event.source)}"
+        f"{change} {scope} {reason} by {name_of('Source', event.source)}"
         f"  cursor={event.cursor}"
     )
 
@@ -248,6 +492,7 @@ def _set_or_clear(client: DndClient, args: argparse.Namespace) -> pb.SetDndRespo
         direction=Direction.INBOUND if args.inbound else Direction.OUTBOUND,
         channel=args.channel,
         all_channels=args.all,
+        marketing_only=args.marketing_only,
         reason=args.reason,
         actor_id=args.actor,
         note=args.note,
@@ -257,6 +502,98 @@ def _set_or_clear(client: DndClient, args: argparse.Namespace) -> pb.SetDndRespo
         idempotency_key=args.idempotency_key,
         address=args.address,
     )
+
+
+def _evidence(args: argparse.Namespace) -> ConsentEvidence | None:
+    evidence = ConsentEvidence(
+        form_url=args.form_url,
+        disclosure_text=args.disclosure_text,
+        disclosure_version=args.disclosure_version,
+        ip_address=args.ip_address,
+        user_agent=args.user_agent,
+        recording_ref=args.recording_ref,
+    )
+    return None if evidence == ConsentEvidence() else evidence
+
+
+def _record(client: DndClient, args: argparse.Namespace) -> pb.RecordConsentResponse:
+    return client.record_consent(
+        args.location_id,
+        args.contact_id,
+        args.channel,
+        args.purpose,
+        method=args.method,
+        source=args.source,
+        address=args.address,
+        kind=ConsentKind.IMPLIED if args.implied or args.basis else None,
+        implied_basis=args.basis,
+        captured_at=args.captured_at,
+        expires_at=args.expires_at,
+        actor_id=args.actor,
+        evidence=_evidence(args),
+        pending=args.pending,
+        consent_source=args.consent_source,
+        expected_version=args.expected_version,
+        idempotency_key=args.idempotency_key,
+    )
+
+
+def _consent(client: DndClient, args: argparse.Namespace, out: Any) -> int:
+    if args.consent_command == "show":
+        status = client.get_status(args.location_id, args.contact_id)
+        print(json.dumps(_consents_json(status)) if args.json else show_consents(status), file=out)
+        return 0
+    if args.consent_command == "record":
+        recorded = _record(client, args)
+        if args.json:
+            print(json.dumps(_json(recorded)), file=out)
+            return 0
+        verb = "changed" if recorded.changed else "unchanged (already recorded)"
+        print(f"{verb}; cursor {recorded.cursor}", file=out)
+        if recorded.explanation:
+            print(recorded.explanation, file=out)
+        print(show_consents(recorded.status), file=out)
+        return 0
+    revoked = client.revoke_consent(
+        args.location_id,
+        args.contact_id,
+        args.channel,
+        source=args.source,
+        purpose=args.purpose,
+        address=args.address,
+        actor_id=args.actor,
+        note=args.note,
+        idempotency_key=args.idempotency_key,
+    )
+    if args.json:
+        print(json.dumps(_json(revoked)), file=out)
+        return 0
+    count = len(revoked.revoked)
+    verb = f"revoked {count} consent{'s' if count != 1 else ''}"
+    print(
+        f"{verb if revoked.changed else 'unchanged (nothing to revoke)'}; cursor {revoked.cursor}",
+        file=out,
+    )
+    print(show_consents(revoked.status), file=out)
+    return 0
+
+
+def _policy(client: DndClient, args: argparse.Namespace, out: Any) -> int:
+    if args.policy_command == "get":
+        policy = client.get_consent_policy(args.location_id)
+    else:
+        channels: dict[Channel, set[ConsentPurpose]] = {}
+        for channel, purposes in args.require:
+            channels.setdefault(channel, set()).update(purposes)
+        policy = client.update_consent_policy(
+            args.location_id,
+            channels=channels,
+            double_opt_in_window_seconds=args.double_opt_in_window,
+        )
+    print(
+        json.dumps(_json(policy)) if args.json else show_policy(args.location_id, policy), file=out
+    )
+    return 0
 
 
 def run(args: argparse.Namespace, out: Any) -> int:
@@ -291,6 +628,7 @@ def run(args: argparse.Namespace, out: Any) -> int:
                 direction=Direction.INBOUND if args.inbound else Direction.OUTBOUND,
                 send_kind=SendKind.AUTOMATED if args.automated else SendKind.MANUAL,
                 address=args.address,
+                purpose=args.purpose,
             )
             print(json.dumps(_json(check)) if args.json else show_check(check), file=out)
             return 0 if check.allowed else EXIT_DENIED
@@ -298,6 +636,10 @@ def run(args: argparse.Namespace, out: Any) -> int:
             page = client.list_history(args.location_id, args.contact_id, page_size=args.limit)
             print(json.dumps(_json(page)) if args.json else show_history(page), file=out)
             return 0
+        if args.command == "consent":
+            return _consent(client, args, out)
+        if args.command == "policy":
+            return _policy(client, args, out)
     raise AssertionError(args.command)
 
 
@@ -305,7 +647,10 @@ async def _watch(args: argparse.Namespace, out: Any) -> int:
     seen = 0
     async with AsyncDndClient(args.addr, **_client_options(args)) as client:
         async for event in client.watch(
-            location_ids=args.location, channels=args.channel, after_cursor=args.after
+            location_ids=args.location,
+            channels=args.channel,
+            kinds=args.kind,
+            after_cursor=args.after,
         ):
             assert isinstance(event, pb.ChangeEvent)
             print(json.dumps(_json(event)) if args.json else show_event(event), file=out)
@@ -347,6 +692,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "import" and args.format != "csv" and not args.location:
         parser.error(f"import {args.format} needs --location")
+    # Calls continue the trace of the process that started this one (TRACEPARENT).
+    continue_trace()
     try:
         return run(args, sys.stdout)
     except DndError as error:

@@ -1,9 +1,10 @@
-"""Python enums of the dnd.v1 API: their values are the protobuf numbers, so they can be
-passed wherever the generated enums are expected."""
+"""Python enums of the dnd.v1 API (their values are the protobuf numbers, so they can be
+passed wherever the generated enums are expected) and the small values a request carries."""
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 from dnd.v1 import dnd_pb2 as pb
 
@@ -34,6 +35,10 @@ class Reason(enum.IntEnum):
     EMAIL_SUPPRESS_COMPLAINT = pb.REASON_EMAIL_SUPPRESS_COMPLAINT
     EMAIL_SPAM_COMPLAINT = pb.REASON_EMAIL_SPAM_COMPLAINT
     EMAIL_UNSUBSCRIBE_LINK = pb.REASON_EMAIL_UNSUBSCRIBE_LINK
+    # Marketing-only opt-outs: they deny MARKETING sends (and sends of no stated purpose) only.
+    MARKETING_OPT_OUT = pb.REASON_MARKETING_OPT_OUT
+    WHATSAPP_MARKETING_OPT_OUT = pb.REASON_WHATSAPP_MARKETING_OPT_OUT
+    EMAIL_MARKETING_UNSUBSCRIBE = pb.REASON_EMAIL_MARKETING_UNSUBSCRIBE
 
 
 class Source(enum.IntEnum):
@@ -61,6 +66,97 @@ class EmailEvent(enum.IntEnum):
     TEMPORARY_FAILURE = pb.EMAIL_EVENT_TEMPORARY_FAILURE
 
 
+class Purpose(enum.IntEnum):
+    """What a message is for (``check_send(purpose=...)``); None: as before purposes existed."""
+
+    MARKETING = pb.PURPOSE_MARKETING
+    INFORMATIONAL = pb.PURPOSE_INFORMATIONAL
+    TRANSACTIONAL = pb.PURPOSE_TRANSACTIONAL
+    COMPLIANCE_REPLY = pb.PURPOSE_COMPLIANCE_REPLY
+
+
+class Denial(enum.IntEnum):
+    """What denied a send (``CheckSendResponse.denial``)."""
+
+    DND_BLOCK = pb.DENIAL_DND_BLOCK
+    ADDRESS_SUPPRESSED = pb.DENIAL_ADDRESS_SUPPRESSED
+    MARKETING_OPT_OUT = pb.DENIAL_MARKETING_OPT_OUT
+    NO_CONSENT = pb.DENIAL_NO_CONSENT
+    COMPLIANCE_REPLY_SPENT = pb.DENIAL_COMPLIANCE_REPLY_SPENT
+
+
+class ConsentPurpose(enum.IntEnum):
+    """What a consent is given for."""
+
+    MARKETING = pb.CONSENT_PURPOSE_MARKETING
+    INFORMATIONAL = pb.CONSENT_PURPOSE_INFORMATIONAL
+
+
+class ConsentMethod(enum.IntEnum):
+    """How a consent was captured."""
+
+    WEB_FORM = pb.CONSENT_METHOD_WEB_FORM
+    SMS_KEYWORD = pb.CONSENT_METHOD_SMS_KEYWORD
+    DOUBLE_OPT_IN = pb.CONSENT_METHOD_DOUBLE_OPT_IN
+    VERBAL = pb.CONSENT_METHOD_VERBAL
+    WRITTEN = pb.CONSENT_METHOD_WRITTEN
+    IMPORT = pb.CONSENT_METHOD_IMPORT
+    API = pb.CONSENT_METHOD_API
+
+
+class ConsentKind(enum.IntEnum):
+    EXPRESS = pb.CONSENT_KIND_EXPRESS
+    IMPLIED = pb.CONSENT_KIND_IMPLIED
+
+
+class ImpliedBasis(enum.IntEnum):
+    """What implied consent rests on; it sets the expiry when none is given."""
+
+    PURCHASE = pb.IMPLIED_BASIS_PURCHASE
+    INQUIRY = pb.IMPLIED_BASIS_INQUIRY
+
+
+class ConsentStatus(enum.IntEnum):
+    ACTIVE = pb.CONSENT_STATUS_ACTIVE
+    PENDING = pb.CONSENT_STATUS_PENDING
+    REVOKED = pb.CONSENT_STATUS_REVOKED
+    EXPIRED = pb.CONSENT_STATUS_EXPIRED
+
+
+class ChangeKind(enum.IntEnum):
+    """What a change is about (``watch(kinds=...)``)."""
+
+    BLOCK = pb.CHANGE_KIND_BLOCK
+    CONSENT = pb.CHANGE_KIND_CONSENT
+    COMPLIANCE_REPLY = pb.CHANGE_KIND_COMPLIANCE_REPLY
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentEvidence:
+    """The proof of a consent (``record_consent(evidence=...)``). The server bounds each size:
+    form_url 2048, disclosure_text 4000, disclosure_version 64, ip_address 45, user_agent 512,
+    recording_ref 512 characters."""
+
+    form_url: str = ""
+    # The disclosure the contact agreed to, or its version.
+    disclosure_text: str = ""
+    disclosure_version: str = ""
+    ip_address: str = ""
+    user_agent: str = ""
+    # A call recording or document reference (VERBAL, WRITTEN).
+    recording_ref: str = ""
+
+    def message(self) -> pb.ConsentEvidence:
+        return pb.ConsentEvidence(
+            form_url=self.form_url,
+            disclosure_text=self.disclosure_text,
+            disclosure_version=self.disclosure_version,
+            ip_address=self.ip_address,
+            user_agent=self.user_agent,
+            recording_ref=self.recording_ref,
+        )
+
+
 def name_of(enum_type: str, value: int) -> str:
     """The short name of a protobuf enum value: ``name_of("Channel", 3) == "SMS"``."""
     full = pb.DESCRIPTOR.enum_types_by_name[enum_type].values_by_number.get(value)
@@ -75,5 +171,13 @@ def name_of(enum_type: str, value: int) -> str:
         "KeywordAction": "KEYWORD_ACTION_",
         "EventOutcome": "EVENT_OUTCOME_",
         "EmailEvent": "EMAIL_EVENT_",
+        "Purpose": "PURPOSE_",
+        "Denial": "DENIAL_",
+        "ConsentPurpose": "CONSENT_PURPOSE_",
+        "ConsentMethod": "CONSENT_METHOD_",
+        "ConsentKind": "CONSENT_KIND_",
+        "ConsentStatus": "CONSENT_STATUS_",
+        "ImpliedBasis": "IMPLIED_BASIS_",
+        "ChangeKind": "CHANGE_KIND_",
     }
     return full.name.removeprefix(prefixes.get(enum_type, ""))

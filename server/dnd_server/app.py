@@ -26,6 +26,7 @@ from dnd_server.rpc.servicer import DndServicer
 from dnd_server.runtime import Runtime, open_runtime
 from dnd_server.storage.embedded import EmbeddedPostgres, start_embedded_postgres
 from dnd_server.storage.store import Store
+from dnd_server.tracing import Tracing, missing_modules, start_tracing
 from dnd_server.waiting import wait_event
 
 log = structlog.get_logger("dnd_server.app")
@@ -69,6 +70,7 @@ class App:
         url: str,
         tokens: TokenTable | None = None,
         embedded: EmbeddedPostgres | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.url = url
@@ -76,6 +78,10 @@ class App:
         self.embedded = embedded
         # Answers UNAVAILABLE until it is handed the runtime.
         self.servicer = DndServicer.from_config(config, tokens)
+        # None: tracing off, no interceptor at all.
+        self.tracing = tracing
+        if tracing is not None:
+            self.servicer.annotate = tracing.annotate
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
         # Set once the database is reachable and migrated.
@@ -92,13 +98,14 @@ class App:
 
     async def start(self) -> None:
         server = grpc.aio.server(
+            interceptors=self.tracing.interceptors if self.tracing is not None else None,
             options=[
                 ("grpc.max_receive_message_length", self.config.max_message_bytes),
                 ("grpc.max_send_message_length", self.config.response_limit),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 *connection_age_options(self.config),
-            ]
+            ],
         )
         add_dnd_service(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -349,12 +356,42 @@ def server_credentials(config: Config) -> grpc.ServerCredentials | None:
     )
 
 
+def require_tracing(config: Config) -> None:
+    """Refuse to start with tracing on when the ``tracing`` extra is not installed."""
+    if not config.tracing:
+        return
+    missing = missing_modules()
+    if missing:
+        raise StartupError(
+            "tracing is on (DND_TRACING, or OTEL_* variables naming an exporter or an OTLP "
+            f"endpoint) but OpenTelemetry is not installed ({', '.join(missing)} missing): "
+            "install the `tracing` extra (pip install 'dnd-service[server,tracing]') or set "
+            "DND_TRACING=false"
+        )
+
+
+def open_tracing(config: Config) -> Tracing | None:
+    """Tracing as configured (``tracing.py``), or None when it is off: nothing of
+    OpenTelemetry is then imported."""
+    if not config.tracing:
+        return None
+    require_tracing(config)
+    tracing = start_tracing()
+    log.info(
+        "tracing_enabled",
+        exporters=os.environ.get("OTEL_TRACES_EXPORTER", "").strip() or "otlp",
+        sampler=os.environ.get("OTEL_TRACES_SAMPLER", "").strip() or "parentbased_always_on",
+    )
+    return tracing
+
+
 async def serve(config: Config) -> None:
     tokens = load_tokens(config)
     server_credentials(config)  # fail before starting anything when TLS files are unusable
     # The embedded PostgreSQL starts before any gRPC object exists (it forks processes).
     url, embedded = database_url(config)
-    app = App(config, url, tokens, embedded)
+    tracing = open_tracing(config)
+    app = App(config, url, tokens, embedded, tracing)
     loop = asyncio.get_running_loop()
     signal.signal(
         signal.SIGHUP, lambda _signum, _frame: loop.call_soon_threadsafe(app.request_tokens_reload)
@@ -371,4 +408,9 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     await stop.wait()
-    await app.stop()
+    try:
+        await app.stop()
+    finally:
+        if tracing is not None:
+            # Export the spans still buffered (off the loop: it waits for the exporter).
+            await asyncio.to_thread(tracing.shutdown)

@@ -19,11 +19,12 @@ the next call on. A new file that cannot be read or is invalid is not used: the 
 before stay in force and the error is logged (``tokens_reload_failed``).
 
 Permissions, as the tokens file's ``scopes`` name them: ``check`` (CheckSend,
-BatchCheckSend), ``read`` (GetStatus, ListHistory, GetKeywordSettings), ``write`` (SetDnd and
-event RPCs as USER / WORKFLOW / SYSTEM, UpdateKeywordSettings), ``contact`` (act as source
-CONTACT: inbound keywords, unsubscribe events), ``support`` (act as SUPPORT: the only way to
-lift a permanent opt-out or a spam lock), ``watch`` (WatchChanges, limited to the token's
-locations).
+BatchCheckSend), ``read`` (GetStatus, ListHistory, GetKeywordSettings, GetConsentPolicy),
+``write`` (SetDnd and event RPCs as USER / WORKFLOW / SYSTEM, UpdateKeywordSettings,
+UpdateConsentPolicy), ``contact`` (act as source CONTACT: inbound keywords, unsubscribe
+events), ``support`` (act as SUPPORT: the only way to lift a permanent opt-out or a spam
+lock), ``watch`` (WatchChanges, limited to the token's locations), ``consent`` (RecordConsent,
+RevokeConsent, whatever source they name).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Permission(enum.StrEnum):
     CONTACT = "contact"
     SUPPORT = "support"
     WATCH = "watch"
+    CONSENT = "consent"
 
 
 # The permission a write needs, by the source it acts as.

@@ -5,17 +5,21 @@ in every replica. The cache is only trusted while the feed is listening and caug
 the feed is lost the cache is dropped and reads go to the database until the feed is back and
 caught up. An entry read from the database is not stored when an invalidation for it arrived
 while it was being read (it may predate that change).
+
+Locations' consent policies are cached apart (``PolicyCache``), for a short time to live.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import structlog
 
+from dnd_server.domain.consent import ConsentPolicy
 from dnd_server.domain.model import AddressSuppression, Channel, ContactState
 from dnd_server.metrics import LiveValues
 from dnd_server.records import ChangeRow
@@ -161,3 +165,42 @@ class ContactCache:
                 self._contacts.popitem(last=False)
             else:
                 self._addresses.popitem(last=False)
+
+
+class PolicyCache:
+    """Locations' consent policies as last read, each reused for ``ttl`` seconds (0: never
+    reused). Not kept current by the change feed: an update through this replica replaces
+    its entry at once (``put``), other replicas read the new policy once their entry is
+    ``ttl`` old."""
+
+    def __init__(
+        self,
+        ttl: float,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._policies: OrderedDict[str, tuple[float, ConsentPolicy]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._policies)
+
+    def get(self, location_id: str) -> ConsentPolicy | None:
+        found = self._policies.get(location_id)
+        if found is None:
+            return None
+        read_at, policy = found
+        if self._clock() - read_at >= self.ttl:
+            del self._policies[location_id]
+            return None
+        return policy
+
+    def put(self, location_id: str, policy: ConsentPolicy) -> None:
+        if self.ttl <= 0:
+            return
+        self._policies[location_id] = (self._clock(), policy)
+        self._policies.move_to_end(location_id)
+        while len(self._policies) > self.max_entries:
+            self._policies.popitem(last=False)

@@ -47,6 +47,9 @@ class Config:
     # The contact state cache serving CheckSend / GetStatus.
     cache: bool = True
     cache_max_entries: int = 100_000
+    # How long a location's consent policy read on the CheckSend path is reused (0: read it
+    # every time); an update through this replica replaces it at once.
+    policy_cache_seconds: float = 5.0
     # Server processes sharing the gRPC port (SO_REUSEPORT).
     workers: int = 1
     # This process's index among them (set by the supervisor for each worker it starts).
@@ -80,6 +83,9 @@ class Config:
     ready_max_feed_delay_seconds: float = 10.0
     # Secret sealing cursors and page tokens; empty: the random key stored in the database.
     cursor_key: str = ""
+    # OpenTelemetry traces (``tracing.py``), configured by the standard OTEL_* variables;
+    # unset, on when they name an exporter or an OTLP endpoint.
+    tracing: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -123,6 +129,9 @@ class Config:
             ),
             cache=_bool(env, "DND_CACHE", d.cache),
             cache_max_entries=_int(env, "DND_CACHE_MAX_ENTRIES", d.cache_max_entries, 1),
+            policy_cache_seconds=_float(
+                env, "DND_POLICY_CACHE_SECONDS", d.policy_cache_seconds, maximum=3600.0
+            ),
             workers=_int(env, "DND_WORKERS", d.workers, 1),
             worker_index=_int(env, "DND_WORKER_INDEX", d.worker_index, 0),
             tokens_file=env.get("DND_TOKENS_FILE", "").strip(),
@@ -149,6 +158,7 @@ class Config:
                 env, "DND_READY_MAX_FEED_DELAY_SECONDS", d.ready_max_feed_delay_seconds
             ),
             cursor_key=_cursor_key(env),
+            tracing=_tracing(env),
         )
 
     @property
@@ -237,6 +247,57 @@ def _cursor_key(env: Mapping[str, str]) -> str:
             f"(e.g. the output of `openssl rand -hex 32`), got {len(raw)}"
         )
     return raw
+
+
+# The exporters OTEL_TRACES_EXPORTER may name (comma-separated).
+TRACES_EXPORTERS = ("otlp", "console", "none")
+
+
+def _tracing(env: Mapping[str, str]) -> bool:
+    """DND_TRACING when set; else on when the OTEL_* variables ask for traces (an exporter
+    other than ``none``, or an OTLP endpoint) and OTEL_SDK_DISABLED does not turn them off.
+    When on, the exporter and OTLP protocol named must be ones the server has."""
+    raw = env.get("DND_TRACING", "").strip()
+    exporters = [
+        name.strip().lower()
+        for name in env.get("OTEL_TRACES_EXPORTER", "").split(",")
+        if name.strip()
+    ]
+    if raw:
+        on = _bool(env, "DND_TRACING", False)
+    elif _bool_or(env, "OTEL_SDK_DISABLED", False):
+        on = False
+    elif exporters:
+        on = exporters != ["none"]
+    else:
+        on = any(
+            env.get(name, "").strip()
+            for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        )
+    if not on:
+        return False
+    unknown = [name for name in exporters if name not in TRACES_EXPORTERS]
+    if unknown:
+        raise ConfigError(
+            f"OTEL_TRACES_EXPORTER names {', '.join(map(repr, unknown))}: the server exports "
+            f"traces with {', '.join(TRACES_EXPORTERS)}"
+        )
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = env.get(name, "").strip().lower()
+        if protocol and (not exporters or "otlp" in exporters):
+            if protocol != "grpc":
+                raise ConfigError(
+                    f"{name} must be grpc (the server's OTLP exporter is OTLP/gRPC), "
+                    f"got {protocol!r}"
+                )
+            break
+    return True
+
+
+def _bool_or(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A boolean variable of another standard: what is not true is false."""
+    raw = env.get(name, "").strip().lower()
+    return raw in ("1", "true", "yes", "on") if raw else default
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

@@ -1,6 +1,6 @@
 """Prometheus metrics (``DND_METRICS_ADDR``): RPCs by method and status code with latency,
 cache hits and misses, active watch streams and those cut off, change-feed lag and delay,
-database pool usage."""
+database pool usage, messaging providers' events ignored."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from dnd_server.domain.provider_events import DELIVERY_PROVIDERS
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -81,8 +83,19 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self.ignored_events = Counter(
+            "dnd_provider_events_ignored",
+            "ReportDeliveryEvent reports of an unknown provider or code (changing nothing), "
+            "by provider (a provider the service does not know counts as 'other').",
+            ["provider"],
+            registry=self.registry,
+        )
         self.live = LiveValues()
         self.registry.register(_LiveCollector(self.live))
+
+    def provider_event_ignored(self, provider: str) -> None:
+        known = provider.lower()
+        self.ignored_events.labels(known if known in DELIVERY_PROVIDERS else "other").inc()
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         self.requests.labels(method, code).inc()

@@ -1,6 +1,6 @@
 """Plain records passed between the layers: what a write is asked to do and what it answers,
 and what the reads and the change log hand back. Data only: no rules, no I/O. They build on
-the domain model alone, so every layer (storage, service, cache, feed, rpc) may import them.
+the domain types alone, so every layer (storage, service, cache, feed, rpc) may import them.
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from dnd_server.domain.consent import Consent
 from dnd_server.domain.model import (
     AddressSuppression,
+    ChangeKind,
     Channel,
     ContactState,
     Direction,
@@ -85,7 +87,8 @@ class HistoryRow:
     enabled: bool
     direction: Direction
     scope: Channel | None
-    reason: Reason
+    # None on a CONSENT row.
+    reason: Reason | None
     source: Source
     actor_id: str
     note: str
@@ -98,6 +101,9 @@ class HistoryRow:
     owner_contact_id: str = ""
     # The authenticated caller that made the change ("" if logged before it was recorded).
     caller: str = ""
+    kind: ChangeKind = ChangeKind.BLOCK
+    # On a CONSENT row: the consent after the change (with its evidence).
+    consent: Consent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +116,8 @@ class ChangeRow:
     direction: Direction
     scope: Channel | None
     enabled: bool
-    reason: Reason
+    # None on a CONSENT row.
+    reason: Reason | None
     source: Source
     actor_id: str
     time: dt.datetime
@@ -121,6 +128,10 @@ class ChangeRow:
     address: str
     owner_contact_id: str = ""
     caller: str = ""
+    kind: ChangeKind = ChangeKind.BLOCK
+    # On a CONSENT row: the consent after the change, without its evidence (the stream never
+    # carries evidence).
+    consent: Consent | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import asyncpg
 import structlog
 
 from dnd_server import cursor
-from dnd_server.cache import ContactCache
+from dnd_server.cache import ContactCache, PolicyCache
 from dnd_server.config import Config
 from dnd_server.domain.errors import Unavailable
 from dnd_server.feed import ChangeFeed
@@ -89,7 +89,9 @@ async def open_runtime(
         store=store,
         cache=cache,
         feed=feed,
-        service=DndService(store=store, cache=cache),
+        service=DndService(
+            store=store, cache=cache, policies=PolicyCache(config.policy_cache_seconds)
+        ),
         watch=WatchSettings(
             bookmark_interval=config.watch_bookmark_seconds,
             retention=config.watch_retention_seconds,

@@ -5,13 +5,22 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import structlog
 
-from dnd_server.cache import ContactCache, Entry
+from dnd_server.cache import ContactCache, Entry, PolicyCache
+from dnd_server.domain.consent import (
+    CONSENT_FOR,
+    MARKETING_ONLY_REASONS,
+    NO_POLICY,
+    ConsentPolicy,
+    ConsentPurpose,
+    ConsentRecord,
+    Purpose,
+)
 from dnd_server.domain.keywords import (
     Classification,
     IgnoredWord,
@@ -33,11 +42,14 @@ from dnd_server.domain.model import (
 )
 from dnd_server.domain.plans import (
     plan_add,
+    plan_claim_reply,
     plan_inbound_message,
+    plan_record_consent,
     plan_remove,
+    plan_revoke_consent,
     provider_block,
 )
-from dnd_server.domain.provider_events import EMAIL_EVENTS, SMS_ERROR_CODES, EmailEvent
+from dnd_server.domain.provider_events import SMS_ERROR_CODES, EmailEvent, email_effect
 from dnd_server.domain.rules import ClearCredentials, SendDecision, decide_send, own_address
 from dnd_server.feed import ChangeFeed
 from dnd_server.records import (
@@ -78,6 +90,34 @@ class SetDndCommand:
     expected_version: int | None = None
     # Normalised address ("" if none) on the scope's channel.
     address: str = ""
+    # Marketing only (scope.marketing_only): DISABLE clears only the scope's marketing-only
+    # blocks (ENABLE's reason is a marketing-only one already).
+    marketing_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecordConsentCommand:
+    location_id: str
+    contact_id: str
+    record: ConsentRecord
+    meta: ChangeMeta
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeConsentCommand:
+    location_id: str
+    contact_id: str
+    channel: Channel
+    # None: every purpose.
+    purpose: ConsentPurpose | None
+    # "": every consent of the channel; else only that address's.
+    address: str
+    meta: ChangeMeta
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +146,8 @@ class ProviderEvent:
     address: str = ""
     # The authenticated caller reporting it (see ChangeMeta.caller).
     caller: str = ""
+    # The event lifts the effect's block (e.g. WhatsApp "resume marketing") instead.
+    clears: bool = False
 
     @property
     def source(self) -> Source:
@@ -139,8 +181,10 @@ def sms_failure_effect(code: str) -> tuple[Reason, Source] | None:
     return None if reason is None else (reason, Source.SYSTEM)
 
 
-def email_event_effect(event: EmailEvent) -> tuple[Reason, Source] | None:
-    effect = EMAIL_EVENTS.get(event)
+def email_event_effect(
+    event: EmailEvent, marketing_stream: bool = False
+) -> tuple[Reason, Source] | None:
+    effect = email_effect(event, marketing_stream)
     return None if effect is None else (effect.reason, effect.source)
 
 
@@ -162,9 +206,19 @@ class Snapshot:
 
 
 class DndService:
-    def __init__(self, *, store: Store, cache: ContactCache | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        cache: ContactCache | None = None,
+        policies: PolicyCache | None = None,
+        clock: Callable[[], dt.datetime] = _utc_now,
+    ) -> None:
         self._store = store
         self._cache = cache
+        self._policies = policies if policies is not None else PolicyCache(0)
+        # The time consent is judged at on reads (writes use the database's clock).
+        self._clock = clock
         # (location, ignored stored keyword words) already logged: each logged once.
         self._ignored_logged: OrderedDict[tuple[str, tuple[IgnoredWord, ...]], None] = OrderedDict()
 
@@ -256,11 +310,18 @@ class DndService:
         direction: Direction,
         address: str = "",
         options: ReadOptions = ReadOptions(),
+        purpose: Purpose | None = None,
+        caller: str = "",
     ) -> tuple[SendDecision, ContactState]:
+        """One decision. A COMPLIANCE_REPLY the read state allows is allowed only once its
+        claim is written (``claim_reply``): that write decides again, on the locked state."""
         results = await self.batch_check(
-            location_id, channel, direction, [(contact_id, address)], options
+            location_id, channel, direction, [(contact_id, address)], options, purpose
         )
-        return results[0]
+        decision, state = results[0]
+        if decision.claim is not None:
+            return await self.claim_reply(location_id, contact_id, channel, address, caller)
+        return decision, state
 
     async def batch_check(
         self,
@@ -269,18 +330,64 @@ class DndService:
         direction: Direction,
         targets: Sequence[tuple[str, str]],
         options: ReadOptions = ReadOptions(),
+        purpose: Purpose | None = None,
     ) -> list[tuple[SendDecision, ContactState]]:
-        """One decision per (contact, address) target, in order."""
+        """One decision per (contact, address) target, in order (a COMPLIANCE_REPLY is never
+        claimed here: see ``check_send``)."""
         addresses = [(channel, address) for _, address in targets if address]
+        # The location's consent policy (cached), read only for a purpose it can require
+        # consent for, outbound: a check of no purpose reads nothing more than before.
+        policy = NO_POLICY
+        if purpose in CONSENT_FOR and direction is Direction.OUTBOUND:
+            policy = await self.consent_policy(location_id, options.consistent)
         snapshot = await self.read(
             location_id, [contact for contact, _ in targets], addresses, options
         )
+        now = self._clock()
         results = []
         for contact_id, address in targets:
             state = snapshot.contacts[contact_id]
             suppressions = snapshot.suppressions.get((channel, address), ()) if address else ()
-            results.append((decide_send(state.blocks, channel, direction, suppressions), state))
+            decision = decide_send(
+                state.blocks,
+                channel,
+                direction,
+                suppressions,
+                purpose=purpose,
+                address=address,
+                consents=state.consents,
+                policy=policy,
+                now=now,
+            )
+            results.append((decision, state))
         return results
+
+    async def claim_reply(
+        self, location_id: str, contact_id: str, channel: Channel, address: str, caller: str = ""
+    ) -> tuple[SendDecision, ContactState]:
+        """Claim the one compliance reply after the contact's opt-out on ``channel``: decided
+        again on the locked state with the database's clock (``plan_claim_reply``), so of
+        concurrent claims exactly one is allowed, and a stale cache cannot widen the window.
+        The claim is a change of its own (kind COMPLIANCE_REPLY, version + 1)."""
+
+        def plan(state: ContactState, now: dt.datetime) -> Decision:
+            decision, steps = plan_claim_reply(state, channel, address, now)
+            return Decision(steps, decision)
+
+        addresses = [(channel, address)] if address else []
+        meta = ChangeMeta(
+            source=Source.SYSTEM,
+            provider_detail=f"compliance_reply:{address}" if address else "compliance_reply",
+            caller=caller,
+        )
+        outcome = await self._store.write(
+            location_id, contact_id, plan, meta=meta, addresses=addresses
+        )
+        assert isinstance(outcome, WriteResult)  # no idempotency key: never a replay
+        self._remember(outcome, addresses)
+        decision = outcome.detail
+        assert isinstance(decision, SendDecision)
+        return decision, replace(outcome.state, suppressions=())
 
     async def set_dnd(
         self, cmd: SetDndCommand, idempotency: Idempotency | None = None
@@ -339,6 +446,11 @@ class DndService:
             if effect is None:
                 return []
             reason, source = effect
+            if event.clears:
+                who = ClearCredentials(source=source, contact_id=event.contact_id)
+                return plan_remove(
+                    state, Direction.OUTBOUND, event.channel, reason, who, event.address
+                )
             block = provider_block(event.channel, reason, source, event.provider, event.detail, now)
             return plan_add(state, block, event.address)
 
@@ -408,6 +520,57 @@ class DndService:
     async def update_keyword_settings(self, location_id: str, settings: KeywordSettings) -> None:
         await self._store.put_settings(location_id, settings)
 
+    # -- consent -------------------------------------------------------------------------------
+
+    def now(self) -> dt.datetime:
+        return self._clock()
+
+    async def consent_policy(self, location_id: str, consistent: bool = False) -> ConsentPolicy:
+        """The location's consent policy: from the policy cache unless ``consistent``."""
+        if not consistent:
+            cached = self._policies.get(location_id)
+            if cached is not None:
+                return cached
+        policy = await self._store.get_consent_policy(location_id)
+        self._policies.put(location_id, policy)
+        return policy
+
+    async def update_consent_policy(self, location_id: str, policy: ConsentPolicy) -> None:
+        await self._store.put_consent_policy(location_id, policy)
+        self._policies.put(location_id, policy)
+
+    async def record_consent(
+        self, cmd: RecordConsentCommand, idempotency: Idempotency | None = None
+    ) -> WriteResult | Replay:
+        """Record (or replace) one consent; a pending double opt-in waits for the location's
+        window, read from the database."""
+        window = (await self.consent_policy(cmd.location_id, consistent=True)).double_opt_in_window
+        outcome = await self._store.write(
+            cmd.location_id,
+            cmd.contact_id,
+            lambda state, now: plan_record_consent(state, cmd.record, now, window),
+            meta=cmd.meta,
+            expected_version=cmd.expected_version,
+            idempotency=idempotency,
+        )
+        self._remember(outcome, ())
+        return outcome
+
+    async def revoke_consent(
+        self, cmd: RevokeConsentCommand, idempotency: Idempotency | None = None
+    ) -> WriteResult | Replay:
+        outcome = await self._store.write(
+            cmd.location_id,
+            cmd.contact_id,
+            lambda state, now: plan_revoke_consent(
+                state, cmd.channel, cmd.purpose, cmd.address, now
+            ),
+            meta=cmd.meta,
+            idempotency=idempotency,
+        )
+        self._remember(outcome, ())
+        return outcome
+
 
 def plan_set_dnd(cmd: SetDndCommand, state: ContactState, now: dt.datetime) -> Sequence[Step]:
     """The steps a SetDnd takes on ``state``: pure, raises domain errors."""
@@ -431,7 +594,8 @@ def plan_set_dnd(cmd: SetDndCommand, state: ContactState, now: dt.datetime) -> S
         contact_id=cmd.contact_id,
         from_address=own_address(cmd.meta.source, cmd.scope, cmd.address),
     )
-    return plan_remove(state, cmd.direction, cmd.scope, cmd.reason, who, cmd.address)
+    only = MARKETING_ONLY_REASONS if cmd.marketing_only else None
+    return plan_remove(state, cmd.direction, cmd.scope, cmd.reason, who, cmd.address, only)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ import time
 
 import structlog
 
-from dnd_server.app import database_url, load_tokens, server_credentials
+from dnd_server.app import database_url, load_tokens, require_tracing, server_credentials
 from dnd_server.config import Config
 from dnd_server.runtime import run_migrations
 
@@ -35,6 +35,7 @@ def supervise(config: Config) -> int:
     # Refuse an unsafe configuration once, here, rather than in every worker.
     load_tokens(config)
     server_credentials(config)
+    require_tracing(config)
     url, embedded = database_url(config)
     if config.migrate_on_start:
         applied = asyncio.run(run_migrations(url, config.db_timeout_seconds))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from dnd_server.cursor import encode_bookmark
 from dnd_server.domain.errors import CursorExpired, InvalidArgument, SubscriberTooSlow, Unavailable
-from dnd_server.domain.model import INBOUND_CHANNELS, Channel, Direction, Source
+from dnd_server.domain.model import INBOUND_CHANNELS, ChangeKind, Channel, Direction, Source
 from dnd_server.feed import ChangeFeed
 from dnd_server.records import ChangeRow
 from dnd_server.storage.store import Store
@@ -26,9 +26,12 @@ class WatchFilter:
     channels: frozenset[Channel] = frozenset()
     directions: frozenset[Direction] = frozenset()
     sources: frozenset[Source] = frozenset()
+    kinds: frozenset[ChangeKind] = frozenset()
 
     def matches(self, change: ChangeRow) -> bool:
         if self.locations and change.location_id not in self.locations:
+            return False
+        if self.kinds and change.kind not in self.kinds:
             return False
         if self.directions and change.direction not in self.directions:
             return False

@@ -14,22 +14,8 @@ import pytest
 from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 
-from tests.support import ENABLE, OUT, Database, ServerProcess, error_details, new_id
-
-
-def sms(loc: str, contact: str) -> pb.SetDndRequest:
-    return pb.SetDndRequest(
-        location_id=loc,
-        contact_id=contact,
-        action=ENABLE,
-        direction=OUT,
-        scope=pb.Scope(channel=pb.CHANNEL_SMS),
-        source=pb.SOURCE_USER,
-    )
-
-
-def check(loc: str, contact: str, **extra: Any) -> pb.CheckSendRequest:
-    return pb.CheckSendRequest(location_id=loc, contact_id=contact, channel=pb.CHANNEL_SMS, **extra)
+from tests.factories import check, enable
+from tests.support import Database, ServerProcess, error_details, new_id
 
 
 @pytest.fixture
@@ -82,7 +68,7 @@ def test_write_on_one_replica_invalidates_the_other(replicas: Any) -> None:
     a, b, _ = replicas
     loc = new_id("loc")
     assert b.CheckSend(check(loc, "c")).allowed  # B caches "no DND"
-    a.SetDnd(sms(loc, "c"))
+    a.SetDnd(enable(loc, "c"))
     deadline = time.monotonic() + 5
     allowed = True
     while allowed and time.monotonic() < deadline:
@@ -97,7 +83,7 @@ def test_min_cursor_reads_a_write_of_another_replica_at_once(replicas: Any) -> N
     for i in range(30):
         contact = f"c{i}"
         assert b.CheckSend(check(loc, contact)).allowed  # cached on B
-        cursor = a.SetDnd(sms(loc, contact)).cursor
+        cursor = a.SetDnd(enable(loc, contact)).cursor
         answer = b.CheckSend(check(loc, contact, min_cursor=cursor))
         assert not answer.allowed, f"stale allowed after the write's cursor (contact {contact})"
         status = b.GetStatus(
@@ -111,7 +97,7 @@ def test_writes_update_their_own_replica_before_returning(replicas: Any) -> None
     loc = new_id("loc")
     for i in range(30):
         assert a.CheckSend(check(loc, f"c{i}")).allowed
-        a.SetDnd(sms(loc, f"c{i}"))
+        a.SetDnd(enable(loc, f"c{i}"))
         assert not a.CheckSend(check(loc, f"c{i}")).allowed  # no min_cursor needed here
 
 
@@ -135,7 +121,7 @@ def test_feed_loss_drops_the_cache_and_reads_through(replicas: Any) -> None:
 
 
 def test_batch_check_send_answers_in_order(stub: Any, loc: str) -> None:
-    stub.SetDnd(sms(loc, "blocked"))
+    stub.SetDnd(enable(loc, "blocked"))
     stub.ProcessInboundMessage(
         pb.ProcessInboundMessageRequest(
             location_id=loc,
@@ -245,7 +231,7 @@ def test_two_workers_share_one_port(fresh_database: Any) -> None:
         for i in range(20):
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = dnd_pb2_grpc.DndServiceStub(channel)
-                cursor = stub.SetDnd(sms(loc, f"c{i}")).cursor
+                cursor = stub.SetDnd(enable(loc, f"c{i}")).cursor
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = dnd_pb2_grpc.DndServiceStub(channel)
                 assert not stub.CheckSend(check(loc, f"c{i}", min_cursor=cursor)).allowed

@@ -12,16 +12,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import grpc
 import pytest
 from dnd.v1 import dnd_pb2 as pb
 
+from tests import factories
 from tests.support import (
     DISABLE,
     ENABLE,
-    OUT,
     REPO,
     Database,
     ServerProcess,
@@ -36,15 +37,8 @@ TIMEOUT = 10
 START = "ZG5kMTow"  # the documented cursor before the first change: base64("dnd1:0")
 
 
-def set_dnd(loc: str, contact: str, action: int = ENABLE) -> pb.SetDndRequest:
-    return pb.SetDndRequest(
-        location_id=loc,
-        contact_id=contact,
-        action=action,  # type: ignore[arg-type]
-        direction=OUT,
-        scope=pb.Scope(channel=pb.CHANNEL_CALL),
-        source=pb.SOURCE_USER,
-    )
+# The writes of these tests: blocks of CALL by the user.
+set_dnd = partial(factories.set_dnd, channel=pb.CHANNEL_CALL)
 
 
 def old_format(text: str) -> str:

@@ -1,8 +1,9 @@
 """``dndctl`` run as a real process against a real server: every command (status, set, clear,
-check with its exit code 1 and one-line explanation, history, watch --limit, import), ``--json``
-output, ``DND_ADDR`` instead of ``--addr``, errors (exit code 2, field violations and refusals
-printed), and the import of every list format from files made here: bad lines reported with
-their line numbers while the rest is applied, and re-running a file changes nothing."""
+check with its exit code 1 and one-line explanation, history, watch --limit, import, consent
+record / revoke / show, policy get / set, check --purpose), ``--json`` output, ``DND_ADDR``
+instead of ``--addr``, errors (exit code 2, field violations and refusals printed), and the
+import of every list format from files made here: bad lines reported with their line numbers
+while the rest is applied, and re-running a file changes nothing."""
 
 from __future__ import annotations
 
@@ -24,7 +25,19 @@ from typing import Any
 
 import pytest
 from dnd.v1 import dnd_pb2 as pb
-from dnd_client import Channel, Direction, DndAction, DndClient, EmailEvent, Reason, Source
+from dnd_client import (
+    Channel,
+    ConsentMethod,
+    ConsentPurpose,
+    ConsentStatus,
+    Direction,
+    DndAction,
+    DndClient,
+    EmailEvent,
+    Purpose,
+    Reason,
+    Source,
+)
 
 from tests.support import Database, ServerProcess, new_id
 
@@ -74,7 +87,18 @@ def test_dndctl_is_installed() -> None:
     assert os.access(DNDCTL, os.X_OK), DNDCTL
     result = dndctl("--help")
     assert result.returncode == 0
-    for command in ("status", "set", "clear", "check", "history", "watch", "import"):
+    commands = (
+        "status",
+        "set",
+        "clear",
+        "check",
+        "history",
+        "watch",
+        "import",
+        "consent",
+        "policy",
+    )
+    for command in commands:
         assert command in result.stdout
 
 
@@ -708,3 +732,301 @@ def test_progress_total_of_a_headerless_twilio_list(
     )
     assert result.stdout == "applied 30, unchanged 0, rejected 0\n"
     assert " 30/30 100% " in bar, bar
+
+
+# --- consent, purpose and the consent policy -----------------------------------------------
+
+CONSENT_HEADER = [
+    "CHANNEL",
+    "PURPOSE",
+    "ADDRESS",
+    "STATUS",
+    "METHOD",
+    "KIND",
+    "SOURCE",
+    "ACTOR",
+    "CAPTURED",
+    "UNTIL",
+]
+
+
+def test_policy_get_and_set(ctl: Any, client: DndClient, loc: str) -> None:
+    off = ctl("policy", "get", loc)
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.splitlines() == [
+        f"{loc}  double opt-in window 24h",
+        "no channel requires consent",
+    ]
+
+    on = ctl(
+        *("policy", "set", loc, "--require", "sms:MARKETING,informational"),
+        *("--require", "EMAIL", "--double-opt-in-window", "2h"),
+    )
+    assert on.returncode == 0, on.stderr
+    lines = on.stdout.splitlines()
+    assert lines[0] == f"{loc}  double opt-in window 2h"
+    assert lines[1].split() == ["CHANNEL", "MARKETING", "INFORMATIONAL"]
+    assert sorted(line.split() for line in lines[2:]) == [
+        ["EMAIL", "required", "-"],
+        ["SMS", "required", "required"],
+    ]
+    policy = client.get_consent_policy(loc)
+    assert policy.double_opt_in_window_seconds == 7200
+    assert {(c.channel, c.require_marketing, c.require_informational) for c in policy.channels} == {
+        (Channel.EMAIL, True, False),
+        (Channel.SMS, True, True),
+    }
+    assert ctl("policy", "get", loc).stdout == on.stdout, "get shows what set stored"
+
+    as_json = json.loads(ctl("--json", "policy", "get", loc).stdout)
+    assert as_json["double_opt_in_window_seconds"] == "7200"
+    assert {c["channel"] for c in as_json["channels"]} == {"CHANNEL_EMAIL", "CHANNEL_SMS"}
+
+    # A replace: naming only SMS drops EMAIL; naming nothing turns the policy off.
+    replaced = ctl("policy", "set", loc, "--require", "SMS")
+    assert replaced.returncode == 0, replaced.stderr
+    assert [line.split() for line in replaced.stdout.splitlines()[2:]] == [["SMS", "required", "-"]]
+    cleared = ctl("policy", "set", loc)
+    assert cleared.stdout.splitlines()[1:] == ["no channel requires consent"]
+    assert not [c for c in client.get_consent_policy(loc).channels if c.require_marketing]
+
+
+def test_policy_set_refusals_change_nothing(ctl: Any, client: DndClient, loc: str) -> None:
+    ctl("policy", "set", loc, "--require", "SMS")
+    before = client.get_consent_policy(loc)
+
+    informational_alone = ctl("policy", "set", loc, "--require", "SMS:INFORMATIONAL")
+    assert informational_alone.returncode == 2 and informational_alone.stdout == ""
+    lines = informational_alone.stderr.splitlines()
+    assert lines[0].startswith("dndctl: INVALID_ARGUMENT: "), lines
+    assert any("MARKETING" in line for line in lines[1:]), lines
+
+    short = ctl("policy", "set", loc, "--require", "SMS", "--double-opt-in-window", "10s")
+    assert short.returncode == 2 and short.stderr.startswith("dndctl: INVALID_ARGUMENT: ")
+    assert client.get_consent_policy(loc) == before
+
+    unknown = ctl("policy", "set", loc, "--require", "SMS:SOMETIMES")
+    assert unknown.returncode == 2 and "one of MARKETING, INFORMATIONAL" in unknown.stderr
+    garbled = ctl("policy", "set", loc, "--double-opt-in-window", "a while")
+    assert garbled.returncode == 2 and "seconds, or a number with s, m, h or d" in garbled.stderr
+    assert client.get_consent_policy(loc) == before
+
+
+def test_consent_flow(ctl: Any, client: DndClient, db: Database, loc: str) -> None:
+    """Policy on: MARKETING is denied without consent, allowed once it is recorded, denied
+    again once revoked; TRANSACTIONAL is never asked for consent."""
+    assert ctl("policy", "set", loc, "--require", "SMS").returncode == 0
+    denied = ctl("check", loc, "c", "--channel", "SMS", "--purpose", "marketing")
+    assert denied.returncode == 1, (denied.stdout, denied.stderr)
+    assert denied.stdout.startswith("denied: NO_CONSENT: "), denied.stdout
+    assert "RecordConsent" in denied.stdout and len(denied.stdout.splitlines()) == 1
+    receipt = ctl("check", loc, "c", "--channel", "SMS", "--purpose", "TRANSACTIONAL")
+    assert receipt.returncode == 0, receipt.stdout
+    no_purpose = ctl("check", loc, "c", "--channel", "SMS")
+    assert no_purpose.returncode == 0, "no purpose: as before purposes existed"
+
+    empty = ctl("consent", "show", loc, "c")
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout.splitlines() == [f"{loc}/c  version 0", "no consents"]
+
+    record = ctl(
+        *("consent", "record", loc, "c", "--channel", "SMS", "--purpose", "MARKETING"),
+        *("--method", "WEB_FORM", "--actor", "form-12", "--consent-source", "spring"),
+        *("--form-url", "https://example.com/join", "--disclosure-version", "v3"),
+        *("--ip", "203.0.113.9", "--captured-at", "2026-01-05T10:00:00Z"),
+    )
+    assert record.returncode == 0, record.stderr
+    lines = record.stdout.splitlines()
+    assert re.fullmatch(r"changed; cursor \S+", lines[0]), lines
+    table_at = next(i for i, line in enumerate(lines) if line.startswith(f"{loc}/c  version "))
+    assert lines[table_at] == f"{loc}/c  version 1"
+    assert lines[table_at + 1].split() == CONSENT_HEADER
+    assert lines[table_at + 2].split() == [
+        *("SMS", "MARKETING", "*", "ACTIVE", "WEB_FORM", "EXPRESS", "USER", "form-12"),
+        *("2026-01-05", "10:00:00Z", "-"),
+    ]
+    [consent] = client.get_status(loc, "c").consents
+    assert (consent.method, consent.purpose, consent.status) == (
+        ConsentMethod.WEB_FORM,
+        ConsentPurpose.MARKETING,
+        ConsentStatus.ACTIVE,
+    )
+    assert consent.evidence.form_url == "https://example.com/join"
+    assert (consent.evidence.ip_address, consent.consent_source) == ("203.0.113.9", "spring")
+
+    allowed = ctl("check", loc, "c", "--channel", "SMS", "--purpose", "MARKETING")
+    assert allowed.returncode == 0, allowed.stdout
+    assert allowed.stdout.startswith("allowed: ") and "WEB_FORM" in allowed.stdout
+
+    shown = ctl("consent", "show", loc, "c")
+    assert shown.stdout.splitlines()[2].split()[:4] == ["SMS", "MARKETING", "*", "ACTIVE"]
+    as_json = json.loads(ctl("--json", "consent", "show", loc, "c").stdout)
+    assert (as_json["location_id"], as_json["contact_id"], as_json["version"]) == (loc, "c", "1")
+    [shown_json] = as_json["consents"]
+    assert shown_json["status"] == "CONSENT_STATUS_ACTIVE"
+    assert shown_json["evidence"]["disclosure_version"] == "v3"
+    assert shown_json["captured_at"] == "2026-01-05T10:00:00Z"
+
+    history = ctl("history", loc, "c").stdout.splitlines()
+    assert history[1].split()[:6] == ["1", *history[1].split()[1:3], "consent", "SMS", "MARKETING"]
+
+    changes = db.changes(loc)
+    revoke = ctl("consent", "revoke", loc, "c", "--channel", "SMS", "--note", "asked by phone")
+    assert revoke.returncode == 0, revoke.stderr
+    lines = revoke.stdout.splitlines()
+    assert re.fullmatch(r"revoked 1 consent; cursor \S+", lines[0]), lines
+    assert lines[1] == f"{loc}/c  version 2"
+    row = lines[3].split()
+    assert row[:4] == ["SMS", "MARKETING", "*", "REVOKED"] and row[-2:] == ["by", "REVOKED"]
+    assert db.changes(loc) == changes + 1
+    again = ctl("check", loc, "c", "--channel", "SMS", "--purpose", "MARKETING")
+    assert again.returncode == 1 and "revoked" in again.stdout, again.stdout
+    nothing = ctl("consent", "revoke", loc, "c", "--channel", "SMS")
+    assert nothing.returncode == 0
+    assert nothing.stdout.startswith("unchanged (nothing to revoke); cursor ")
+    assert db.changes(loc) == changes + 1
+
+
+def test_consent_record_options_and_errors(
+    ctl: Any, client: DndClient, db: Database, loc: str
+) -> None:
+    implied = ctl(
+        *("consent", "record", loc, "c", "--channel", "EMAIL", "--purpose", "INFORMATIONAL"),
+        *("--method", "API", "--basis", "PURCHASE", "--captured-at", "2026-01-05T10:00:00+01:00"),
+        *("--address", "Pat@Example.com", "--source", "WORKFLOW", "--idempotency-key", "k-1"),
+    )
+    assert implied.returncode == 0, implied.stderr
+    [consent] = client.get_status(loc, "c").consents
+    assert consent.address == "pat@example.com" and consent.source == Source.WORKFLOW
+    assert consent.kind == pb.CONSENT_KIND_IMPLIED
+    assert consent.captured_at.ToJsonString() == "2026-01-05T09:00:00Z"
+    assert consent.expires_at.ToJsonString() == "2028-01-05T09:00:00Z", "a purchase: 2 years"
+    row = ctl("consent", "show", loc, "c").stdout.splitlines()[2].split()
+    assert row[:6] == ["EMAIL", "INFORMATIONAL", "pat@example.com", "ACTIVE", "API", "IMPLIED"]
+    assert row[-3:] == ["expires", "2028-01-05", "09:00:00Z"]
+
+    changes = db.changes(loc)
+    replay = ctl(
+        *("consent", "record", loc, "c", "--channel", "EMAIL", "--purpose", "INFORMATIONAL"),
+        *("--method", "API", "--basis", "PURCHASE", "--captured-at", "2026-01-05T10:00:00+01:00"),
+        *("--address", "Pat@Example.com", "--source", "WORKFLOW", "--idempotency-key", "k-1"),
+    )
+    assert replay.returncode == 0 and replay.stdout == implied.stdout, "replayed"
+    assert db.changes(loc) == changes
+
+    as_json = ctl(
+        *("--json", "consent", "record", loc, "d", "--channel", "SMS"),
+        *("--purpose", "MARKETING", "--method", "VERBAL", "--recording-ref", "call-991"),
+    )
+    answer = json.loads(as_json.stdout)
+    assert answer["changed"] is True and answer["cursor"]
+    assert answer["consent"]["method"] == "CONSENT_METHOD_VERBAL"
+    assert answer["consent"]["evidence"] == {"recording_ref": "call-991"}
+
+    naive = ctl(
+        *("consent", "record", loc, "e", "--channel", "SMS", "--purpose", "MARKETING"),
+        *("--method", "API", "--captured-at", "2026-01-05T10:00:00"),
+    )
+    assert naive.returncode == 2 and "give its timezone" in naive.stderr
+    no_expiry = ctl(
+        *("consent", "record", loc, "e", "--channel", "SMS", "--purpose", "MARKETING"),
+        *("--method", "API", "--implied"),
+    )
+    assert no_expiry.returncode == 2 and no_expiry.stdout == ""
+    assert no_expiry.stderr.startswith("dndctl: INVALID_ARGUMENT: "), no_expiry.stderr
+    assert len(no_expiry.stderr.splitlines()) >= 2, "the field violation is printed"
+    future = ctl(
+        *("consent", "record", loc, "e", "--channel", "SMS", "--purpose", "MARKETING"),
+        *("--method", "API", "--captured-at", "2999-01-01T00:00:00Z"),
+    )
+    assert future.returncode == 2 and "captured_at" in future.stderr, future.stderr
+    missing = ctl("consent", "record", loc, "e", "--channel", "SMS", "--purpose", "MARKETING")
+    assert missing.returncode == 2 and "--method" in missing.stderr
+    assert client.get_status(loc, "e").consents == []
+
+
+def test_double_opt_in_confirmed_by_yes(ctl: Any, client: DndClient, loc: str) -> None:
+    pending = ctl(
+        *("consent", "record", loc, "c", "--channel", "SMS", "--purpose", "MARKETING"),
+        *("--method", "DOUBLE_OPT_IN", "--pending", "--address", "+14155550140"),
+    )
+    assert pending.returncode == 0, pending.stderr
+    row = ctl("consent", "show", loc, "c").stdout.splitlines()[2].split()
+    assert row[:5] == ["SMS", "MARKETING", "+14155550140", "PENDING", "DOUBLE_OPT_IN"]
+    assert row[-4:-2] == ["confirm", "by"]
+    assert ctl("policy", "set", loc, "--require", "SMS").returncode == 0
+    check = ("check", loc, "c", "--channel", "SMS", "--purpose", "MARKETING")
+    waiting = ctl(*check, "--address", "+14155550140")
+    assert waiting.returncode == 1 and "waiting for the contact's confirmation" in waiting.stdout
+
+    client.process_inbound_message(loc, "c", "YES", from_address="+14155550140")
+    row = ctl("consent", "show", loc, "c").stdout.splitlines()[2].split()
+    assert row[:5] == ["SMS", "MARKETING", "+14155550140", "ACTIVE", "DOUBLE_OPT_IN"]
+    assert ctl(*check, "--address", "+14155550140").returncode == 0
+    # The address's consent covers sends to that address only.
+    assert ctl(*check).returncode == 1
+
+
+def test_check_purpose_against_a_marketing_only_opt_out(
+    ctl: Any, client: DndClient, loc: str
+) -> None:
+    set_ = ctl("set", loc, "c", "--all", "--marketing-only", "--source", "CONTACT")
+    assert set_.returncode == 0, set_.stderr
+    [block] = client.get_status(loc, "c").blocks
+    assert block.reason == Reason.MARKETING_OPT_OUT and block.scope.marketing_only
+    for purpose, code in (
+        ("MARKETING", 1),
+        ("INFORMATIONAL", 0),
+        ("TRANSACTIONAL", 0),
+        ("COMPLIANCE_REPLY", 0),
+    ):
+        result = ctl("check", loc, "c", "--channel", "EMAIL", "--purpose", purpose)
+        assert result.returncode == code, (purpose, result.stdout, result.stderr)
+    assert ctl("check", loc, "c", "--channel", "EMAIL").returncode == 1, (
+        "unstated: may be marketing"
+    )
+    decision = json.loads(
+        ctl("--json", "check", loc, "c", "--channel", "SMS", "--purpose", "MARKETING").stdout
+    )
+    assert decision["denial"] == "DENIAL_MARKETING_OPT_OUT"
+    assert decision["denied_by"][0]["reason"] == "REASON_MARKETING_OPT_OUT"
+    bad = ctl("check", loc, "c", "--channel", "SMS", "--purpose", "SPAM")
+    assert bad.returncode == 2 and "one of MARKETING, INFORMATIONAL" in bad.stderr
+
+    clear = ctl("clear", loc, "c", "--all", "--marketing-only", "--source", "USER")
+    assert clear.returncode == 0, clear.stderr
+    assert not client.get_status(loc, "c").blocks
+    assert client.check_send(loc, "c", Channel.EMAIL, purpose=Purpose.MARKETING).allowed
+
+
+def test_watch_shows_consent_changes(ctl: Any, client: DndClient, loc: str) -> None:
+    marker = client.set_dnd(
+        new_id("loc"), "m", action=DndAction.ENABLE, source=Source.USER, channel=Channel.SMS
+    ).cursor
+    blocked = client.set_dnd(
+        loc, "c", action=DndAction.ENABLE, source=Source.USER, channel=Channel.EMAIL
+    ).cursor
+    recorded = client.record_consent(
+        loc,
+        "c",
+        Channel.SMS,
+        ConsentPurpose.MARKETING,
+        method=ConsentMethod.API,
+        source=Source.USER,
+    ).cursor
+    both = ctl("watch", "--location", loc, "--after", marker, "--limit", "2")
+    assert both.returncode == 0, both.stderr
+    block_line, consent_line = both.stdout.splitlines()
+    assert block_line.endswith(f"v1  enabled EMAIL MANUAL by USER  cursor={blocked}")
+    assert re.fullmatch(
+        rf"{WHEN}  {loc}/c  v2  consent SMS MARKETING ACTIVE by USER  cursor={recorded}",
+        consent_line,
+    ), consent_line
+    consents = ctl(
+        "watch", "--location", loc, "--kind", "consent", "--after", marker, "--limit", "1"
+    )
+    assert consents.stdout.strip() == consent_line
+    blocks = ctl("watch", "--location", loc, "--kind", "BLOCK", "--after", marker, "--limit", "1")
+    assert blocks.stdout.strip() == block_line
+    bad = ctl("watch", "--kind", "GOSSIP")
+    assert bad.returncode == 2 and "one of BLOCK, CONSENT, COMPLIANCE_REPLY" in bad.stderr

@@ -41,4 +41,5 @@ def test_the_pages_with_server_examples() -> None:
         "README.md",
         "docs/api.md",
         "docs/client.md",
+        "docs/consent.md",
     }

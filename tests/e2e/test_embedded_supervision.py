@@ -17,24 +17,14 @@ import pytest
 from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 
-from tests.support import ServerProcess, new_id, postmaster_pid, process_alive
+from tests.factories import enable
+from tests.support import ServerProcess, new_id, postmaster_pid, process_alive, wait_until
 
 pytestmark = pytest.mark.fault
 
 T = 10.0
 # Bound on noticing the death and starting PostgreSQL again (crash recovery included).
 RECOVERY_SECONDS = 30.0
-
-
-def enable(loc: str, contact: str) -> pb.SetDndRequest:
-    return pb.SetDndRequest(
-        location_id=loc,
-        contact_id=contact,
-        action=pb.DND_ACTION_ENABLE,
-        direction=pb.DIRECTION_OUTBOUND,
-        scope=pb.Scope(channel=pb.CHANNEL_SMS),
-        source=pb.SOURCE_USER,
-    )
 
 
 def status(stub: dnd_pb2_grpc.DndServiceStub, loc: str, contact: str) -> pb.GetStatusResponse:
@@ -47,15 +37,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(what)
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["server", "supervisor"])

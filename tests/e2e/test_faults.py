@@ -18,6 +18,7 @@ from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 from dnd_client import AsyncDndClient
 
+from tests.factories import enable
 from tests.support import (
     ControlledPostgres,
     Database,
@@ -30,17 +31,6 @@ from tests.support import (
 pytestmark = pytest.mark.fault
 
 OK_OR_RETRYABLE = {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
-
-
-def enable(loc: str, contact: str, channel: int = pb.CHANNEL_SMS) -> pb.SetDndRequest:
-    return pb.SetDndRequest(
-        location_id=loc,
-        contact_id=contact,
-        action=pb.DND_ACTION_ENABLE,
-        direction=pb.DIRECTION_OUTBOUND,
-        scope=pb.Scope(channel=channel),  # type: ignore[arg-type]
-        source=pb.SOURCE_USER,
-    )
 
 
 def free_port() -> int:

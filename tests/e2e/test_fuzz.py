@@ -9,7 +9,7 @@ oneof unset / empty / a channel / all_channels true or false, and every boolean.
 the examples make every field hostile at once, half keep the request valid but one field, a
 quarter are valid throughout, so that the deep paths (database, clear policy, idempotency,
 versions) are fuzzed too. Calls may meet a contact that already has blocks and suppressions
-(seeded by ordinary valid calls first).
+(seeded by ordinary valid calls first), and consents (a recorded one, a pending double opt-in).
 
 Properties, per example:
 
@@ -17,10 +17,10 @@ Properties, per example:
   OUT_OF_RANGE, RESOURCE_EXHAUSTED, PERMISSION_DENIED: never UNKNOWN, INTERNAL, UNAVAILABLE or a
   deadline, and an error message never carries a traceback;
 * on an error, nothing was written: the example's location has the same rows in dnd_changes,
-  dnd_blocks, dnd_address_suppressions, dnd_contacts, dnd_idempotency and dnd_location_settings,
-  and the change-log head did not move;
-* a read (GetStatus, CheckSend, BatchCheckSend, ListHistory, GetKeywordSettings, WatchChanges)
-  writes nothing even when it succeeds;
+  dnd_blocks, dnd_address_suppressions, dnd_contacts, dnd_idempotency, dnd_location_settings,
+  dnd_consents and dnd_consent_policy, and the change-log head did not move;
+* a read (GetStatus, CheckSend, BatchCheckSend, ListHistory, GetKeywordSettings,
+  GetConsentPolicy, WatchChanges) writes nothing even when it succeeds;
 * on a successful write, every contact of the location has a version equal to its number of
   dnd_changes rows (and to the highest version logged): no partial write; a retry with the same
   idempotency key answers the same and writes nothing.
@@ -42,6 +42,7 @@ import base64
 import os
 import re
 import threading
+import time
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc as pb_grpc
 from dnd_server.cursor import CursorCodec, new_key
 from dnd_server.domain.errors import InvalidArgument
+from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, assume, event, example, given, note, settings
 from hypothesis import strategies as st
 
@@ -382,7 +384,16 @@ class Fields:
 
 
 # Ordinary valid writes a contact may have before the fuzzed call (on contact "c1").
-SEEDS = ["manual_sms", "opt_out", "carrier_permanent", "spam", "unsubscribe", "inbound_all"]
+SEEDS = [
+    "manual_sms",
+    "opt_out",
+    "carrier_permanent",
+    "spam",
+    "unsubscribe",
+    "inbound_all",
+    "consent",
+    "double_opt_in",
+]
 SEED_LISTS = st.lists(st.sampled_from(SEEDS), max_size=3, unique=True)
 
 
@@ -734,13 +745,163 @@ def update_keyword_settings_requests(draw: Any) -> Example:
     return Example(fields, [])
 
 
+PAST = st.integers(0, 3 * 365 * 86400).map(lambda back: int(time.time()) - back)
+TIMESTAMP_VALID = st.one_of(st.none(), st.builds(Timestamp, seconds=PAST))
+TIMESTAMP_HOSTILE = st.one_of(
+    st.none(),
+    st.builds(Timestamp, seconds=INT64, nanos=INT32),
+    st.builds(Timestamp, seconds=st.integers(-(2**40), 2**40)),
+    st.builds(Timestamp, seconds=st.integers(0, 2**34)),
+)
+EVIDENCE_FIELDS = [
+    "form_url",
+    "disclosure_text",
+    "disclosure_version",
+    "ip_address",
+    "user_agent",
+    "recording_ref",
+]
+EVIDENCE_VALID = st.builds(
+    pb.ConsentEvidence, **{name: SHORT_VALID_TEXT for name in EVIDENCE_FIELDS}
+)
+EVIDENCE_HOSTILE = st.builds(pb.ConsentEvidence, **{name: hostile() for name in EVIDENCE_FIELDS})
+
+
+@st.composite
+def record_consent_requests(draw: Any) -> Example:
+    names = [
+        "location_id",
+        "contact_id",
+        "channel",
+        "purpose",
+        "address",
+        "method",
+        "kind",
+        "implied_basis",
+        "captured_at",
+        "expires_at",
+        "source",
+        "actor_id",
+        "evidence",
+        "pending",
+        "consent_source",
+        "idempotency_key",
+        "expected_version",
+    ]
+    f = Fields(draw, names)
+    channel = draw(st.sampled_from(range(1, 7)))
+    # Mostly coherent: express, or implied with a basis; pending only for a double opt-in.
+    method = draw(st.sampled_from(range(1, 8)))
+    kind = draw(st.sampled_from([0, 1, 2]))
+    expected = f(
+        "expected_version", st.sampled_from([None, None, 0, 1]), st.one_of(st.none(), INT64)
+    )
+    fields = {
+        "location_id": f("location_id", LOC_VALID, LOC_HOSTILE),
+        "contact_id": f("contact_id", CONTACT_VALID, CONTACT_HOSTILE),
+        "channel": f("channel", st.just(channel), enum(range(7))),
+        "purpose": f("purpose", st.sampled_from([1, 2]), enum(range(3))),
+        "address": f("address", address_for(channel), ADDRESS_HOSTILE),
+        "method": f("method", st.just(method), enum(range(8))),
+        "kind": f("kind", st.just(kind), enum(range(3))),
+        "implied_basis": f(
+            "implied_basis",
+            st.just(draw(st.sampled_from([1, 2])) if kind == 2 else 0),
+            enum(range(3)),
+        ),
+        "captured_at": f("captured_at", TIMESTAMP_VALID, TIMESTAMP_HOSTILE),
+        "expires_at": f("expires_at", st.none(), TIMESTAMP_HOSTILE),
+        "source": f("source", st.sampled_from([1, 2, 3, 5]), enum(range(6))),
+        "actor_id": f("actor_id", SHORT_VALID_TEXT, hostile()),
+        "evidence": f("evidence", EVIDENCE_VALID, EVIDENCE_HOSTILE),
+        "pending": f("pending", st.just(method == 3 and draw(st.booleans())), st.booleans()),
+        "consent_source": f("consent_source", SHORT_VALID_TEXT, hostile()),
+        "idempotency_key": f("idempotency_key", st.sampled_from(["", "", "k1", "k2"]), hostile()),
+    }
+    for name in ("captured_at", "expires_at"):
+        if fields[name] is None:
+            del fields[name]
+    if expected is not None:
+        fields["expected_version"] = expected
+    return Example(fields, draw(SEED_LISTS))
+
+
+@st.composite
+def revoke_consent_requests(draw: Any) -> Example:
+    f = Fields(
+        draw,
+        [
+            "location_id",
+            "contact_id",
+            "channel",
+            "purpose",
+            "address",
+            "source",
+            "actor_id",
+            "note",
+            "idempotency_key",
+        ],
+    )
+    channel = draw(st.sampled_from(range(1, 7)))
+    return Example(
+        {
+            "location_id": f("location_id", LOC_VALID, LOC_HOSTILE),
+            "contact_id": f("contact_id", CONTACT_VALID, CONTACT_HOSTILE),
+            "channel": f("channel", st.just(channel), enum(range(7))),
+            "purpose": f("purpose", st.sampled_from([0, 1, 2]), enum(range(3))),
+            "address": f("address", address_for(channel), ADDRESS_HOSTILE),
+            "source": f("source", st.sampled_from([1, 2, 3, 5]), enum(range(6))),
+            "actor_id": f("actor_id", SHORT_VALID_TEXT, hostile()),
+            "note": f("note", SHORT_VALID_TEXT, hostile()),
+            "idempotency_key": f(
+                "idempotency_key", st.sampled_from(["", "", "k1", "k2"]), hostile()
+            ),
+        },
+        draw(SEED_LISTS),
+    )
+
+
+@st.composite
+def get_consent_policy_requests(draw: Any) -> Example:
+    f = Fields(draw, ["location_id"])
+    return Example({"location_id": f("location_id", LOC_VALID, LOC_HOSTILE)}, [])
+
+
+CHANNEL_POLICY_VALID = st.builds(
+    lambda channel, informational: pb.ChannelConsentPolicy(
+        channel=channel, require_marketing=True, require_informational=informational
+    ),
+    st.sampled_from(range(1, 7)),
+    st.booleans(),
+)
+CHANNEL_POLICY_HOSTILE = st.builds(
+    pb.ChannelConsentPolicy,
+    channel=enum(range(7)),
+    require_marketing=st.booleans(),
+    require_informational=st.booleans(),
+)
+
+
+@st.composite
+def update_consent_policy_requests(draw: Any) -> Example:
+    f = Fields(draw, ["location_id", "channels", "window"])
+    channels_valid = st.lists(CHANNEL_POLICY_VALID, max_size=3, unique_by=lambda c: c.channel)
+    channels_bad = st.lists(CHANNEL_POLICY_HOSTILE, max_size=12)
+    window_valid = st.sampled_from([0, 60, 3600, 86400, 2_592_000])
+    policy = pb.ConsentPolicy(
+        channels=f("channels", channels_valid, channels_bad),
+        double_opt_in_window_seconds=f("window", window_valid, INT64),
+    )
+    return Example({"location_id": f("location_id", LOC_VALID, LOC_HOSTILE), "policy": policy}, [])
+
+
 def _many_locations(count: int) -> list[str]:
     return [f"fz-many-{i}" for i in range(count)]
 
 
 @st.composite
 def watch_requests(draw: Any) -> Example:
-    f = Fields(draw, ["location_ids", "channels", "directions", "sources", "after_cursor"])
+    f = Fields(draw, ["location_ids", "channels", "directions", "sources", "kinds", "after_cursor"])
     locations_bad = st.one_of(
         st.lists(st.one_of(LOC_VALID, hostile(long=False)), max_size=4),
         st.builds(_many_locations, st.sampled_from([1000, 1001])),
@@ -764,6 +925,11 @@ def watch_requests(draw: Any) -> Example:
                 "sources",
                 st.lists(st.sampled_from(range(1, 6)), max_size=3),
                 st.lists(enum(range(6)), max_size=5),
+            ),
+            "kinds": f(
+                "kinds",
+                st.lists(st.sampled_from(range(1, 4)), max_size=2),
+                st.lists(enum(range(4)), max_size=5),
             ),
             "after_cursor": f(
                 "after_cursor",
@@ -800,6 +966,10 @@ SELECT (SELECT seq FROM dnd_log_head) AS head,
        (SELECT count(*) FROM dnd_address_suppressions WHERE location_id = $1) AS suppressions,
        (SELECT count(*) FROM dnd_contacts WHERE location_id = $1) AS contacts,
        (SELECT count(*) FROM dnd_idempotency WHERE location_id = $1) AS idempotency,
+       (SELECT string_agg(k::text, ';' ORDER BY contact_id, channel, purpose, address)
+        FROM dnd_consents k WHERE location_id = $1) AS consents,
+       (SELECT string_agg(p::text, ';' ORDER BY channel)
+        FROM dnd_consent_policy p WHERE location_id = $1) AS policy,
        (SELECT s::text FROM dnd_location_settings s WHERE location_id = $1) AS settings
 """
 
@@ -887,6 +1057,26 @@ class Harness:
                         channel=pb.CHANNEL_SMS,
                         body="STOP",
                         from_address="+14155552671",
+                    ),
+                    timeout=TIMEOUT,
+                )
+            elif name in ("consent", "double_opt_in"):
+                pending = name == "double_opt_in"
+                s.RecordConsent(
+                    pb.RecordConsentRequest(
+                        location_id=location,
+                        contact_id=c,
+                        channel=pb.CHANNEL_SMS,
+                        purpose=pb.CONSENT_PURPOSE_INFORMATIONAL
+                        if pending
+                        else pb.CONSENT_PURPOSE_MARKETING,
+                        address="" if pending else "+14155552671",
+                        method=pb.CONSENT_METHOD_DOUBLE_OPT_IN
+                        if pending
+                        else pb.CONSENT_METHOD_WEB_FORM,
+                        pending=pending,
+                        source=pb.SOURCE_USER,
+                        evidence=pb.ConsentEvidence(form_url="https://example.com/f"),
                     ),
                     timeout=TIMEOUT,
                 )
@@ -1159,6 +1349,44 @@ def test_fuzz_update_keyword_settings(harness: Harness, example: Example) -> Non
             pb.GetKeywordSettingsRequest(location_id=request.location_id), timeout=TIMEOUT
         )
         assert stored.settings == response.settings
+
+
+@fuzz_settings(100)
+@given(example=record_consent_requests())
+def test_fuzz_record_consent(harness: Harness, example: Example) -> None:
+    request, response = harness.run("RecordConsent", pb.RecordConsentRequest, example, write=True)
+    if response is not None:
+        consent = response.consent
+        assert (consent.channel, consent.purpose) == (request.channel, request.purpose)
+        assert list(response.status.consents).count(consent) == 1
+
+
+@fuzz_settings(50)
+@given(example=revoke_consent_requests())
+def test_fuzz_revoke_consent(harness: Harness, example: Example) -> None:
+    _, response = harness.run("RevokeConsent", pb.RevokeConsentRequest, example, write=True)
+    if response is not None:
+        assert response.changed == bool(response.revoked)
+        assert all(c.status == pb.CONSENT_STATUS_REVOKED for c in response.revoked)
+
+
+@fuzz_settings(30)
+@given(example=get_consent_policy_requests())
+def test_fuzz_get_consent_policy(harness: Harness, example: Example) -> None:
+    harness.run("GetConsentPolicy", pb.GetConsentPolicyRequest, example, write=False)
+
+
+@fuzz_settings(60)
+@given(example=update_consent_policy_requests())
+def test_fuzz_update_consent_policy(harness: Harness, example: Example) -> None:
+    request, response = harness.run(
+        "UpdateConsentPolicy", pb.UpdateConsentPolicyRequest, example, write=True
+    )
+    if response is not None:
+        stored = harness.stub.GetConsentPolicy(
+            pb.GetConsentPolicyRequest(location_id=request.location_id), timeout=TIMEOUT
+        )
+        assert stored.policy == response.policy
 
 
 # How long a WatchChanges example waits for its first message (bookmarks come every 0.5 s).

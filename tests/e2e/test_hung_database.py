@@ -18,6 +18,7 @@ import pytest
 from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 
+from tests.factories import enable
 from tests.support import ControlledPostgres, Database, ServerProcess, new_id
 
 pytestmark = pytest.mark.fault
@@ -40,18 +41,6 @@ class Call:
     @property
     def duration(self) -> float:
         return self.ended - self.started
-
-
-def enable(loc: str, contact: str, key: str) -> pb.SetDndRequest:
-    return pb.SetDndRequest(
-        location_id=loc,
-        contact_id=contact,
-        action=pb.DND_ACTION_ENABLE,
-        direction=pb.DIRECTION_OUTBOUND,
-        scope=pb.Scope(channel=pb.CHANNEL_SMS),
-        source=pb.SOURCE_USER,
-        idempotency_key=key,
-    )
 
 
 class Load:
@@ -93,7 +82,9 @@ class Load:
                 # answered UNAVAILABLE may or may not have committed, the key says which.
                 give_up = None
                 while True:
-                    code = self._call("SetDnd", stub.SetDnd, enable(self.loc, contact, key))
+                    code = self._call(
+                        "SetDnd", stub.SetDnd, enable(self.loc, contact, idempotency_key=key)
+                    )
                     if code == grpc.StatusCode.OK:
                         with self.lock:
                             self.acked.add(contact)
@@ -245,14 +236,16 @@ def test_unacknowledged_commit_answers_unavailable_and_its_retry_replays(
     try:
         with grpc.insecure_channel(server.addr) as channel:
             stub = dnd_pb2_grpc.DndServiceStub(channel)
-            assert stub.SetDnd(enable(loc, "warm", uuid.uuid4().hex), timeout=10).changed
+            assert stub.SetDnd(
+                enable(loc, "warm", idempotency_key=uuid.uuid4().hex), timeout=10
+            ).changed
             db.fetch("ALTER SYSTEM SET synchronous_standby_names = 'absent_standby'")
             db.fetch("SELECT pg_reload_conf()")
             wait_setting(db, "synchronous_standby_names", "absent_standby")
 
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as caught:
-                stub.SetDnd(enable(loc, "c1", key), timeout=30)
+                stub.SetDnd(enable(loc, "c1", idempotency_key=key), timeout=30)
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
             assert time.monotonic() - started < DB_TIMEOUT + MARGIN
 
@@ -262,7 +255,7 @@ def test_unacknowledged_commit_answers_unavailable_and_its_retry_replays(
             deadline = time.monotonic() + 10
             while True:
                 try:
-                    answer = stub.SetDnd(enable(loc, "c1", key), timeout=10)
+                    answer = stub.SetDnd(enable(loc, "c1", idempotency_key=key), timeout=10)
                     break
                 except grpc.RpcError as error:
                     if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:

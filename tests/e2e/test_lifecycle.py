@@ -16,7 +16,7 @@ import pytest
 from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 
-from tests import factories
+from tests.factories import enable
 from tests.support import (
     ControlledPostgres,
     Database,
@@ -25,10 +25,6 @@ from tests.support import (
     new_id,
     wait_until,
 )
-
-
-def enable_sms(loc: str, contact: str) -> pb.SetDndRequest:
-    return factories.enable(loc, contact, pb.CHANNEL_SMS)
 
 
 def rpc_lines(server: ServerProcess, loc: str, after: int = 0) -> list[dict[str, Any]]:
@@ -64,7 +60,7 @@ def own_postgres() -> Iterator[ControlledPostgres]:
 
 def test_health_serving_and_json_rpc_log(server: ServerProcess, stub: Any, loc: str) -> None:
     assert server.health() == "SERVING"
-    stub.SetDnd(enable_sms(loc, "c1"))
+    stub.SetDnd(enable(loc, "c1"))
     line = server.wait_log({"event": "rpc", "location_id": loc})
     assert line["method"] == "SetDnd" and line["code"] == "OK"
     assert isinstance(line["duration_ms"], float)
@@ -73,12 +69,12 @@ def test_health_serving_and_json_rpc_log(server: ServerProcess, stub: Any, loc: 
 def test_evidence_and_notes_never_logged(server: ServerProcess, stub: Any, loc: str) -> None:
     mark = server.log_mark()
     secret = f"secret-evidence-{new_id('x')}"
-    request = enable_sms(loc, "c1")
+    request = enable(loc, "c1")
     request.evidence = secret
     request.note = secret + "-note"
     stub.SetDnd(request)
     with pytest.raises(grpc.RpcError):
-        bad = enable_sms(loc, "c1")
+        bad = enable(loc, "c1")
         bad.evidence = secret
         bad.contact_id = ""
         stub.SetDnd(bad)
@@ -109,11 +105,11 @@ def test_database_outage_then_recovery(own_postgres: ControlledPostgres) -> None
     try:
         with grpc.insecure_channel(process.addr) as channel:
             stub = dnd_pb2_grpc.DndServiceStub(channel)
-            stub.SetDnd(enable_sms(loc, "before"), timeout=10)
+            stub.SetDnd(enable(loc, "before"), timeout=10)
             own_postgres.stop()
             process.wait_health("NOT_SERVING", timeout=15)
             for method, request in (
-                (stub.SetDnd, enable_sms(loc, "during")),
+                (stub.SetDnd, enable(loc, "during")),
                 (stub.GetStatus, pb.GetStatusRequest(location_id=loc, contact_id="before")),
                 (
                     stub.CheckSend,
@@ -129,7 +125,7 @@ def test_database_outage_then_recovery(own_postgres: ControlledPostgres) -> None
                 pb.GetStatusRequest(location_id=loc, contact_id="before"), timeout=10
             )
             assert status.status.version == 1
-            assert stub.SetDnd(enable_sms(loc, "after"), timeout=10).changed
+            assert stub.SetDnd(enable(loc, "after"), timeout=10).changed
             during = stub.GetStatus(pb.GetStatusRequest(location_id=loc, contact_id="during"))
             assert during.status.version == 0, "a refused write must not appear later"
     finally:
@@ -139,7 +135,7 @@ def test_database_outage_then_recovery(own_postgres: ControlledPostgres) -> None
 def test_dropped_connections_recover_without_unknown(
     server: ServerProcess, stub: Any, db: Database, loc: str
 ) -> None:
-    stub.SetDnd(enable_sms(loc, "c1"))
+    stub.SetDnd(enable(loc, "c1"))
     stop = threading.Event()
     codes: list[grpc.StatusCode] = []
     acknowledged: list[str] = []
@@ -149,7 +145,7 @@ def test_dropped_connections_recover_without_unknown(
         while not stop.is_set():
             i += 1
             contact = f"w{i}"
-            code = call_code(stub.SetDnd, enable_sms(loc, contact), timeout=10)
+            code = call_code(stub.SetDnd, enable(loc, contact), timeout=10)
             codes.append(code)
             if code == grpc.StatusCode.OK:
                 acknowledged.append(contact)
@@ -248,7 +244,7 @@ def test_deadline_honoured_and_nothing_written(
     with ContactLock(database_url, loc, "busy"):
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as caught:
-            stub.SetDnd(enable_sms(loc, "busy"), timeout=0.5)
+            stub.SetDnd(enable(loc, "busy"), timeout=0.5)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - started < 3
     # The server has ended the call (its log line): the write it abandoned can no longer land.
@@ -268,7 +264,7 @@ def test_sigterm_lets_in_flight_calls_finish(database_url: str, db: Database) ->
 
                 def in_flight() -> None:
                     try:
-                        results["answer"] = stub.SetDnd(enable_sms(loc, "busy"), timeout=20)
+                        results["answer"] = stub.SetDnd(enable(loc, "busy"), timeout=20)
                     except grpc.RpcError as error:
                         results["error"] = error
 

@@ -9,6 +9,7 @@ import random
 import signal
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -17,11 +18,11 @@ import pytest
 from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 
+from tests import factories
 from tests.support import (
     DISABLE,
     ENABLE,
     IN,
-    OUT,
     Database,
     ServerProcess,
     Watcher,
@@ -31,26 +32,8 @@ from tests.support import (
     run_async,
 )
 
-
-def set_dnd(
-    loc: str,
-    contact: str,
-    action: int = ENABLE,
-    channel: int | None = pb.CHANNEL_SMS,
-    source: int = pb.SOURCE_USER,
-    direction: int = OUT,
-) -> pb.SetDndRequest:
-    scope = pb.Scope(channel=channel) if channel else pb.Scope(all_channels=True)  # type: ignore[arg-type]
-    return pb.SetDndRequest(
-        location_id=loc,
-        contact_id=contact,
-        action=action,  # type: ignore[arg-type]
-        direction=direction,  # type: ignore[arg-type]
-        scope=scope if direction == OUT else None,
-        source=source,  # type: ignore[arg-type]
-        note="secret note",
-        evidence="secret evidence",
-    )
+# The writes of these tests, with a note and evidence no event may carry.
+set_dnd = partial(factories.set_dnd, note="secret note", evidence="secret evidence")
 
 
 def keys(events: list[Any]) -> list[tuple[str, str, int]]:

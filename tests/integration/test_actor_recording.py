@@ -20,7 +20,8 @@ from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 from dnd_server.auth import hash_token
 
-from tests.support import DISABLE, ENABLE, OUT, Database, ServerProcess, new_id
+from tests import factories
+from tests.support import DISABLE, ENABLE, Database, ServerProcess, new_id
 
 T = 10.0
 SMS, EMAIL = pb.CHANNEL_SMS, pb.CHANNEL_EMAIL
@@ -79,26 +80,12 @@ def sdb(secured: ServerProcess) -> Database:
 def set_dnd(
     stub: Stub, md: Metadata, loc: str, contact: str, action: int, **kw: Any
 ) -> pb.SetDndResponse:
-    fields: dict[str, Any] = {"source": pb.SOURCE_USER, "scope": pb.Scope(channel=SMS), **kw}
-    return stub.SetDnd(
-        pb.SetDndRequest(
-            location_id=loc,
-            contact_id=contact,
-            action=action,  # type: ignore[arg-type]
-            direction=OUT,
-            **fields,
-        ),
-        metadata=md,
-        timeout=T,
-    )
+    return stub.SetDnd(factories.set_dnd(loc, contact, action, **kw), metadata=md, timeout=T)
 
 
 def history(stub: Stub, md: Metadata, loc: str, **kw: Any) -> list[pb.HistoryEntry]:
-    return list(
-        stub.ListHistory(
-            pb.ListHistoryRequest(location_id=loc, page_size=500, **kw), metadata=md, timeout=T
-        ).entries
-    )
+    request = factories.history(loc, page_size=500, **kw)
+    return list(stub.ListHistory(request, metadata=md, timeout=T).entries)
 
 
 def watch(stub: Stub, md: Metadata, loc: str, after: str, count: int) -> list[pb.ChangeEvent]:

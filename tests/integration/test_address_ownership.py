@@ -22,6 +22,7 @@ from dnd_server.domain.model import AddressSuppression, Channel, Reason, Source
 from dnd_server.domain.rules import ClearCredentials, own_address, refusal_for
 from dnd_server.storage.migrations import load_migrations
 
+from tests import factories
 from tests.support import (
     DISABLE,
     ENABLE,
@@ -53,24 +54,13 @@ PROOF = "signed opt-in form, 2024-03-01"
 
 
 def inbound(stub: Any, loc: str, contact: str, body: str, sender: str = PHONE) -> Any:
-    return stub.ProcessInboundMessage(
-        pb.ProcessInboundMessageRequest(
-            location_id=loc, contact_id=contact, channel=SMS, body=body, from_address=sender
-        ),
-        timeout=T,
-    )
+    request = factories.inbound(loc, contact, body, from_address=sender)
+    return stub.ProcessInboundMessage(request, timeout=T)
 
 
 def email_event(stub: Any, loc: str, contact: str, event: int, to: str = EMAIL_ADDRESS) -> Any:
     return stub.ReportEmailEvent(
-        pb.ReportEmailEventRequest(
-            location_id=loc,
-            contact_id=contact,
-            provider="mailgun",
-            event=event,  # type: ignore[arg-type]
-            to_address=to,
-        ),
-        timeout=T,
+        factories.email_event(loc, contact, event, to_address=to), timeout=T
     )
 
 
@@ -85,28 +75,21 @@ def clear(
     confirmed: bool = False,
     actor_id: str = "",
 ) -> pb.SetDndResponse:
-    return stub.SetDnd(
-        pb.SetDndRequest(
-            location_id=loc,
-            contact_id=contact,
-            action=DISABLE,
-            direction=OUT,
-            scope=pb.Scope(channel=channel),  # type: ignore[arg-type]
-            source=source,  # type: ignore[arg-type]
-            evidence=evidence,
-            suppression_removal_confirmed=confirmed,
-            address=address,
-            actor_id=actor_id,
-        ),
-        timeout=T,
+    request = factories.disable(
+        loc,
+        contact,
+        channel,
+        source=source,
+        evidence=evidence,
+        suppression_removal_confirmed=confirmed,
+        address=address,
+        actor_id=actor_id,
     )
+    return stub.SetDnd(request, timeout=T)
 
 
 def history(stub: Any, loc: str, contact: str = "", **kw: Any) -> list[pb.HistoryEntry]:
-    answer = stub.ListHistory(
-        pb.ListHistoryRequest(location_id=loc, contact_id=contact, page_size=500, **kw),
-        timeout=T,
-    )
+    answer = stub.ListHistory(factories.history(loc, contact, page_size=500, **kw), timeout=T)
     assert answer.next_page_token == ""
     return list(answer.entries)
 
@@ -146,15 +129,7 @@ def snapshot(stub: Any, db: Database, loc: str, contacts: list[str]) -> tuple[An
 
 
 def check(stub: Any, loc: str, contact: str, channel: int, address: str) -> bool:
-    answer = stub.CheckSend(
-        pb.CheckSendRequest(
-            location_id=loc,
-            contact_id=contact,
-            channel=channel,  # type: ignore[arg-type]
-            address=address,
-        ),
-        timeout=T,
-    )
+    answer = stub.CheckSend(factories.check(loc, contact, channel, address=address), timeout=T)
     return bool(answer.allowed)
 
 
@@ -449,7 +424,11 @@ def test_start_from_the_number_clears_it_and_every_history_shows_it(
     assert check(stub, loc, holder, SMS, PHONE)
 
     opt_out, carrier = R.REASON_SMS_OPT_OUT_KEYWORD, R.REASON_SMS_CARRIER_PERMANENT
-    holder_rows = [entry(e) for e in history(stub, loc, holder)]
+    holder_history = history(stub, loc, holder)
+    # The number's START records its keyword consents, on B (the contact it texted as).
+    consents = [e for e in holder_history if e.kind == pb.CHANGE_KIND_CONSENT]
+    assert [(e.contact_id, e.consent.address) for e in consents] == [(holder, PHONE)] * 2
+    holder_rows = [entry(e) for e in holder_history if e.kind == pb.CHANGE_KIND_BLOCK]
     assert sorted(holder_rows) == sorted(
         [
             (holder, False, opt_out, CONTACT, PHONE, owner),
@@ -517,8 +496,10 @@ def test_mixed_history_pages_cover_each_change_once_newest_first(
         loc,
         owner,
     )
-    # Each round: STOP (block, number), B's clear of the number, START (block).
-    assert len(expected) == 4 * 4
+    # Each round: STOP (block, number, and from the second round on the revocation of the
+    # two consents the previous START recorded), B's clear of the number, START (block, two
+    # keyword consents).
+    assert len(expected) == 6 + 3 * 8
     seen: list[pb.HistoryEntry] = []
     token = ""
     while True:

@@ -15,13 +15,12 @@ import grpc
 import pytest
 from dnd.v1 import dnd_pb2 as pb
 
+from tests import factories
 from tests.support import (
     DISABLE,
     ENABLE,
-    OUT,
     Database,
     bad_fields,
-    channel_scope,
     error_details,
     new_id,
 )
@@ -60,46 +59,22 @@ EMAIL_FORMATS = ["pat@example.com", "Pat@Example.com", "  PAT@EXAMPLE.COM ", "\t
 def inbound(
     stub: Any, loc: str, contact: str, body: str, from_address: str = ""
 ) -> pb.ProcessInboundMessageResponse:
-    return stub.ProcessInboundMessage(
-        pb.ProcessInboundMessageRequest(
-            location_id=loc,
-            contact_id=contact,
-            channel=SMS,
-            body=body,
-            from_address=from_address,
-        ),
-        timeout=10,
-    )
+    request = factories.inbound(loc, contact, body, from_address=from_address)
+    return stub.ProcessInboundMessage(request, timeout=10)
 
 
 def sms_failure(
     stub: Any, loc: str, contact: str, code: str, to_address: str = ""
 ) -> pb.ReportSmsDeliveryFailureResponse:
-    return stub.ReportSmsDeliveryFailure(
-        pb.ReportSmsDeliveryFailureRequest(
-            location_id=loc,
-            contact_id=contact,
-            provider="twilio",
-            error_code=code,
-            to_address=to_address,
-        ),
-        timeout=10,
-    )
+    request = factories.sms_failure(loc, contact, code, to_address=to_address)
+    return stub.ReportSmsDeliveryFailure(request, timeout=10)
 
 
 def email_event(
     stub: Any, loc: str, contact: str, event: int, to_address: str = ""
 ) -> pb.ReportEmailEventResponse:
-    return stub.ReportEmailEvent(
-        pb.ReportEmailEventRequest(
-            location_id=loc,
-            contact_id=contact,
-            provider="mailgun",
-            event=event,  # type: ignore[arg-type]
-            to_address=to_address,
-        ),
-        timeout=10,
-    )
+    request = factories.email_event(loc, contact, event, to_address=to_address)
+    return stub.ReportEmailEvent(request, timeout=10)
 
 
 def set_dnd(
@@ -115,21 +90,18 @@ def set_dnd(
     evidence: str = "",
     confirmed: bool = False,
 ) -> pb.SetDndResponse:
-    return stub.SetDnd(
-        pb.SetDndRequest(
-            location_id=loc,
-            contact_id=contact,
-            action=action,  # type: ignore[arg-type]
-            direction=OUT,
-            scope=channel_scope(channel),
-            reason=reason,  # type: ignore[arg-type]
-            source=source,  # type: ignore[arg-type]
-            evidence=evidence,
-            suppression_removal_confirmed=confirmed,
-            address=address,
-        ),
-        timeout=10,
+    request = factories.set_dnd(
+        loc,
+        contact,
+        action,
+        channel,
+        reason=reason,
+        source=source,
+        evidence=evidence,
+        suppression_removal_confirmed=confirmed,
+        address=address,
     )
+    return stub.SetDnd(request, timeout=10)
 
 
 def refused(stub: Any, loc: str, contact: str, channel: int, **kw: Any) -> list[str]:
@@ -145,15 +117,7 @@ def refused(stub: Any, loc: str, contact: str, channel: int, **kw: Any) -> list[
 def check(
     stub: Any, loc: str, contact: str, channel: int = SMS, address: str = ""
 ) -> pb.CheckSendResponse:
-    return stub.CheckSend(
-        pb.CheckSendRequest(
-            location_id=loc,
-            contact_id=contact,
-            channel=channel,  # type: ignore[arg-type]
-            address=address,
-        ),
-        timeout=10,
-    )
+    return stub.CheckSend(factories.check(loc, contact, channel, address=address), timeout=10)
 
 
 def get_status(
@@ -317,11 +281,16 @@ def test_start_from_the_number_by_another_contact_clears_its_suppression(
     assert answer.action == pb.KEYWORD_ACTION_OPTED_IN
     assert answer.changed
     assert not answer.sms_blocked
-    assert answer.status.version == 1
+    # The suppression lifted, then the number's keyword consents recorded (consent rows
+    # carry no reason nor address: the consent holds its address).
+    assert answer.status.version == 3
+    assert {c.address for c in answer.status.consents} == {PHONE}
     assert list(answer.status.address_suppressions) == []
     assert suppression_rows(db, loc) == []
     assert change_rows(db, loc, other) == [
-        (False, "SMS", "SMS_OPT_OUT_KEYWORD", "CONTACT", 1, PHONE)
+        (False, "SMS", "SMS_OPT_OUT_KEYWORD", "CONTACT", 1, PHONE),
+        (True, "SMS", "", "CONTACT", 2, ""),
+        (True, "SMS", "", "CONTACT", 3, ""),
     ]
     for written in PHONE_FORMATS:
         assert check(stub, loc, other, SMS, written).allowed, written
@@ -341,14 +310,16 @@ def test_start_by_the_same_contact_clears_block_and_number(
     assert answer.action == pb.KEYWORD_ACTION_OPTED_IN
     assert answer.changed
     assert not answer.sms_blocked
-    assert answer.status.version == 4
+    # Two opt-out rows lifted, then two keyword consents recorded.
+    assert answer.status.version == 6
     assert list(answer.status.blocks) == []
     assert list(answer.status.address_suppressions) == []
     assert db.blocks(loc) == 0
     assert suppression_rows(db, loc) == []
     rows = change_rows(db, loc, contact)
-    assert [row[0] for row in rows] == [True, True, False, False]
-    assert sorted(row[5] for row in rows[2:]) == ["", PHONE]
+    assert [row[0] for row in rows] == [True, True, False, False, True, True]
+    assert sorted(row[5] for row in rows[2:4]) == ["", PHONE]
+    assert [row[2] for row in rows[4:]] == ["", ""]
     assert check(stub, loc, contact, SMS, PHONE).allowed
     assert check(stub, loc, contact, SMS).allowed
     assert check(stub, loc, other, SMS, PHONE).allowed
@@ -369,7 +340,8 @@ def test_start_from_the_number_clears_every_sms_suppression_of_it(
 
     answer = inbound(stub, loc, other, "Unstop", from_address=PHONE)
     assert answer.changed
-    assert answer.status.version == 2
+    # Both suppressions lifted, and the number's two keyword consents recorded.
+    assert answer.status.version == 4
     assert suppression_rows(db, loc) == []
     assert check(stub, loc, other, SMS, PHONE).allowed
 

@@ -22,7 +22,8 @@ from dnd.v1 import dnd_pb2_grpc
 from dnd_server.config import Config, ConfigError
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import OUT, ServerProcess, error_details, new_id
+from tests import factories
+from tests.support import ServerProcess, error_details, new_id
 
 Stub = dnd_pb2_grpc.DndServiceStub
 T = 30.0
@@ -85,22 +86,17 @@ def limited(fresh_database: Any) -> Iterator[Served]:
 
 
 def block(stub: Stub, loc: str, contact: str, scope: pb.Scope, reason: int) -> None:
-    stub.SetDnd(
-        pb.SetDndRequest(
-            location_id=loc,
-            contact_id=contact,
-            action=pb.DND_ACTION_ENABLE,
-            direction=OUT,
-            scope=scope,
-            reason=reason,  # type: ignore[arg-type]
-            source=pb.SOURCE_USER,
-            actor_id=ACTOR,
-            note=NOTE,
-            evidence=EVIDENCE,
-            provider_detail=DETAIL,
-        ),
-        timeout=T,
+    request = factories.enable(
+        loc,
+        contact,
+        scope=scope,
+        reason=reason,
+        actor_id=ACTOR,
+        note=NOTE,
+        evidence=EVIDENCE,
+        provider_detail=DETAIL,
     )
+    stub.SetDnd(request, timeout=T)
 
 
 def batch(

@@ -22,6 +22,7 @@ from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 from dnd_server.auth import hash_token
 
+from tests import factories
 from tests.support import OUT, ServerProcess, error_details, new_id
 
 Metadata = tuple[tuple[str, str], ...]
@@ -109,13 +110,8 @@ def dossier(sstub: Stub) -> Dossier:
 
 
 def check(stub: Stub, who: str, contact: str, address: str = "") -> pb.CheckSendResponse:
-    return stub.CheckSend(  # type: ignore[no-any-return]
-        pb.CheckSendRequest(
-            location_id=LOC, contact_id=contact, channel=pb.CHANNEL_SMS, address=address
-        ),
-        metadata=bearer(who),
-        timeout=T,
-    )
+    request = factories.check(LOC, contact, address=address)
+    return stub.CheckSend(request, metadata=bearer(who), timeout=T)
 
 
 def batch(stub: Stub, who: str, dossier: Dossier, details: bool = False) -> Any:

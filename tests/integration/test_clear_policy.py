@@ -13,6 +13,7 @@ import grpc
 import pytest
 from dnd.v1 import dnd_pb2 as pb
 
+from tests import factories
 from tests.support import (
     ALL_SCOPE,
     DISABLE,
@@ -167,19 +168,18 @@ def set_dnd(
     confirmed: bool = False,
     actor_id: str = "",
 ) -> pb.SetDndResponse:
-    request = pb.SetDndRequest(
-        location_id=loc,
-        contact_id=contact,
-        action=action,  # type: ignore[arg-type]
-        direction=direction,  # type: ignore[arg-type]
-        reason=reason,  # type: ignore[arg-type]
-        source=source,  # type: ignore[arg-type]
+    request = factories.set_dnd(
+        loc,
+        contact,
+        action,
+        direction=direction,
+        scope=scope,
+        reason=reason,
+        source=source,
         evidence=evidence,
         suppression_removal_confirmed=confirmed,
         actor_id=actor_id,
     )
-    if scope is not None:
-        request.scope.CopyFrom(scope)
     return stub.SetDnd(request, timeout=10)
 
 
@@ -216,20 +216,13 @@ def refused(stub: Any, loc: str, contact: str, channel: int | None, **kw: Any) -
 
 
 def status(stub: Any, loc: str, contact: str) -> pb.ContactStatus:
-    return stub.GetStatus(pb.GetStatusRequest(location_id=loc, contact_id=contact)).status
+    return stub.GetStatus(factories.get_status(loc, contact)).status
 
 
 def check(
     stub: Any, loc: str, contact: str, channel: int, direction: int = OUT
 ) -> pb.CheckSendResponse:
-    return stub.CheckSend(
-        pb.CheckSendRequest(
-            location_id=loc,
-            contact_id=contact,
-            channel=channel,  # type: ignore[arg-type]
-            direction=direction,  # type: ignore[arg-type]
-        )
-    )
+    return stub.CheckSend(factories.check(loc, contact, channel, direction=direction))
 
 
 def snapshot(stub: Any, db: Database, loc: str, contact: str) -> tuple[int, int, bytes]:

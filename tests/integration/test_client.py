@@ -7,6 +7,7 @@ under the clients."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 import subprocess
@@ -20,16 +21,25 @@ import pytest
 from dnd.v1 import dnd_pb2 as pb
 from dnd_client import (
     AsyncDndClient,
+    ChangeKind,
     Channel,
     ClearNotPermitted,
+    ConsentEvidence,
+    ConsentKind,
+    ConsentMethod,
+    ConsentPurpose,
+    ConsentStatus,
     DeadlineExceeded,
+    Denial,
     Direction,
     DndAction,
     DndClient,
     DndError,
     EmailEvent,
     FieldViolation,
+    ImpliedBasis,
     InvalidArgument,
+    Purpose,
     Reason,
     Refusal,
     SendKind,
@@ -376,6 +386,201 @@ async def test_keyword_settings(kind: str, server: ServerProcess, loc: str) -> N
         )
 
 
+async def test_consent_policy_record_and_revoke(
+    kind: str, server: ServerProcess, db: Database, loc: str
+) -> None:
+    async with Client(kind, server.addr) as dnd:
+        off = await dnd.get_consent_policy(loc)
+        assert isinstance(off, pb.ConsentPolicy) and not off.channels
+        policy = await dnd.update_consent_policy(
+            loc,
+            channels={Channel.SMS: [ConsentPurpose.MARKETING]},
+            double_opt_in_window_seconds=600,
+        )
+        assert isinstance(policy, pb.ConsentPolicy)
+        assert [(c.channel, c.require_marketing) for c in policy.channels] == [(Channel.SMS, True)]
+        assert await dnd.get_consent_policy(loc) == policy
+
+        denied = await dnd.check_send(loc, "c", Channel.SMS, purpose=Purpose.MARKETING)
+        assert not denied.allowed and denied.denial == Denial.NO_CONSENT
+        assert (await dnd.check_send(loc, "c", Channel.SMS, purpose=Purpose.TRANSACTIONAL)).allowed
+        assert (await dnd.check_send(loc, "c", Channel.SMS)).allowed, "no purpose: DND only"
+
+        captured = dt.datetime(2026, 1, 5, 10, 0, tzinfo=dt.UTC)
+        recorded = await dnd.record_consent(
+            loc,
+            "c",
+            Channel.SMS,
+            ConsentPurpose.MARKETING,
+            method=ConsentMethod.WEB_FORM,
+            source=Source.USER,
+            actor_id="form-12",
+            captured_at=captured,
+            evidence=ConsentEvidence(form_url="https://example.com/join", ip_address="203.0.113.9"),
+            consent_source="spring",
+            idempotency_key="form-12-1",
+        )
+        assert isinstance(recorded, pb.RecordConsentResponse)
+        assert recorded.changed and recorded.cursor and recorded.status.version == 1
+        consent = recorded.consent
+        assert (consent.status, consent.kind, consent.method) == (
+            ConsentStatus.ACTIVE,
+            ConsentKind.EXPRESS,
+            ConsentMethod.WEB_FORM,
+        )
+        assert consent.captured_at.ToDatetime(dt.UTC) == captured
+        assert consent.evidence.ip_address == "203.0.113.9" and consent.consent_source == "spring"
+        changes = db.changes(loc)
+        replayed = await dnd.record_consent(
+            loc,
+            "c",
+            Channel.SMS,
+            ConsentPurpose.MARKETING,
+            method=ConsentMethod.WEB_FORM,
+            source=Source.USER,
+            actor_id="form-12",
+            captured_at=captured,
+            evidence=ConsentEvidence(form_url="https://example.com/join", ip_address="203.0.113.9"),
+            consent_source="spring",
+            idempotency_key="form-12-1",
+        )
+        assert replayed.cursor == recorded.cursor and db.changes(loc) == changes
+
+        allowed = await dnd.check_send(loc, "c", Channel.SMS, purpose=Purpose.MARKETING)
+        assert allowed.allowed and allowed.consent.method == ConsentMethod.WEB_FORM
+        batch = await dnd.batch_check_send(
+            loc, Channel.SMS, ["c", "stranger"], purpose=Purpose.MARKETING
+        )
+        assert [(r.allowed, r.denial) for r in batch.results] == [
+            (True, pb.DENIAL_UNSPECIFIED),
+            (False, Denial.NO_CONSENT),
+        ]
+
+        month_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+        implied = await dnd.record_consent(
+            loc,
+            "c",
+            Channel.EMAIL,
+            ConsentPurpose.INFORMATIONAL,
+            method=ConsentMethod.API,
+            source=Source.WORKFLOW,
+            kind=ConsentKind.IMPLIED,
+            implied_basis=ImpliedBasis.INQUIRY,
+            captured_at=month_ago,
+        )
+        lasts = implied.consent.expires_at.ToDatetime(dt.UTC) - month_ago
+        assert dt.timedelta(days=180) <= lasts <= dt.timedelta(days=185), "an inquiry: 6 months"
+        assert implied.consent.status == ConsentStatus.ACTIVE
+        old_purchase = await dnd.record_consent(
+            loc,
+            "c",
+            Channel.CALL,
+            ConsentPurpose.MARKETING,
+            method=ConsentMethod.API,
+            source=Source.WORKFLOW,
+            implied_basis=ImpliedBasis.PURCHASE,
+            kind=ConsentKind.IMPLIED,
+            captured_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=800),
+        )
+        assert old_purchase.consent.status == ConsentStatus.EXPIRED, "a purchase: 2 years"
+
+        revoked = await dnd.revoke_consent(
+            loc, "c", Channel.SMS, source=Source.USER, note="asked by phone"
+        )
+        assert isinstance(revoked, pb.RevokeConsentResponse) and revoked.changed
+        assert [(c.purpose, c.status, c.revoked_by) for c in revoked.revoked] == [
+            (ConsentPurpose.MARKETING, ConsentStatus.REVOKED, "REVOKED")
+        ]
+        again = await dnd.check_send(loc, "c", Channel.SMS, purpose=Purpose.MARKETING)
+        assert again.denial == Denial.NO_CONSENT
+        statuses = {(c.channel, c.status) for c in (await dnd.get_status(loc, "c")).consents}
+        assert statuses == {
+            (Channel.SMS, ConsentStatus.REVOKED),
+            (Channel.EMAIL, ConsentStatus.ACTIVE),
+            (Channel.CALL, ConsentStatus.EXPIRED),
+        }
+
+        with pytest.raises(InvalidArgument) as bad:
+            await dnd.update_consent_policy(
+                loc, channels={Channel.SMS: [ConsentPurpose.INFORMATIONAL]}
+            )
+        assert bad.value.field_violations
+        assert await dnd.get_consent_policy(loc) == policy, "a refused policy changes nothing"
+
+
+async def test_marketing_only_opt_outs(kind: str, server: ServerProcess, loc: str) -> None:
+    async with Client(kind, server.addr) as dnd:
+        meta = await dnd.report_delivery_event(
+            loc,
+            "c",
+            channel=Channel.WHATSAPP,
+            provider="meta",
+            code="user_preferences:stop_marketing",
+            address="+14155550150",
+            idempotency_key="meta-1",
+        )
+        assert isinstance(meta, pb.ReportDeliveryEventResponse)
+        assert (meta.outcome, meta.reason, meta.changed) == (
+            pb.EVENT_OUTCOME_APPLIED,
+            Reason.WHATSAPP_MARKETING_OPT_OUT,
+            True,
+        )
+        unknown = await dnd.report_delivery_event(
+            loc, "c", channel=Channel.WHATSAPP, provider="meta", code="999999"
+        )
+        assert unknown.outcome == pb.EVENT_OUTCOME_IGNORED and not unknown.changed
+
+        email = await dnd.report_email_event(
+            loc,
+            "c",
+            provider="mailgun",
+            event=EmailEvent.UNSUBSCRIBE_LINK,
+            to_address="c@example.com",
+            marketing_stream=True,
+        )
+        assert email.reason == Reason.EMAIL_MARKETING_UNSUBSCRIBE
+        scoped = await dnd.set_dnd(loc, "c", **enable(channel=Channel.CALL), marketing_only=True)
+        [call_block] = [b for b in scoped.affected_blocks]
+        assert call_block.reason == Reason.MARKETING_OPT_OUT and call_block.scope.marketing_only
+
+        for channel in (Channel.WHATSAPP, Channel.EMAIL, Channel.CALL):
+            marketing = await dnd.check_send(loc, "c", channel, purpose=Purpose.MARKETING)
+            assert marketing.denial == Denial.MARKETING_OPT_OUT, channel
+            reminder = await dnd.check_send(loc, "c", channel, purpose=Purpose.INFORMATIONAL)
+            assert reminder.allowed, channel
+            assert not (await dnd.check_send(loc, "c", channel)).allowed, "unstated: marketing"
+
+
+async def test_watch_filters_by_kind(kind: str, server: ServerProcess) -> None:
+    loc = new_id("loc")
+    async with Client(kind, server.addr) as dnd:
+        marker = (await dnd.set_dnd(new_id("loc"), "m", **enable(channel=Channel.SMS))).cursor
+        await dnd.set_dnd(loc, "c", **enable(channel=Channel.EMAIL))
+        consent = await dnd.record_consent(
+            loc,
+            "c",
+            Channel.SMS,
+            ConsentPurpose.MARKETING,
+            method=ConsentMethod.API,
+            source=Source.USER,
+        )
+        [event] = await first_events(
+            dnd, 1, location_ids=[loc], kinds=[ChangeKind.CONSENT], after_cursor=marker
+        )
+        assert event.cursor == consent.cursor and event.kind == ChangeKind.CONSENT
+        assert (event.consent.channel, event.consent.status) == (
+            Channel.SMS,
+            ConsentStatus.ACTIVE,
+        )
+        assert not event.consent.HasField("evidence") or event.consent.evidence == (
+            pb.ConsentEvidence()
+        ), "the stream carries no evidence"
+        [block] = await first_events(
+            dnd, 1, location_ids=[loc], kinds=[ChangeKind.BLOCK], after_cursor=marker
+        )
+        assert block.kind == ChangeKind.BLOCK and block.scope.channel == Channel.EMAIL
+
+
 # --- typed errors --------------------------------------------------------------------------
 
 
@@ -593,8 +798,9 @@ async def test_watch_rejects_a_foreign_cursor(kind: str, server: ServerProcess) 
 _ISOLATED = """
 import asyncio, importlib.metadata as md, json, re, sys
 
+# opentelemetry: the optional `tracing` extra, which the client uses only when installed.
 BLOCKED = ("asyncpg", "structlog", "dnd_server", "pgserver", "phonenumbers", "grpc_health",
-           "grpc_reflection", "grpc_tools")
+           "grpc_reflection", "grpc_tools", "opentelemetry")
 for name in BLOCKED:
     sys.modules[name] = None
 

@@ -14,6 +14,7 @@ import pytest
 from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 
+from tests.factories import set_dnd
 from tests.support import (
     ALL_SCOPE,
     DISABLE,
@@ -57,19 +58,6 @@ def all_pages(stub: Any, loc: str, contact: str, size: int) -> tuple[list[Any], 
         if not token:
             return entries, sizes
     raise AssertionError("paging never ended")
-
-
-def set_dnd(loc: str, contact: str, **fields: Any) -> pb.SetDndRequest:
-    base: dict[str, Any] = {
-        "location_id": loc,
-        "contact_id": contact,
-        "action": ENABLE,
-        "direction": OUT,
-        "scope": channel_scope(SMS),
-        "source": pb.SOURCE_USER,
-    }
-    base.update(fields)
-    return pb.SetDndRequest(**base)
 
 
 def toggle(stub: Any, loc: str, contact: str, n: int) -> None:
@@ -319,7 +307,14 @@ def test_stop_then_start_is_listed_with_keywords_and_sender(
             timeout=TIMEOUT,
         )
         assert answer.changed
-    entries = history(stub, loc, contact).entries
+    every = history(stub, loc, contact).entries
+    # Lifting the opt-out records the sender's keyword consents (versions 5 and 6).
+    assert [(e.version, e.kind) for e in every[:2]] == [
+        (6, pb.CHANGE_KIND_CONSENT),
+        (5, pb.CHANGE_KIND_CONSENT),
+    ]
+    assert all(e.consent.address == PHONE for e in every[:2])
+    entries = every[2:]
     R = pb.REASON_SMS_OPT_OUT_KEYWORD
     assert [
         (

@@ -14,7 +14,8 @@ import grpc
 import pytest
 from dnd.v1 import dnd_pb2 as pb
 
-from tests.support import OUT, Database, ServerProcess, Watcher, bad_fields, error_details, new_id
+from tests.factories import enable
+from tests.support import Database, ServerProcess, Watcher, bad_fields, error_details, new_id
 
 T = 10.0
 
@@ -61,17 +62,6 @@ def refused(call: Callable[..., Any], request: Any, field: str, named: str) -> N
     assert expected in message, message
 
 
-def set_dnd(loc: str, contact: str) -> pb.SetDndRequest:
-    return pb.SetDndRequest(
-        location_id=loc,
-        contact_id=contact,
-        action=pb.DND_ACTION_ENABLE,
-        direction=OUT,
-        scope=pb.Scope(channel=pb.CHANNEL_SMS),
-        source=pb.SOURCE_USER,
-    )
-
-
 def rows(db: Database, loc: str, contact: str) -> int:
     """Rows anywhere of this location or this contact id."""
     return int(
@@ -92,9 +82,9 @@ def test_lookalike_ids_in_writes_are_refused_and_write_nothing(
     stub: Any, db: Database, loc: str, contact: str, case: str
 ) -> None:
     bad_loc, named = lookalike(case, loc)
-    refused(stub.SetDnd, set_dnd(bad_loc, contact), "location_id", named)
+    refused(stub.SetDnd, enable(bad_loc, contact), "location_id", named)
     bad_contact, named = lookalike(case, contact)
-    refused(stub.SetDnd, set_dnd(loc, bad_contact), "contact_id", named)
+    refused(stub.SetDnd, enable(loc, bad_contact), "contact_id", named)
     refused(
         stub.ProcessInboundMessage,
         pb.ProcessInboundMessageRequest(
@@ -176,7 +166,7 @@ VISIBLE = {
 def test_visible_ids_stay_valid(stub: Any, db: Database, shape: str) -> None:
     loc = shape.format(id=new_id("loc"))
     contact = shape.format(id=new_id("contact"))
-    answer = stub.SetDnd(set_dnd(loc, contact), timeout=T)
+    answer = stub.SetDnd(enable(loc, contact), timeout=T)
     assert answer.changed
     assert (answer.status.location_id, answer.status.contact_id) == (loc, contact)
     assert db.changes(loc) == 1

@@ -9,6 +9,7 @@ import grpc
 import pytest
 from dnd.v1 import dnd_pb2 as pb
 
+from tests import factories
 from tests.support import Database, bad_fields, error_details, new_id
 
 TIMEOUT = 10
@@ -30,26 +31,13 @@ def update(
     ins: list[str] | None = None,
     detect: bool = False,
 ) -> pb.UpdateKeywordSettingsResponse:
-    settings = pb.KeywordSettings(
-        extra_opt_out_words=outs or [],
-        extra_opt_in_words=ins or [],
-        detect_revocation_phrases=detect,
-    )
-    return stub.UpdateKeywordSettings(
-        pb.UpdateKeywordSettingsRequest(location_id=loc, settings=settings), timeout=TIMEOUT
-    )
+    request = factories.keyword_settings(loc, outs or [], ins or [], detect)
+    return stub.UpdateKeywordSettings(request, timeout=TIMEOUT)
 
 
 def text(stub: Any, loc: str, body: str, contact: str = "") -> pb.ProcessInboundMessageResponse:
-    return stub.ProcessInboundMessage(
-        pb.ProcessInboundMessageRequest(
-            location_id=loc,
-            contact_id=contact or new_id("contact"),
-            channel=pb.CHANNEL_SMS,
-            body=body,
-        ),
-        timeout=TIMEOUT,
-    )
+    request = factories.inbound(loc, contact or new_id("contact"), body)
+    return stub.ProcessInboundMessage(request, timeout=TIMEOUT)
 
 
 def stored(db: Database, loc: str) -> Any:

@@ -14,6 +14,7 @@ import grpc
 import pytest
 from dnd.v1 import dnd_pb2 as pb
 
+from tests import factories
 from tests.support import (
     ALL_SCOPE,
     DISABLE,
@@ -82,16 +83,8 @@ def inbound(
     channel: int = SMS,
     from_address: str = "",
 ) -> pb.ProcessInboundMessageResponse:
-    return stub.ProcessInboundMessage(
-        pb.ProcessInboundMessageRequest(
-            location_id=loc,
-            contact_id=contact,
-            channel=channel,  # type: ignore[arg-type]
-            body=body,
-            from_address=from_address,
-        ),
-        timeout=10,
-    )
+    request = factories.inbound(loc, contact, body, channel, from_address=from_address)
+    return stub.ProcessInboundMessage(request, timeout=10)
 
 
 def set_dnd(
@@ -105,16 +98,9 @@ def set_dnd(
     reason: int = R.REASON_UNSPECIFIED,
     source: int = USER,
 ) -> pb.SetDndResponse:
-    request = pb.SetDndRequest(
-        location_id=loc,
-        contact_id=contact,
-        action=action,  # type: ignore[arg-type]
-        direction=direction,  # type: ignore[arg-type]
-        reason=reason,  # type: ignore[arg-type]
-        source=source,  # type: ignore[arg-type]
+    request = factories.set_dnd(
+        loc, contact, action, direction=direction, scope=scope, reason=reason, source=source
     )
-    if scope is not None:
-        request.scope.CopyFrom(scope)
     answer = stub.SetDnd(request, timeout=10)
     assert answer.changed
     return answer
@@ -145,25 +131,17 @@ def get_settings(stub: Any, loc: str) -> pb.GetKeywordSettingsResponse:
 
 
 def status(stub: Any, loc: str, contact: str) -> pb.ContactStatus:
-    return stub.GetStatus(pb.GetStatusRequest(location_id=loc, contact_id=contact)).status
+    return stub.GetStatus(factories.get_status(loc, contact)).status
 
 
 def check(
     stub: Any, loc: str, contact: str, channel: int = SMS, direction: int = OUT
 ) -> pb.CheckSendResponse:
-    return stub.CheckSend(
-        pb.CheckSendRequest(
-            location_id=loc,
-            contact_id=contact,
-            channel=channel,  # type: ignore[arg-type]
-            direction=direction,  # type: ignore[arg-type]
-        )
-    )
+    return stub.CheckSend(factories.check(loc, contact, channel, direction=direction))
 
 
 def history(stub: Any, loc: str, contact: str) -> list[pb.HistoryEntry]:
-    answer = stub.ListHistory(pb.ListHistoryRequest(location_id=loc, contact_id=contact))
-    return list(answer.entries)
+    return list(stub.ListHistory(factories.history(loc, contact)).entries)
 
 
 def keys(blocks: Any) -> set[tuple[int, str, int]]:
@@ -313,17 +291,23 @@ def test_every_opt_in_word_and_spelling_after_stop_opts_back_in(
     assert list(answer.sms_blocked_by) == []
     assert list(answer.status.blocks) == []
     assert answer.status.outbound == pb.DND_STATUS_OFF
-    assert answer.status.version == 2
+    # Lifting the opt-out records the contact's SMS keyword consent (both purposes).
+    assert answer.status.version == 4
+    assert {(c.method, c.consent_source) for c in answer.status.consents} == {
+        (pb.CONSENT_METHOD_SMS_KEYWORD, f"keyword:{word}")
+    }
     assert answer.cursor and answer.cursor != stop.cursor
 
     assert db.blocks(loc) == 0
     assert change_rows(db, loc, contact) == [
         (True, "OUTBOUND", "SMS", "SMS_OPT_OUT_KEYWORD", "CONTACT", 1),
         (False, "OUTBOUND", "SMS", "SMS_OPT_OUT_KEYWORD", "CONTACT", 2),
+        (True, "OUTBOUND", "SMS", "", "CONTACT", 3),
+        (True, "OUTBOUND", "SMS", "", "CONTACT", 4),
     ]
     allowed = check(stub, loc, contact, SMS)
     assert allowed.allowed, allowed.explanation
-    assert allowed.version == 2
+    assert allowed.version == 4
 
 
 def test_start_clears_every_sms_block_and_nothing_else(
@@ -343,9 +327,11 @@ def test_start_clears_every_sms_block_and_nothing_else(
     assert not answer.sms_blocked
     assert keys(answer.status.blocks) == {(OUT, "EMAIL", R.REASON_MANUAL)}
     assert list(answer.status.blocked_channels) == [EMAIL]
-    assert answer.status.version == 9
+    # Four blocks cleared, then the keyword consents (MARKETING, INFORMATIONAL) recorded.
+    assert answer.status.version == 11
     assert block_rows(db, loc, contact) == [("OUTBOUND", "EMAIL", "MANUAL", "USER")]
-    cleared = change_rows(db, loc, contact)[5:]
+    assert [row[3] for row in change_rows(db, loc, contact)[9:]] == ["", ""]
+    cleared = change_rows(db, loc, contact)[5:9]
     assert {row[3] for row in cleared} == {
         "MANUAL",
         "SMS_CARRIER_TEMPORARY",
@@ -378,7 +364,8 @@ def test_start_does_not_lift_an_all_channels_block_nor_inbound_dnd(
     }
     assert answer.status.outbound == pb.DND_STATUS_ON
     assert answer.status.inbound == pb.DND_STATUS_ON
-    assert answer.status.version == 4
+    # The SMS opt-out lifted, the keyword consents recorded (SMS stays blocked by MANUAL).
+    assert answer.status.version == 6
     assert block_rows(db, loc, contact) == [
         ("INBOUND", "ALL", "MANUAL", "USER"),
         ("OUTBOUND", "ALL", "MANUAL", "USER"),
@@ -459,7 +446,8 @@ def test_yes_with_sms_dnd_opts_back_in(stub: Any, loc: str, contact: str, db: Da
     assert answer.matched_keyword == "YES"
     assert answer.changed
     assert not answer.sms_blocked
-    assert answer.status.version == 4
+    # Two blocks lifted, two keyword consents recorded.
+    assert answer.status.version == 6
     assert db.blocks(loc) == 0
     assert check(stub, loc, contact, SMS).allowed
 
@@ -467,7 +455,7 @@ def test_yes_with_sms_dnd_opts_back_in(stub: Any, loc: str, contact: str, db: Da
     again = inbound(stub, loc, contact, "YES")
     assert again.action == NONE
     assert not again.changed
-    assert db.changes(loc) == 4
+    assert db.changes(loc) == 6
 
 
 # --- HELP / INFO -------------------------------------------------------------------------------
@@ -622,7 +610,8 @@ def test_extra_words_of_a_location(stub: Any, loc: str, db: Database) -> None:
     contact = new_id("contact")
     assert inbound(stub, loc, contact, "STOP").action == OPTED_OUT
     assert inbound(stub, loc, contact, "UNSTOP").action == OPTED_IN
-    assert db.changes(loc) == 8
+    # Per contact: the opt-out, its lifting, and the two keyword consents the opt-in records.
+    assert db.changes(loc) == 16
 
 
 def test_extra_words_do_not_leak_to_other_locations(
@@ -776,9 +765,9 @@ def test_keywords_are_honoured_while_inbound_dnd_is_on(
     assert start.action == OPTED_IN
     assert start.changed
     assert not start.deliver_to_inbox
-    # START lifts the SMS opt-out, never inbound DND.
+    # START lifts the SMS opt-out, never inbound DND (and records the keyword consents).
     assert start.status.inbound == pb.DND_STATUS_ON
-    assert start.status.version == 3
+    assert start.status.version == 5
     assert block_rows(db, loc, contact) == [("INBOUND", "ALL", "MANUAL", "CONTACT")]
     assert check(stub, loc, contact, SMS).allowed
     assert not check(stub, loc, contact, SMS, IN).allowed
@@ -828,12 +817,27 @@ def test_answers_carry_version_cursor_and_history_entries(
     stop = inbound(stub, loc, contact, "Stop.")
     start = inbound(stub, loc, contact, "START")
     stop_again = inbound(stub, loc, contact, "end")
-    assert [a.status.version for a in (stop, start, stop_again)] == [1, 2, 3]
+    # START records two keyword consents after lifting the opt-out; the second opt-out
+    # revokes them after its block.
+    assert [a.status.version for a in (stop, start, stop_again)] == [1, 4, 7]
     assert len({stop.cursor, start.cursor, stop_again.cursor}) == 3
 
-    entries = history(stub, loc, contact)
-    assert [e.version for e in entries] == [3, 2, 1]
-    assert [e.cursor for e in entries] == [stop_again.cursor, start.cursor, stop.cursor]
+    every = history(stub, loc, contact)
+    assert [e.version for e in every] == [7, 6, 5, 4, 3, 2, 1]
+    assert [e.cursor for e in every if e.version in (7, 4, 1)] == [
+        stop_again.cursor,
+        start.cursor,
+        stop.cursor,
+    ]
+    consents = [e for e in every if e.kind == pb.CHANGE_KIND_CONSENT]
+    assert [(e.version, e.enabled) for e in consents] == [
+        (7, False),
+        (6, False),
+        (4, True),
+        (3, True),
+    ]
+    entries = [e for e in every if e.kind == pb.CHANGE_KIND_BLOCK]
+    assert [e.version for e in entries] == [5, 2, 1]
     assert [e.enabled for e in entries] == [True, False, True]
     assert all(e.reason == R.REASON_SMS_OPT_OUT_KEYWORD for e in entries)
     assert all(e.source == CONTACT for e in entries)

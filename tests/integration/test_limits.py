@@ -20,6 +20,7 @@ from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 from dnd_server.auth import hash_token
 
+from tests import factories
 from tests.support import ServerProcess, bad_fields, error_details, new_id
 
 Metadata = tuple[tuple[str, str], ...]
@@ -113,18 +114,7 @@ def assert_too_many(error: grpc.RpcError) -> None:
 
 
 def set_dnd(stub: dnd_pb2_grpc.DndServiceStub, contact: str, metadata: Metadata = ()) -> None:
-    stub.SetDnd(
-        pb.SetDndRequest(
-            location_id=LOC,
-            contact_id=contact,
-            action=pb.DND_ACTION_ENABLE,
-            direction=pb.DIRECTION_OUTBOUND,
-            scope=pb.Scope(channel=pb.CHANNEL_SMS),
-            source=pb.SOURCE_USER,
-        ),
-        metadata=metadata,
-        timeout=T,
-    )
+    stub.SetDnd(factories.enable(LOC, contact), metadata=metadata, timeout=T)
 
 
 def assert_serving(process: ServerProcess, stub: dnd_pb2_grpc.DndServiceStub) -> None:

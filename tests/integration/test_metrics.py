@@ -22,6 +22,7 @@ from dnd.v1 import dnd_pb2_grpc
 from dnd_server.auth import hash_token
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import factories
 from tests.support import ServerProcess, new_id
 
 Metadata = tuple[tuple[str, str], ...]
@@ -155,25 +156,11 @@ def mstub(served: Any) -> dnd_pb2_grpc.DndServiceStub:
 def check(
     stub: dnd_pb2_grpc.DndServiceStub, contact: str, md: Metadata = ADMIN, **extra: Any
 ) -> pb.CheckSendResponse:
-    request = pb.CheckSendRequest(
-        location_id=LOC, contact_id=contact, channel=pb.CHANNEL_SMS, **extra
-    )
-    return stub.CheckSend(request, metadata=md, timeout=T)
+    return stub.CheckSend(factories.check(LOC, contact, **extra), metadata=md, timeout=T)
 
 
 def set_dnd(stub: dnd_pb2_grpc.DndServiceStub, contact: str) -> pb.SetDndResponse:
-    return stub.SetDnd(
-        pb.SetDndRequest(
-            location_id=LOC,
-            contact_id=contact,
-            action=pb.DND_ACTION_ENABLE,
-            direction=pb.DIRECTION_OUTBOUND,
-            scope=pb.Scope(channel=pb.CHANNEL_SMS),
-            source=pb.SOURCE_USER,
-        ),
-        metadata=ADMIN,
-        timeout=T,
-    )
+    return stub.SetDnd(factories.enable(LOC, contact), metadata=ADMIN, timeout=T)
 
 
 def fails(fn: Callable[..., object], *args: Any, **kwargs: Any) -> grpc.StatusCode:

@@ -13,7 +13,8 @@ import grpc
 import pytest
 from dnd.v1 import dnd_pb2 as pb
 
-from tests.support import DISABLE, OUT, Database, bad_fields, channel_scope, error_details
+from tests import factories
+from tests.support import OUT, Database, bad_fields, error_details
 
 R = pb.Reason
 SMS, EMAIL = pb.CHANNEL_SMS, pb.CHANNEL_EMAIL
@@ -70,16 +71,8 @@ def sms_failure(
     provider: str = "twilio",
     to_address: str = "",
 ) -> pb.ReportSmsDeliveryFailureResponse:
-    return stub.ReportSmsDeliveryFailure(
-        pb.ReportSmsDeliveryFailureRequest(
-            location_id=loc,
-            contact_id=contact,
-            provider=provider,
-            error_code=code,
-            to_address=to_address,
-        ),
-        timeout=10,
-    )
+    request = factories.sms_failure(loc, contact, code, provider=provider, to_address=to_address)
+    return stub.ReportSmsDeliveryFailure(request, timeout=10)
 
 
 def email_event(
@@ -92,17 +85,10 @@ def email_event(
     detail: str = "",
     to_address: str = "",
 ) -> pb.ReportEmailEventResponse:
-    return stub.ReportEmailEvent(
-        pb.ReportEmailEventRequest(
-            location_id=loc,
-            contact_id=contact,
-            provider=provider,
-            event=event,  # type: ignore[arg-type]
-            provider_detail=detail,
-            to_address=to_address,
-        ),
-        timeout=10,
+    request = factories.email_event(
+        loc, contact, event, provider=provider, provider_detail=detail, to_address=to_address
     )
+    return stub.ReportEmailEvent(request, timeout=10)
 
 
 def clear(
@@ -116,20 +102,16 @@ def clear(
     evidence: str = "",
     confirmed: bool = False,
 ) -> pb.SetDndResponse:
-    return stub.SetDnd(
-        pb.SetDndRequest(
-            location_id=loc,
-            contact_id=contact,
-            action=DISABLE,
-            direction=OUT,
-            scope=channel_scope(channel),
-            reason=reason,  # type: ignore[arg-type]
-            source=source,  # type: ignore[arg-type]
-            evidence=evidence,
-            suppression_removal_confirmed=confirmed,
-        ),
-        timeout=10,
+    request = factories.disable(
+        loc,
+        contact,
+        channel,
+        source=source,
+        reason=reason,
+        evidence=evidence,
+        suppression_removal_confirmed=confirmed,
     )
+    return stub.SetDnd(request, timeout=10)
 
 
 def refused(stub: Any, loc: str, contact: str, channel: int, **kw: Any) -> list[str]:
@@ -142,13 +124,11 @@ def refused(stub: Any, loc: str, contact: str, channel: int, **kw: Any) -> list[
 
 
 def status(stub: Any, loc: str, contact: str) -> pb.ContactStatus:
-    return stub.GetStatus(pb.GetStatusRequest(location_id=loc, contact_id=contact)).status
+    return stub.GetStatus(factories.get_status(loc, contact)).status
 
 
 def check(stub: Any, loc: str, contact: str, channel: int) -> pb.CheckSendResponse:
-    return stub.CheckSend(
-        pb.CheckSendRequest(location_id=loc, contact_id=contact, channel=channel)  # type: ignore[arg-type]
-    )
+    return stub.CheckSend(factories.check(loc, contact, channel))
 
 
 def block_rows(db: Database, loc: str) -> list[tuple[Any, ...]]:
@@ -358,7 +338,8 @@ def test_the_contact_texting_start_clears_carrier_blocks(
         )
     )
     assert answer.changed
-    assert answer.status.version == 4
+    # Two blocks set, two lifted, two keyword consents recorded.
+    assert answer.status.version == 6
     assert db.blocks(loc) == 0
     assert check(stub, loc, contact, SMS).allowed
 

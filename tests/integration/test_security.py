@@ -33,6 +33,7 @@ from dnd_server.config import Config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from tests import factories
 from tests.support import REPO, Database, ServerProcess, error_details, new_id, wait_until
 from tests.support import dnd_server as cli
 
@@ -119,18 +120,7 @@ def batch_check_send(stub: Stub, md: Metadata, loc: str, contact: str) -> object
 
 def set_dnd_as(source: int) -> Call:
     def set_dnd(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
-        return stub.SetDnd(
-            pb.SetDndRequest(
-                location_id=loc,
-                contact_id=contact,
-                action=pb.DND_ACTION_ENABLE,
-                direction=pb.DIRECTION_OUTBOUND,
-                scope=pb.Scope(channel=pb.CHANNEL_SMS),
-                source=source,  # type: ignore[arg-type]
-            ),
-            metadata=md,
-            timeout=T,
-        )
+        return stub.SetDnd(factories.enable(loc, contact, source=source), metadata=md, timeout=T)
 
     return set_dnd
 
@@ -147,26 +137,14 @@ def inbound_stop(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
 
 def sms_failure(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
     return stub.ReportSmsDeliveryFailure(
-        pb.ReportSmsDeliveryFailureRequest(
-            location_id=loc, contact_id=contact, provider="twilio", error_code="30004"
-        ),
-        metadata=md,
-        timeout=T,
+        factories.sms_failure(loc, contact), metadata=md, timeout=T
     )
 
 
 def email_event(event: int) -> Call:
     def report(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
-        return stub.ReportEmailEvent(
-            pb.ReportEmailEventRequest(
-                location_id=loc,
-                contact_id=contact,
-                provider="mailgun",
-                event=event,  # type: ignore[arg-type]
-            ),
-            metadata=md,
-            timeout=T,
-        )
+        request = factories.email_event(loc, contact, event)
+        return stub.ReportEmailEvent(request, metadata=md, timeout=T)
 
     return report
 
@@ -179,6 +157,46 @@ def update_keyword_settings(stub: Stub, md: Metadata, loc: str, contact: str) ->
         ),
         metadata=md,
         timeout=T,
+    )
+
+
+def record_consent_as(source: int) -> Call:
+    def record_consent(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+        request = pb.RecordConsentRequest(
+            location_id=loc,
+            contact_id=contact,
+            channel=pb.CHANNEL_SMS,
+            purpose=pb.CONSENT_PURPOSE_MARKETING,
+            method=pb.CONSENT_METHOD_WEB_FORM,
+            source=source,  # type: ignore[arg-type]
+        )
+        return stub.RecordConsent(request, metadata=md, timeout=T)
+
+    return record_consent
+
+
+def revoke_consent(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    request = pb.RevokeConsentRequest(
+        location_id=loc, contact_id=contact, channel=pb.CHANNEL_SMS, source=pb.SOURCE_USER
+    )
+    return stub.RevokeConsent(request, metadata=md, timeout=T)
+
+
+def get_consent_policy(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    return stub.GetConsentPolicy(
+        pb.GetConsentPolicyRequest(location_id=loc), metadata=md, timeout=T
+    )
+
+
+def window_for(contact: str) -> int:
+    """A double opt-in window unique to one call of UpdateConsentPolicy."""
+    return 60 + int(contact[-6:], 16) % 2_000_000
+
+
+def update_consent_policy(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    policy = pb.ConsentPolicy(double_opt_in_window_seconds=window_for(contact))
+    return stub.UpdateConsentPolicy(
+        pb.UpdateConsentPolicyRequest(location_id=loc, policy=policy), metadata=md, timeout=T
     )
 
 
@@ -241,6 +259,11 @@ CASES = [
         email_event(pb.EMAIL_EVENT_LIST_UNSUBSCRIBE_POST),
     ),
     Case("UpdateKeywordSettings", Permission.WRITE, update_keyword_settings),
+    Case("RecordConsent/USER", Permission.CONSENT, record_consent_as(pb.SOURCE_USER)),
+    Case("RecordConsent/CONTACT", Permission.CONSENT, record_consent_as(pb.SOURCE_CONTACT)),
+    Case("RevokeConsent", Permission.CONSENT, revoke_consent),
+    Case("GetConsentPolicy", Permission.READ, get_consent_policy),
+    Case("UpdateConsentPolicy", Permission.WRITE, update_consent_policy),
     Case("WatchChanges", Permission.WATCH, watch(explicit=True)),
     Case("WatchChanges/empty-filter", Permission.WATCH, watch(explicit=False), targeted=False),
 ]
@@ -320,6 +343,16 @@ def assert_untouched(db: Database, stub: Stub, loc: str, contacts: list[str]) ->
     ).settings
     written = set(settings.extra_opt_out_words) & {keyword_for(c) for c in contacts}
     assert not written, f"keyword settings written by refused calls: {written}"
+    consents = db.fetchval(
+        "SELECT count(*) FROM dnd_consents WHERE location_id = $1 AND contact_id = ANY($2::text[])",
+        loc,
+        contacts,
+    )
+    assert consents == 0, f"{consents} consents written by refused calls"
+    policy = stub.GetConsentPolicy(
+        pb.GetConsentPolicyRequest(location_id=loc), metadata=bearer("admin"), timeout=T
+    ).policy
+    assert policy.double_opt_in_window_seconds not in {window_for(c) for c in contacts}
 
 
 class Stream:

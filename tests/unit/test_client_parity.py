@@ -9,7 +9,7 @@ import re
 
 import pytest
 from dnd.v1 import dnd_pb2 as pb
-from dnd_client import AsyncDndClient, DndClient
+from dnd_client import AsyncDndClient, Channel, DndClient, Source
 from dnd_client import _requests as rq
 from dnd_client._rpcs import Methods, Stream, Unary
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -19,9 +19,9 @@ SERVICE = pb.DESCRIPTOR.services_by_name["DndService"]
 # Client method names that are not the RPC's name in snake case.
 METHOD_NAMES = {"WatchChanges": "watch"}
 
-# Request fields the clients take under other names (or spread over several arguments).
+# Request fields the clients take under other names (or as one value of their own type).
 ARGUMENTS = {
-    ("SetDndRequest", "scope"): {"channel", "all_channels"},
+    ("RecordConsentRequest", "evidence"): {"evidence"},
 }
 
 
@@ -73,15 +73,28 @@ def test_every_request_field_is_an_argument(rpc: str) -> None:
 
 
 def test_every_unary_rpc_is_a_read_or_a_write_of_the_right_kind() -> None:
-    reads = set(rq.READS)
+    reads, replaces = set(rq.READS), set(rq.REPLACES)
     unary = {m.name for m in SERVICE.methods if not m.server_streaming}
-    assert reads <= unary
+    assert reads <= unary and replaces <= unary and not reads & replaces
     for rpc in unary - reads:
         # A write: its builder takes an idempotency key (or is a replace, safe to retry).
         parameters = inspect.signature(Methods.__dict__[method_name(rpc)].build).parameters
         request = SERVICE.methods_by_name[rpc].input_type
-        assert "idempotency_key" in parameters or rpc == "UpdateKeywordSettings", rpc
+        assert ("idempotency_key" in parameters) != (rpc in replaces), rpc
         assert ("idempotency_key" in request.fields_by_name) == ("idempotency_key" in parameters)
+
+
+@pytest.mark.parametrize("rpc", rq.REPLACES)
+def test_a_replace_is_retried_without_a_key(rpc: str) -> None:
+    prepared = Methods.__dict__[method_name(rpc)].build("loc")
+    assert prepared.method == rpc and prepared.retry
+
+
+def test_a_keyed_write_is_retried_and_a_keyless_one_is_not() -> None:
+    build = Methods.__dict__["revoke_consent"].build
+    keyed = build("loc", "c", Channel.SMS, source=Source.USER, idempotency_key="k-1")
+    assert keyed.retry and keyed.request.idempotency_key == "k-1"
+    assert not build("loc", "c", Channel.SMS, source=Source.USER).retry
 
 
 def test_no_client_method_names_an_rpc_the_service_lacks() -> None:

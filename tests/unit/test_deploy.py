@@ -147,7 +147,7 @@ def test_dockerfile_is_multi_stage_on_slim_python(dockerfile: list[Instruction])
     runtime_base = base_image(dockerfile, built[-1])
     assert runtime_base.startswith("python:3.11-slim"), runtime_base
     build_runs = " ".join(i.args for stage in built[:-1] for i in stage if i.keyword == "RUN")
-    assert "pip install" in build_runs and ".[server]" in build_runs
+    assert "pip install" in build_runs and ".[server,tracing]" in build_runs
     copies_from_build = [
         i.args
         for i in built[-1]
@@ -242,9 +242,11 @@ def test_production_image_installs_no_embedded_database(dockerfile: list[Instruc
     assert "pgserver" in names(extras["embedded"])
     runs = " ".join(i.args for i in dockerfile if i.keyword == "RUN")
     installed = [set(group.split(",")) for group in re.findall(r"\.\[([\w,-]+)\]", runs)]
-    assert installed == [{"server"}], f"the image installs the extras {installed}"
+    assert installed == [{"server", "tracing"}], f"the image installs the extras {installed}"
     make = re.findall(r"pip install [^\n]*\.\[([\w,-]+)\]", MAKEFILE.read_text(encoding="utf-8"))
-    assert make and all({"server", "embedded", "dev"} <= set(m.split(",")) for m in make), make
+    assert make and all(
+        {"server", "embedded", "dev", "tracing"} <= set(m.split(",")) for m in make
+    ), make
     env = " ".join(i.args for i in stages(dockerfile)[-1] if i.keyword == "ENV")
     assert "DND_DATA_DIR" not in env, "the image has no embedded database to give a folder"
 

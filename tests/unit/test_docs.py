@@ -63,6 +63,7 @@ def test_the_pages() -> None:
             "operations",
             "scaling",
             "architecture",
+            "consent",
         )
     } <= set(PAGE_IDS)
 

@@ -279,6 +279,11 @@ class _PurposeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Purpose.Value
     """An opt-out or opt-in confirmation or a HELP answer. Right after an opt-out (keyword,
     revocation phrase, unsubscribe) exactly one is allowed on the channel of the opt-out, to
     that contact and address, within 5 minutes (47 CFR 64.1200(a)(12)).
+    The CheckSend that is allowed claims that reply: it is recorded (a change of kind
+    CHANGE_KIND_COMPLIANCE_REPLY, source SYSTEM, version + 1) and every later check is denied
+    with DENIAL_COMPLIANCE_REPLY_SPENT; of concurrent checks exactly one is allowed. The
+    window is judged by the database's clock when claiming. Claiming needs only the check
+    permission: it is the send decision itself. Not allowed in BatchCheckSend.
     """
 
 class Purpose(_Purpose, metaclass=_PurposeEnumTypeWrapper):
@@ -300,6 +305,11 @@ PURPOSE_COMPLIANCE_REPLY: Purpose.ValueType  # 4
 """An opt-out or opt-in confirmation or a HELP answer. Right after an opt-out (keyword,
 revocation phrase, unsubscribe) exactly one is allowed on the channel of the opt-out, to
 that contact and address, within 5 minutes (47 CFR 64.1200(a)(12)).
+The CheckSend that is allowed claims that reply: it is recorded (a change of kind
+CHANGE_KIND_COMPLIANCE_REPLY, source SYSTEM, version + 1) and every later check is denied
+with DENIAL_COMPLIANCE_REPLY_SPENT; of concurrent checks exactly one is allowed. The
+window is judged by the database's clock when claiming. Claiming needs only the check
+permission: it is the send decision itself. Not allowed in BatchCheckSend.
 """
 Global___Purpose: _TypeAlias = Purpose  # noqa: Y015
 
@@ -609,9 +619,10 @@ class Scope(_message.Message):
     """All channels. Must be true when set."""
     marketing_only: _builtins.bool
     """Marketing only (outbound): SetDnd ENABLE sets a REASON_MARKETING_OPT_OUT block (the
-    reason must be unspecified or a marketing-only one), which denies MARKETING sends only;
-    DISABLE clears only the marketing-only blocks of the scope. Shown on marketing-only
-    blocks.
+    reason must be unspecified or a marketing-only one, else INVALID_ARGUMENT), which denies
+    MARKETING sends (and sends of no stated purpose) only; DISABLE clears only the
+    marketing-only blocks of the scope (its reason, if set, a marketing-only one), under
+    their clear rules. Set on every marketing-only block, history entry and change shown.
     """
     def __init__(
         self,
@@ -2400,7 +2411,9 @@ class ConsentPolicy(_message.Message):
     """
     @_builtins.property
     def channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelConsentPolicy]:
-        """At most one entry per channel; a channel not listed requires nothing."""
+        """At most one entry per channel; a channel not listed (or listed requiring nothing, which is
+        not kept) requires nothing.
+        """
 
     def __init__(
         self,

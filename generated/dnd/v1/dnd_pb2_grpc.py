@@ -184,7 +184,11 @@ class DndServiceServicer:
 
     def ProcessInboundMessage(self, request, context):
         """ProcessInboundMessage classifies a text the contact sent (STOP, START, HELP...) and
-        applies what it asks for. Keywords are processed on SMS only.
+        applies what it asks for. Keywords are processed on SMS only. An opt-out revokes the
+        contact's SMS consents in the same change; START (or YES) that lifts an SMS opt-out
+        records the sender's express SMS_KEYWORD consent (MARKETING and INFORMATIONAL); YES or
+        START confirms a pending double opt-in within its window (YES acts while SMS DND is on
+        or a double opt-in waits, and is an ordinary message otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,7 +233,9 @@ class DndServiceServicer:
     def RecordConsent(self, request, context):
         """RecordConsent records a contact's consent (or a pending double opt-in) for one channel
         and purpose, optionally for one address, with how it was captured and its proof.
-        Recording the same (contact, channel, purpose, address) again replaces it.
+        Recording the same (contact, channel, purpose, address) again replaces it (changing
+        nothing when it is the same consent). Needs the consent permission; the evidence comes
+        back only to callers that also have read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -237,7 +243,7 @@ class DndServiceServicer:
 
     def RevokeConsent(self, request, context):
         """RevokeConsent revokes a contact's consents of one channel (one purpose or both, one
-        address or all).
+        address or all). Needs the consent permission.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -260,7 +266,9 @@ class DndServiceServicer:
     def ReportDeliveryEvent(self, request, context):
         """ReportDeliveryEvent applies a messaging provider's event or error code to the contact
         (e.g. Meta's WhatsApp "stop marketing" preference or error 131050), from a data table
-        per provider; unknown codes change nothing.
+        per provider; unknown codes change nothing. Needs the permission of the source the event
+        acts as (contact for the contact's own preference, write for a provider's error), like
+        ReportEmailEvent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

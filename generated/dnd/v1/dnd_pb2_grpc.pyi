@@ -67,7 +67,11 @@ class DndServiceStub:
     """WatchChanges streams every DND change in commit order."""
     ProcessInboundMessage: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ProcessInboundMessageRequest, _dnd_pb2.ProcessInboundMessageResponse]
     """ProcessInboundMessage classifies a text the contact sent (STOP, START, HELP...) and
-    applies what it asks for. Keywords are processed on SMS only.
+    applies what it asks for. Keywords are processed on SMS only. An opt-out revokes the
+    contact's SMS consents in the same change; START (or YES) that lifts an SMS opt-out
+    records the sender's express SMS_KEYWORD consent (MARKETING and INFORMATIONAL); YES or
+    START confirms a pending double opt-in within its window (YES acts while SMS DND is on
+    or a double opt-in waits, and is an ordinary message otherwise).
     """
     ReportSmsDeliveryFailure: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ReportSmsDeliveryFailureRequest, _dnd_pb2.ReportSmsDeliveryFailureResponse]
     """ReportSmsDeliveryFailure applies a carrier / SMS provider error code (30003, 30004...)."""
@@ -84,11 +88,13 @@ class DndServiceStub:
     RecordConsent: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.RecordConsentRequest, _dnd_pb2.RecordConsentResponse]
     """RecordConsent records a contact's consent (or a pending double opt-in) for one channel
     and purpose, optionally for one address, with how it was captured and its proof.
-    Recording the same (contact, channel, purpose, address) again replaces it.
+    Recording the same (contact, channel, purpose, address) again replaces it (changing
+    nothing when it is the same consent). Needs the consent permission; the evidence comes
+    back only to callers that also have read.
     """
     RevokeConsent: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.RevokeConsentRequest, _dnd_pb2.RevokeConsentResponse]
     """RevokeConsent revokes a contact's consents of one channel (one purpose or both, one
-    address or all).
+    address or all). Needs the consent permission.
     """
     GetConsentPolicy: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.GetConsentPolicyRequest, _dnd_pb2.GetConsentPolicyResponse]
     """GetConsentPolicy returns a location's consent policy (off by default)."""
@@ -97,7 +103,9 @@ class DndServiceStub:
     ReportDeliveryEvent: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ReportDeliveryEventRequest, _dnd_pb2.ReportDeliveryEventResponse]
     """ReportDeliveryEvent applies a messaging provider's event or error code to the contact
     (e.g. Meta's WhatsApp "stop marketing" preference or error 131050), from a data table
-    per provider; unknown codes change nothing.
+    per provider; unknown codes change nothing. Needs the permission of the source the event
+    acts as (contact for the contact's own preference, write for a provider's error), like
+    ReportEmailEvent.
     """
 
 @_typing.type_check_only
@@ -139,7 +147,11 @@ class DndServiceAsyncStub(DndServiceStub):
     """WatchChanges streams every DND change in commit order."""
     ProcessInboundMessage: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ProcessInboundMessageRequest, _dnd_pb2.ProcessInboundMessageResponse]  # type: ignore[assignment]
     """ProcessInboundMessage classifies a text the contact sent (STOP, START, HELP...) and
-    applies what it asks for. Keywords are processed on SMS only.
+    applies what it asks for. Keywords are processed on SMS only. An opt-out revokes the
+    contact's SMS consents in the same change; START (or YES) that lifts an SMS opt-out
+    records the sender's express SMS_KEYWORD consent (MARKETING and INFORMATIONAL); YES or
+    START confirms a pending double opt-in within its window (YES acts while SMS DND is on
+    or a double opt-in waits, and is an ordinary message otherwise).
     """
     ReportSmsDeliveryFailure: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ReportSmsDeliveryFailureRequest, _dnd_pb2.ReportSmsDeliveryFailureResponse]  # type: ignore[assignment]
     """ReportSmsDeliveryFailure applies a carrier / SMS provider error code (30003, 30004...)."""
@@ -156,11 +168,13 @@ class DndServiceAsyncStub(DndServiceStub):
     RecordConsent: _aio.UnaryUnaryMultiCallable[_dnd_pb2.RecordConsentRequest, _dnd_pb2.RecordConsentResponse]  # type: ignore[assignment]
     """RecordConsent records a contact's consent (or a pending double opt-in) for one channel
     and purpose, optionally for one address, with how it was captured and its proof.
-    Recording the same (contact, channel, purpose, address) again replaces it.
+    Recording the same (contact, channel, purpose, address) again replaces it (changing
+    nothing when it is the same consent). Needs the consent permission; the evidence comes
+    back only to callers that also have read.
     """
     RevokeConsent: _aio.UnaryUnaryMultiCallable[_dnd_pb2.RevokeConsentRequest, _dnd_pb2.RevokeConsentResponse]  # type: ignore[assignment]
     """RevokeConsent revokes a contact's consents of one channel (one purpose or both, one
-    address or all).
+    address or all). Needs the consent permission.
     """
     GetConsentPolicy: _aio.UnaryUnaryMultiCallable[_dnd_pb2.GetConsentPolicyRequest, _dnd_pb2.GetConsentPolicyResponse]  # type: ignore[assignment]
     """GetConsentPolicy returns a location's consent policy (off by default)."""
@@ -169,7 +183,9 @@ class DndServiceAsyncStub(DndServiceStub):
     ReportDeliveryEvent: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ReportDeliveryEventRequest, _dnd_pb2.ReportDeliveryEventResponse]  # type: ignore[assignment]
     """ReportDeliveryEvent applies a messaging provider's event or error code to the contact
     (e.g. Meta's WhatsApp "stop marketing" preference or error 131050), from a data table
-    per provider; unknown codes change nothing.
+    per provider; unknown codes change nothing. Needs the permission of the source the event
+    acts as (contact for the contact's own preference, write for a provider's error), like
+    ReportEmailEvent.
     """
 
 class DndServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -244,7 +260,11 @@ class DndServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_dnd_pb2.ProcessInboundMessageResponse, _abc.Awaitable[_dnd_pb2.ProcessInboundMessageResponse]]:
         """ProcessInboundMessage classifies a text the contact sent (STOP, START, HELP...) and
-        applies what it asks for. Keywords are processed on SMS only.
+        applies what it asks for. Keywords are processed on SMS only. An opt-out revokes the
+        contact's SMS consents in the same change; START (or YES) that lifts an SMS opt-out
+        records the sender's express SMS_KEYWORD consent (MARKETING and INFORMATIONAL); YES or
+        START confirms a pending double opt-in within its window (YES acts while SMS DND is on
+        or a double opt-in waits, and is an ordinary message otherwise).
         """
 
     @_abc_1.abstractmethod
@@ -297,7 +317,9 @@ class DndServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_dnd_pb2.RecordConsentResponse, _abc.Awaitable[_dnd_pb2.RecordConsentResponse]]:
         """RecordConsent records a contact's consent (or a pending double opt-in) for one channel
         and purpose, optionally for one address, with how it was captured and its proof.
-        Recording the same (contact, channel, purpose, address) again replaces it.
+        Recording the same (contact, channel, purpose, address) again replaces it (changing
+        nothing when it is the same consent). Needs the consent permission; the evidence comes
+        back only to callers that also have read.
         """
 
     @_abc_1.abstractmethod
@@ -307,7 +329,7 @@ class DndServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_dnd_pb2.RevokeConsentResponse, _abc.Awaitable[_dnd_pb2.RevokeConsentResponse]]:
         """RevokeConsent revokes a contact's consents of one channel (one purpose or both, one
-        address or all).
+        address or all). Needs the consent permission.
         """
 
     @_abc_1.abstractmethod
@@ -334,7 +356,9 @@ class DndServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_dnd_pb2.ReportDeliveryEventResponse, _abc.Awaitable[_dnd_pb2.ReportDeliveryEventResponse]]:
         """ReportDeliveryEvent applies a messaging provider's event or error code to the contact
         (e.g. Meta's WhatsApp "stop marketing" preference or error 131050), from a data table
-        per provider; unknown codes change nothing.
+        per provider; unknown codes change nothing. Needs the permission of the source the event
+        acts as (contact for the contact's own preference, write for a provider's error), like
+        ReportEmailEvent.
         """
 
 def add_DndServiceServicer_to_server(servicer: DndServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

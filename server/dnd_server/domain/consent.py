@@ -390,3 +390,265 @@ def revoked_by_opt_out(
             )
         )
     return revoked
+
+
+# --- recording, confirming and revoking consent -------------------------------------------
+
+# How far in the future a captured_at may lie (the recorder's clock running ahead).
+CAPTURE_SKEW = dt.timedelta(minutes=5)
+CONSENT_SOURCE_MAX = 256
+# A consent's ``revoked_by`` when revoked by RevokeConsent rather than by an opt-out.
+REVOKED = "REVOKED"
+
+
+def consent_sort_key(consent: Consent) -> tuple[int, int, str]:
+    """The stable order of a contact's consents: channel, purpose, address."""
+    return (
+        list(Channel).index(consent.channel),
+        list(ConsentPurpose).index(consent.purpose),
+        consent.address,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    """What a RecordConsent asks to record (validated field by field by the rpc layer)."""
+
+    channel: Channel
+    purpose: ConsentPurpose
+    method: ConsentMethod
+    kind: ConsentKind
+    source: Source
+    address: str = ""
+    actor_id: str = ""
+    evidence: ConsentEvidence = field(default_factory=ConsentEvidence)
+    implied_basis: ImpliedBasis | None = None
+    # None: when the write happens.
+    captured_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+    # A double opt-in sent and not yet confirmed.
+    pending: bool = False
+    consent_source: str = ""
+
+    @property
+    def key(self) -> ConsentKey:
+        return ConsentKey(self.channel, self.purpose, self.address)
+
+    def violations(self, now: dt.datetime) -> list[FieldViolation]:
+        """What makes this record impossible to keep, judged at ``now``."""
+        problems = []
+        if self.source is Source.SYSTEM:
+            problems.append(
+                FieldViolation(
+                    "source",
+                    "SYSTEM may not record consent: consent is the contact's, recorded by "
+                    "USER, WORKFLOW, CONTACT or SUPPORT",
+                )
+            )
+        if self.pending and self.method is not ConsentMethod.DOUBLE_OPT_IN:
+            problems.append(
+                FieldViolation(
+                    "pending", "only a DOUBLE_OPT_IN consent can be pending confirmation"
+                )
+            )
+        if self.kind is ConsentKind.IMPLIED:
+            if self.expires_at is None and self.implied_basis is None:
+                problems.append(
+                    FieldViolation(
+                        "kind",
+                        "IMPLIED consent needs expires_at or implied_basis (PURCHASE: 2 years, "
+                        "INQUIRY: 6 months)",
+                    )
+                )
+        elif self.implied_basis is not None:
+            problems.append(
+                FieldViolation("implied_basis", "only IMPLIED consent rests on an implied basis")
+            )
+        if self.captured_at is not None and self.captured_at > now + CAPTURE_SKEW:
+            problems.append(
+                FieldViolation(
+                    "captured_at",
+                    f"in the future: {_iso(self.captured_at)} is after now ({_iso(now)}) by "
+                    f"more than {int(CAPTURE_SKEW.total_seconds() // 60)} minutes",
+                )
+            )
+        captured = self.captured_at or now
+        if self.expires_at is not None and self.expires_at <= captured:
+            problems.append(
+                FieldViolation(
+                    "expires_at",
+                    f"must be after captured_at ({_iso(captured)})"
+                    + ("" if self.captured_at else ", which is now when unset"),
+                )
+            )
+        problems.extend(self.evidence.violations())
+        if len(self.consent_source) > CONSENT_SOURCE_MAX:
+            problems.append(
+                FieldViolation(
+                    "consent_source",
+                    f"{len(self.consent_source)} characters; at most {CONSENT_SOURCE_MAX} allowed",
+                )
+            )
+        return problems
+
+    def consent(self, captured_at: dt.datetime, window: dt.timedelta) -> Consent:
+        """The consent this record makes, captured at ``captured_at``: an implied basis sets
+        the expiry unless one is given; a pending double opt-in must be confirmed within
+        ``window`` of its capture."""
+        expires_at = self.expires_at
+        if expires_at is None and self.implied_basis is not None:
+            expires_at = implied_expiry(self.implied_basis, captured_at)
+        return Consent(
+            channel=self.channel,
+            purpose=self.purpose,
+            method=self.method,
+            kind=self.kind,
+            status=ConsentStatus.PENDING if self.pending else ConsentStatus.ACTIVE,
+            captured_at=captured_at,
+            source=self.source,
+            address=self.address,
+            actor_id=self.actor_id,
+            evidence=self.evidence,
+            expires_at=expires_at,
+            confirm_by=captured_at + window if self.pending else None,
+            consent_source=self.consent_source,
+        )
+
+
+def recorded_consent(
+    consents: Iterable[Consent], record: ConsentRecord, now: dt.datetime, window: dt.timedelta
+) -> Consent | None:
+    """The consent ``record`` makes at ``now``, or None when the same one is already recorded
+    (then nothing changes). Without a captured_at, a record repeating a consent that still
+    stands (not revoked, not expired) keeps its captured_at; otherwise it is captured now."""
+    existing = next((c for c in consents if c.key == record.key), None)
+    if existing is not None and record.captured_at is None:
+        standing = existing.status is not ConsentStatus.REVOKED and (
+            existing.status_at(now) is existing.status
+        )
+        if standing and record.consent(existing.captured_at, window) == existing:
+            return None
+    made = record.consent(record.captured_at or now, window)
+    return None if made == existing else made
+
+
+def revoked(consent: Consent, now: dt.datetime, by: str = REVOKED) -> Consent:
+    return replace(consent, status=ConsentStatus.REVOKED, revoked_at=now, revoked_by=by)
+
+
+def to_revoke(
+    consents: Iterable[Consent],
+    channel: Channel,
+    purpose: ConsentPurpose | None,
+    address: str,
+    now: dt.datetime,
+) -> list[Consent]:
+    """The consents a RevokeConsent of ``channel`` (``purpose`` None: both purposes;
+    ``address`` "": the contact's and every address's) revokes, revoked: those still
+    standing (active or pending at ``now``)."""
+    return [
+        revoked(c, now)
+        for c in consents
+        if c.channel is channel
+        and (purpose is None or c.purpose is purpose)
+        and (not address or c.address == address)
+        and c.status_at(now) in (ConsentStatus.ACTIVE, ConsentStatus.PENDING)
+    ]
+
+
+def confirmable(
+    consents: Iterable[Consent], channel: Channel, address: str, now: dt.datetime
+) -> list[Consent]:
+    """The pending double opt-ins the contact's confirmation (YES / START) from ``address``
+    on ``channel`` at ``now`` activates: within their window, for the contact or that
+    address (a confirmation naming no address confirms every one)."""
+    return [
+        c
+        for c in consents
+        if c.channel is channel
+        and c.method is ConsentMethod.DOUBLE_OPT_IN
+        and c.status_at(now) is ConsentStatus.PENDING
+        and (not c.address or not address or c.address == address)
+    ]
+
+
+def confirmed(consent: Consent) -> Consent:
+    return replace(consent, status=ConsentStatus.ACTIVE)
+
+
+def keyword_consents(
+    consents: Sequence[Consent],
+    channel: Channel,
+    address: str,
+    message: str,
+    matched: str,
+    now: dt.datetime,
+    skip: Iterable[ConsentKey] = (),
+) -> list[Consent]:
+    """The express SMS_KEYWORD consents an opt-in keyword that lifted an opt-out records:
+    MARKETING and INFORMATIONAL on ``channel`` for the sender's ``address`` (the contact when
+    none), the message as their evidence; none for a key in ``skip`` or whose consent is
+    already active."""
+    skipped = set(skip)
+    made = []
+    for purpose in ConsentPurpose:
+        key = ConsentKey(channel, purpose, address)
+        if key in skipped:
+            continue
+        current = next((c for c in consents if c.key == key), None)
+        if current is not None and current.status_at(now) is ConsentStatus.ACTIVE:
+            continue
+        made.append(
+            Consent(
+                channel=channel,
+                purpose=purpose,
+                method=ConsentMethod.SMS_KEYWORD,
+                kind=ConsentKind.EXPRESS,
+                status=ConsentStatus.ACTIVE,
+                captured_at=now,
+                source=Source.CONTACT,
+                address=address,
+                actor_id=address,
+                evidence=ConsentEvidence(
+                    disclosure_text=message[: EVIDENCE_LIMITS["disclosure_text"]]
+                ),
+                consent_source=f"keyword:{matched}"[:CONSENT_SOURCE_MAX],
+            )
+        )
+    return made
+
+
+def explain_recorded(consent: Consent, blocks: Iterable[Block], now: dt.datetime) -> str:
+    """One line on a recorded consent: what it is, its status, and whether a DND block
+    still denies its channel (consent never lifts an opt-out)."""
+    whom = consent.address or "the contact"
+    text = (
+        f"{consent.kind.value.lower()} {consent.purpose.value} consent on "
+        f"{consent.channel.value} for {whom} ({consent.method.value}) is "
+        f"{consent.status_at(now).value}"
+    )
+    if consent.status_at(now) is ConsentStatus.PENDING and consent.confirm_by is not None:
+        text += f" until the contact confirms (YES / START) by {_iso(consent.confirm_by)}"
+    denying = sorted(
+        {
+            b.reason.value
+            for b in blocks
+            if b.covers(Direction.OUTBOUND, consent.channel)
+            and (
+                b.reason not in MARKETING_ONLY_REASONS
+                or consent.purpose is ConsentPurpose.MARKETING
+            )
+        }
+    )
+    if denying:
+        text += (
+            f"; {consent.channel.value} is still denied by DND ({', '.join(denying)}): "
+            "consent does not lift an opt-out"
+        )
+    else:
+        text += f"; no DND block denies {consent.channel.value}"
+    return text
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

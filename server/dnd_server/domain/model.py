@@ -5,6 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dnd_server.domain.consent import Consent
 
 
 class Channel(enum.StrEnum):
@@ -174,11 +178,47 @@ class ContactState:
     updated_at: dt.datetime | None = None
     # Suppressions of the addresses the read or write named (not every address of the contact).
     suppressions: tuple[AddressSuppression, ...] = ()
+    # The contact's consents (every status), in ``consent_sort_key`` order.
+    consents: tuple[Consent, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyClaim:
+    """The one compliance reply after the opt-out ``block``, allowed at ``at`` (its step is
+    enabled; it sets the block's ``replied_at``)."""
+
+    block: Block
+    at: dt.datetime
+
+    @property
+    def direction(self) -> Direction:
+        return self.block.direction
+
+    @property
+    def scope(self) -> Scope:
+        return self.block.scope
+
+    @property
+    def reason(self) -> Reason:
+        return self.block.reason
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One effective change: a block or an address suppression added (enabled) or removed."""
+    """One effective change: a block or an address suppression added (enabled) or removed,
+    or an opt-out's compliance reply claimed, or a consent recorded, replaced or confirmed
+    (enabled) or revoked (not enabled): the consent as it stands after the step."""
 
     enabled: bool
-    target: Block | AddressSuppression
+    target: Block | AddressSuppression | ReplyClaim | Consent
+
+
+class ChangeKind(enum.StrEnum):
+    """What a change-log row is about."""
+
+    # A block or an address suppression added or cleared.
+    BLOCK = "BLOCK"
+    # A consent recorded, confirmed, replaced or revoked (the row holds the consent after it).
+    CONSENT = "CONSENT"
+    # The one compliance reply after an opt-out was allowed (scope and reason: the opt-out's).
+    COMPLIANCE_REPLY = "COMPLIANCE_REPLY"

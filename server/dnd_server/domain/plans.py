@@ -6,6 +6,17 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, replace
 
+from dnd_server.domain.consent import (
+    ConsentPurpose,
+    ConsentRecord,
+    Purpose,
+    confirmable,
+    confirmed,
+    keyword_consents,
+    recorded_consent,
+    revoked_by_opt_out,
+    to_revoke,
+)
 from dnd_server.domain.keywords import Classification, KeywordKind
 from dnd_server.domain.model import (
     AddressSuppression,
@@ -14,17 +25,26 @@ from dnd_server.domain.model import (
     ContactState,
     Direction,
     Reason,
+    ReplyClaim,
     Scope,
     Source,
     Step,
 )
 from dnd_server.domain.provider_events import ADDRESS_SUPPRESSING_REASONS
-from dnd_server.domain.rules import ClearCredentials, plan_clear, plan_enable
+from dnd_server.domain.rules import (
+    ClearCredentials,
+    SendDecision,
+    decide_send,
+    plan_clear,
+    plan_enable,
+)
 
 
 def plan_add(state: ContactState, block: Block, address: str = "") -> list[Step]:
     """Add ``block`` unless already active; with an address and an opt-out or permanent
-    failure reason, also suppress the address (unless already suppressed for that reason)."""
+    failure reason, also suppress the address (unless already suppressed for that reason).
+    An opt-out revokes the consents it withdraws (``revoked_by_opt_out``) in the same change,
+    at the block's ``since``."""
     steps = [Step(True, b) for b in plan_enable(state.blocks, replace(block, address=address))]
     if address and block.reason in ADDRESS_SUPPRESSING_REASONS and block.scope is not None:
         suppression = AddressSuppression(
@@ -41,6 +61,9 @@ def plan_add(state: ContactState, block: Block, address: str = "") -> list[Step]
         )
         if all(s.key != suppression.key for s in state.suppressions):
             steps.append(Step(True, suppression))
+    if block.since is not None:
+        withdrawn = revoked_by_opt_out(state.consents, block, address, block.since)
+        steps.extend(Step(False, c) for c in withdrawn)
     return steps
 
 
@@ -51,15 +74,39 @@ def plan_remove(
     reason: Reason | None,
     who: ClearCredentials,
     address: str = "",
+    only: frozenset[Reason] | None = None,
 ) -> list[Step]:
     """Clear the scope's blocks and, with an address, that address's suppressions in the
     scope: all or nothing under the clear policy. A suppression set by another contact's
     event is that address's opt-out: the clear acts on ``state``'s contact (see
-    ``refusal_for``)."""
+    ``refusal_for``). ``only``: clear blocks and suppressions of these reasons alone."""
     who = replace(who, contact_id=state.contact_id)
     suppressions = [s for s in state.suppressions if address and s.address == address]
-    blocks, cleared = plan_clear(state.blocks, suppressions, direction, scope, reason, who)
+    blocks, cleared = plan_clear(state.blocks, suppressions, direction, scope, reason, who, only)
     return [Step(False, b) for b in blocks] + [Step(False, s) for s in cleared]
+
+
+def plan_claim_reply(
+    state: ContactState, channel: Channel, address: str, now: dt.datetime
+) -> tuple[SendDecision, list[Step]]:
+    """A COMPLIANCE_REPLY on ``channel`` to ``address`` decided again on the locked state at
+    the database's ``now``: while the opt-out's one reply is still to be had
+    (``reply_allowance``), the decision allows it and the step claims it (the block's
+    ``replied_at``); otherwise the decision denies it (COMPLIANCE_REPLY_SPENT, or what else
+    denies it) and there is no step. Of concurrent claims the first to lock the contact wins;
+    the others find the reply claimed."""
+    decision = decide_send(
+        state.blocks,
+        channel,
+        Direction.OUTBOUND,
+        state.suppressions,
+        purpose=Purpose.COMPLIANCE_REPLY,
+        address=address,
+        now=now,
+    )
+    if decision.claim is None:
+        return decision, []
+    return decision, [Step(True, ReplyClaim(decision.claim, now))]
 
 
 def has_sms_dnd(state: ContactState, address: str = "") -> bool:
@@ -84,9 +131,12 @@ def plan_inbound_message(
     from_address: str,
     now: dt.datetime,
 ) -> InboundOutcome:
-    """STOP and friends: an SMS opt-out block (and sender suppression), source CONTACT.
-    START / UNSTOP (and YES while SMS DND is on): clear every SMS outbound block of the
-    contact and the sender's SMS suppressions; never an all-channels block or inbound DND.
+    """STOP and friends: an SMS opt-out block (and sender suppression), source CONTACT,
+    revoking the SMS consents. START / UNSTOP (and YES while SMS DND is on or a double
+    opt-in waits): clear every SMS outbound block of the contact and the sender's SMS
+    suppressions, never an all-channels block or inbound DND; confirm the pending double
+    opt-ins within their window; and when it lifted an opt-out, record the sender's express
+    SMS_KEYWORD consent (MARKETING and INFORMATIONAL).
     """
     if keyword.kind is KeywordKind.OPT_OUT:
         block = Block(
@@ -101,13 +151,25 @@ def plan_inbound_message(
         )
         return InboundOutcome(KeywordKind.OPT_OUT, plan_add(state, block, from_address))
     if keyword.kind is KeywordKind.OPT_IN:
-        if keyword.conditional and not has_sms_dnd(state, from_address):
+        pending = confirmable(state.consents, Channel.SMS, from_address, now)
+        if keyword.conditional and not has_sms_dnd(state, from_address) and not pending:
             return InboundOutcome(KeywordKind.NONE, [])
         # The text comes from the number itself: it may lift the number's suppressions
         # whichever contact's event set them.
         who = ClearCredentials(source=Source.CONTACT, from_address=from_address)
         steps = plan_remove(state, Direction.OUTBOUND, Channel.SMS, None, who, from_address)
-        return InboundOutcome(KeywordKind.OPT_IN, steps)
+        consents = [confirmed(c) for c in pending]
+        if steps:
+            consents += keyword_consents(
+                state.consents,
+                Channel.SMS,
+                from_address,
+                body,
+                keyword.matched,
+                now,
+                skip=[c.key for c in pending],
+            )
+        return InboundOutcome(KeywordKind.OPT_IN, steps + [Step(True, c) for c in consents])
     return InboundOutcome(keyword.kind, [])
 
 
@@ -129,3 +191,24 @@ def provider_block(
         provider_detail=detail,
         since=now,
     )
+
+
+def plan_record_consent(
+    state: ContactState, record: ConsentRecord, now: dt.datetime, window: dt.timedelta
+) -> list[Step]:
+    """Record (or replace) the consent of ``record``'s key: no step when the same consent is
+    already recorded. ``window``: the location's double opt-in window."""
+    made = recorded_consent(state.consents, record, now, window)
+    return [] if made is None else [Step(True, made)]
+
+
+def plan_revoke_consent(
+    state: ContactState,
+    channel: Channel,
+    purpose: ConsentPurpose | None,
+    address: str,
+    now: dt.datetime,
+) -> list[Step]:
+    """Revoke the standing consents of ``channel`` (one purpose or both, one address or
+    all)."""
+    return [Step(False, c) for c in to_revoke(state.consents, channel, purpose, address, now)]

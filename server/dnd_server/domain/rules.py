@@ -287,22 +287,30 @@ def plan_clear(
     scope: Scope,
     reason: Reason | None,
     who: ClearCredentials,
+    only: frozenset[Reason] | None = None,
 ) -> tuple[list[Block], list[AddressSuppression]]:
     """The blocks and address suppressions a clear removes, all or nothing: raises
-    ClearNotPermitted listing every one ``who`` may not clear."""
+    ClearNotPermitted listing every one ``who`` may not clear. ``only``: the clear removes
+    blocks and suppressions of these reasons alone (a marketing-only clear:
+    ``MARKETING_ONLY_REASONS``)."""
     if direction is Direction.INBOUND and scope is not None:
         raise InvalidArgument.one(
             "scope", "inbound DND covers calls and SMS together and cannot name a channel"
         )
     if reason is not None and reason is not Reason.MANUAL and scope is not None:
         validate_block_shape(direction, scope, reason)
-    blocks = [b for b in active if in_clear_scope(b, direction, scope, reason)]
+    blocks = [
+        b
+        for b in active
+        if in_clear_scope(b, direction, scope, reason) and (only is None or b.reason in only)
+    ]
     addresses = [
         s
         for s in suppressions
         if direction is Direction.OUTBOUND
         and (scope is None or s.channel is scope)
         and (reason is None or s.reason is reason)
+        and (only is None or s.reason in only)
     ]
     targets: list[Block | AddressSuppression] = [*blocks, *addresses]
     refusals = [r for r in (refusal_for(t, who) for t in targets) if r is not None]

@@ -13,7 +13,8 @@
 - tells a call that was cancelled, lost its transport or outlived its deadline (CANCELLED,
   DEADLINE_EXCEEDED) from one that failed;
 - records the call: one metric observation and one log line (``rpc`` for a unary call, the
-  stream's own event for a stream) with the method, the code, the duration and the caller.
+  stream's own event for a stream) with the method, the code, the duration and the caller;
+  with tracing on (``tracing.py``), the location and the code on the call's span.
 
 Handlers get the ``Call``: its caller (``require``, ``may``, ``caller_name``), its runtime
 and, for streams, the per-caller stream slots and the re-check of the caller's token.
@@ -77,6 +78,8 @@ class Boundary:
         self.runtime: Runtime | None = None
         self.tokens = tokens
         self.metrics: Metrics | None = None
+        # With tracing on (``tracing.py``): puts the end of each call on its span.
+        self.annotate: Callable[[Call, grpc.StatusCode], None] | None = None
         # Fraction of successful hot reads logged.
         self.read_sample_rate = read_sample_rate
         # The largest response gRPC is set to send; a larger answer is refused before.
@@ -171,6 +174,11 @@ class Call:
     @property
     def method(self) -> str:
         return self.rpc.method
+
+    @property
+    def location_id(self) -> str:
+        """The location the request names (its first 128 characters; "" for none)."""
+        return _location(self.request)
 
     # -- the caller ----------------------------------------------------------------------------
 
@@ -267,6 +275,8 @@ class Call:
         rpc = self.rpc
         if boundary.metrics is not None:
             boundary.metrics.observe(rpc.method, code.name, seconds)
+        if boundary.annotate is not None:
+            boundary.annotate(self, code)
         if rpc.hot and code is _OK:
             rate = boundary.read_sample_rate
             if not rate or random.random() >= rate:

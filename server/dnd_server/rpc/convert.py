@@ -6,12 +6,25 @@ import datetime as dt
 import functools
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dnd.v1 import dnd_pb2 as pb
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from dnd_server.cursor import encode_bookmark, encode_cursor, encode_page_token
+from dnd_server.domain.consent import (
+    MARKETING_ONLY_REASONS,
+    Consent,
+    ConsentKind,
+    ConsentMethod,
+    ConsentPolicy,
+    ConsentPurpose,
+    ConsentStatus,
+    ImpliedBasis,
+    Purpose,
+    explain_recorded,
+)
 from dnd_server.domain.inbound import InboundVerdict
 from dnd_server.domain.keywords import (
     HELP_WORDS,
@@ -24,6 +37,7 @@ from dnd_server.domain.keywords import (
 from dnd_server.domain.model import (
     AddressSuppression,
     Block,
+    ChangeKind,
     Channel,
     ContactState,
     Direction,
@@ -34,7 +48,7 @@ from dnd_server.domain.model import (
     block_sort_key,
 )
 from dnd_server.domain.provider_events import EventOutcome
-from dnd_server.domain.rules import SendDecision, explain_without_holder, summarize
+from dnd_server.domain.rules import Denial, SendDecision, explain_without_holder, summarize
 from dnd_server.records import ChangeRow, HistoryRow, WriteResult
 
 CHANNEL_TO_PB: dict[Channel, pb.Channel.ValueType] = {
@@ -63,11 +77,46 @@ KEYWORD_ACTION_TO_PB: dict[KeywordKind, pb.KeywordAction.ValueType] = {
 EVENT_OUTCOME_TO_PB: dict[EventOutcome, pb.EventOutcome.ValueType] = {
     o: pb.EventOutcome.Value(f"EVENT_OUTCOME_{o.value}") for o in EventOutcome
 }
+PURPOSE_TO_PB: dict[Purpose, pb.Purpose.ValueType] = {
+    p: pb.Purpose.Value(f"PURPOSE_{p.value}") for p in Purpose
+}
+DENIAL_TO_PB: dict[Denial, pb.Denial.ValueType] = {
+    d: pb.Denial.Value(f"DENIAL_{d.value}") for d in Denial
+}
+CHANGE_KIND_TO_PB: dict[ChangeKind, pb.ChangeKind.ValueType] = {
+    k: pb.ChangeKind.Value(f"CHANGE_KIND_{k.value}") for k in ChangeKind
+}
 
 CHANNEL_FROM_PB: dict[int, Channel] = {int(v): k for k, v in CHANNEL_TO_PB.items()}
 DIRECTION_FROM_PB: dict[int, Direction] = {int(v): k for k, v in DIRECTION_TO_PB.items()}
 REASON_FROM_PB: dict[int, Reason] = {int(v): k for k, v in REASON_TO_PB.items()}
 SOURCE_FROM_PB: dict[int, Source] = {int(v): k for k, v in SOURCE_TO_PB.items()}
+PURPOSE_FROM_PB: dict[int, Purpose] = {int(v): k for k, v in PURPOSE_TO_PB.items()}
+
+CONSENT_PURPOSE_TO_PB: dict[ConsentPurpose, pb.ConsentPurpose.ValueType] = {
+    p: pb.ConsentPurpose.Value(f"CONSENT_PURPOSE_{p.value}") for p in ConsentPurpose
+}
+CONSENT_METHOD_TO_PB: dict[ConsentMethod, pb.ConsentMethod.ValueType] = {
+    m: pb.ConsentMethod.Value(f"CONSENT_METHOD_{m.value}") for m in ConsentMethod
+}
+CONSENT_KIND_TO_PB: dict[ConsentKind, pb.ConsentKind.ValueType] = {
+    k: pb.ConsentKind.Value(f"CONSENT_KIND_{k.value}") for k in ConsentKind
+}
+CONSENT_STATUS_TO_PB: dict[ConsentStatus, pb.ConsentStatus.ValueType] = {
+    s: pb.ConsentStatus.Value(f"CONSENT_STATUS_{s.value}") for s in ConsentStatus
+}
+IMPLIED_BASIS_TO_PB: dict[ImpliedBasis, pb.ImpliedBasis.ValueType] = {
+    b: pb.ImpliedBasis.Value(f"IMPLIED_BASIS_{b.value}") for b in ImpliedBasis
+}
+CONSENT_PURPOSE_FROM_PB: dict[int, ConsentPurpose] = {
+    int(v): k for k, v in CONSENT_PURPOSE_TO_PB.items()
+}
+CONSENT_METHOD_FROM_PB: dict[int, ConsentMethod] = {
+    int(v): k for k, v in CONSENT_METHOD_TO_PB.items()
+}
+CONSENT_KIND_FROM_PB: dict[int, ConsentKind] = {int(v): k for k, v in CONSENT_KIND_TO_PB.items()}
+IMPLIED_BASIS_FROM_PB: dict[int, ImpliedBasis] = {int(v): k for k, v in IMPLIED_BASIS_TO_PB.items()}
+CHANGE_KIND_FROM_PB: dict[int, ChangeKind] = {int(v): k for k, v in CHANGE_KIND_TO_PB.items()}
 
 
 def timestamp(when: dt.datetime) -> Timestamp:
@@ -76,10 +125,13 @@ def timestamp(when: dt.datetime) -> Timestamp:
     return ts
 
 
-def scope_to_pb(scope: Scope) -> pb.Scope:
+def scope_to_pb(scope: Scope, reason: Reason | None = None) -> pb.Scope:
+    """The scope of a block (or change) of ``reason``: marketing_only for a marketing-only
+    opt-out."""
+    marketing_only = reason in MARKETING_ONLY_REASONS
     if scope is None:
-        return pb.Scope(all_channels=True)
-    return pb.Scope(channel=CHANNEL_TO_PB[scope])
+        return pb.Scope(all_channels=True, marketing_only=marketing_only)
+    return pb.Scope(channel=CHANNEL_TO_PB[scope], marketing_only=marketing_only)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -91,7 +143,7 @@ def block_to_pb(block: Block) -> pb.Block:
 def _block_to_pb(block: Block) -> pb.Block:
     message = pb.Block(
         direction=DIRECTION_TO_PB[block.direction],
-        scope=scope_to_pb(block.scope),
+        scope=scope_to_pb(block.scope, block.reason),
         reason=REASON_TO_PB[block.reason],
         source=SOURCE_TO_PB[block.source],
         actor_id=block.actor_id,
@@ -136,7 +188,7 @@ def _block_summary(
 ) -> pb.Block:
     message = pb.Block(
         direction=DIRECTION_TO_PB[direction],
-        scope=scope_to_pb(scope),
+        scope=scope_to_pb(scope, reason),
         reason=REASON_TO_PB[reason],
         source=SOURCE_TO_PB[source],
     )
@@ -165,7 +217,11 @@ def _suppression_summary(
     return message
 
 
-def status_to_pb(state: ContactState) -> pb.ContactStatus:
+def status_to_pb(
+    state: ContactState, now: dt.datetime | None = None, evidence: bool = True
+) -> pb.ContactStatus:
+    """A contact's status; its consents' status as at ``now`` (None: the current time),
+    with their evidence unless ``evidence`` is false."""
     summary = summarize(state.blocks)
     message = pb.ContactStatus(
         location_id=state.location_id,
@@ -182,9 +238,60 @@ def status_to_pb(state: ContactState) -> pb.ContactStatus:
             )
         ],
     )
+    if state.consents:
+        at = now if now is not None else dt.datetime.now(dt.UTC)
+        message.consents.extend(consent_to_pb(c, at, evidence) for c in state.consents)
     if state.updated_at is not None:
         message.updated_at.CopyFrom(timestamp(state.updated_at))
     return message
+
+
+def consent_to_pb(consent: Consent, now: dt.datetime, evidence: bool = True) -> pb.Consent:
+    """A consent with its status as at ``now``; its evidence unless ``evidence`` is false."""
+    message = pb.Consent(
+        channel=CHANNEL_TO_PB[consent.channel],
+        purpose=CONSENT_PURPOSE_TO_PB[consent.purpose],
+        address=consent.address,
+        method=CONSENT_METHOD_TO_PB[consent.method],
+        kind=CONSENT_KIND_TO_PB[consent.kind],
+        status=CONSENT_STATUS_TO_PB[consent.status_at(now)],
+        captured_at=timestamp(consent.captured_at),
+        source=SOURCE_TO_PB[consent.source],
+        actor_id=consent.actor_id,
+        revoked_by=consent.revoked_by,
+        consent_source=consent.consent_source,
+    )
+    if evidence:
+        proof = consent.evidence
+        message.evidence.CopyFrom(
+            pb.ConsentEvidence(
+                form_url=proof.form_url,
+                disclosure_text=proof.disclosure_text,
+                disclosure_version=proof.disclosure_version,
+                ip_address=proof.ip_address,
+                user_agent=proof.user_agent,
+                recording_ref=proof.recording_ref,
+            )
+        )
+    for name, when in (
+        ("expires_at", consent.expires_at),
+        ("confirm_by", consent.confirm_by),
+        ("revoked_at", consent.revoked_at),
+    ):
+        if when is not None:
+            getattr(message, name).CopyFrom(timestamp(when))
+    return message
+
+
+def logged_consent_to_pb(
+    consent: Consent | None, time: dt.datetime, evidence: bool
+) -> pb.Consent | None:
+    """The consent a change-log row holds, its status as right after the change."""
+    return None if consent is None else consent_to_pb(consent, time, evidence)
+
+
+def _reason(reason: Reason | None) -> pb.Reason.ValueType:
+    return pb.REASON_UNSPECIFIED if reason is None else REASON_TO_PB[reason]
 
 
 def history_to_pb(row: HistoryRow, cursor: str) -> pb.HistoryEntry:
@@ -194,8 +301,8 @@ def history_to_pb(row: HistoryRow, cursor: str) -> pb.HistoryEntry:
         version=row.version,
         enabled=row.enabled,
         direction=DIRECTION_TO_PB[row.direction],
-        scope=scope_to_pb(row.scope),
-        reason=REASON_TO_PB[row.reason],
+        scope=scope_to_pb(row.scope, row.reason),
+        reason=_reason(row.reason),
         source=SOURCE_TO_PB[row.source],
         actor_id=row.actor_id,
         note=row.note,
@@ -205,6 +312,8 @@ def history_to_pb(row: HistoryRow, cursor: str) -> pb.HistoryEntry:
         contact_id=row.contact_id,
         suppression_contact_id=row.owner_contact_id,
         authenticated_caller=row.caller,
+        kind=CHANGE_KIND_TO_PB[row.kind],
+        consent=logged_consent_to_pb(row.consent, row.time, evidence=True),
     )
 
 
@@ -214,9 +323,9 @@ def change_to_pb(row: ChangeRow, cursor: str) -> pb.ChangeEvent:
         location_id=row.location_id,
         contact_id=row.contact_id,
         direction=DIRECTION_TO_PB[row.direction],
-        scope=scope_to_pb(row.scope),
+        scope=scope_to_pb(row.scope, row.reason),
         enabled=row.enabled,
-        reason=REASON_TO_PB[row.reason],
+        reason=_reason(row.reason),
         source=SOURCE_TO_PB[row.source],
         actor_id=row.actor_id,
         time=timestamp(row.time),
@@ -227,6 +336,9 @@ def change_to_pb(row: ChangeRow, cursor: str) -> pb.ChangeEvent:
         address=row.address,
         authenticated_caller=row.caller,
         suppression_contact_id=row.owner_contact_id,
+        kind=CHANGE_KIND_TO_PB[row.kind],
+        # The stream never carries consent evidence (nor do its rows: storage/rows.py).
+        consent=logged_consent_to_pb(row.consent, row.time, evidence=False),
     )
 
 
@@ -277,7 +389,12 @@ def inbound_to_pb(verdict: InboundVerdict, result: WriteResult) -> pb.ProcessInb
     )
 
 
-_E = TypeVar("_E", pb.ReportSmsDeliveryFailureResponse, pb.ReportEmailEventResponse)
+_E = TypeVar(
+    "_E",
+    pb.ReportSmsDeliveryFailureResponse,
+    pb.ReportEmailEventResponse,
+    pb.ReportDeliveryEventResponse,
+)
 
 
 def provider_event_to_pb(
@@ -307,6 +424,13 @@ def check_send_to_pb(
     """A CheckSend answer; a denial in full for a caller shown ``dossier`` (read
     permission), else in its decision view (``denial_summary``)."""
     if decision.allowed:
+        if decision.consent is not None:
+            return pb.CheckSendResponse(
+                allowed=True,
+                version=state.version,
+                explanation=decision.explanation,
+                consent=consent_to_pb(decision.consent, dt.datetime.now(dt.UTC), dossier),
+            )
         return pb.CheckSendResponse(
             allowed=True, version=state.version, explanation=decision.explanation
         )
@@ -317,6 +441,7 @@ def check_send_to_pb(
             version=state.version,
             explanation=decision.explanation,
             denied_by_address=[suppression_to_pb(s) for s in decision.denied_by_address],
+            denial=_denial(decision),
         )
     blocks, suppressions, explanation = denial_summary(decision, channel)
     return pb.CheckSendResponse(
@@ -325,7 +450,13 @@ def check_send_to_pb(
         version=state.version,
         explanation=explanation,
         denied_by_address=suppressions,
+        denial=_denial(decision),
     )
+
+
+def _denial(decision: SendDecision) -> pb.Denial.ValueType:
+    denial = decision.denial
+    return pb.DENIAL_UNSPECIFIED if denial is None else DENIAL_TO_PB[denial]
 
 
 # The part of a BatchCheckSend response that details (include_details) may take, at most.
@@ -377,6 +508,7 @@ def batch_check_to_pb(
                 denied_by_address=[suppression_to_pb(s) for s in decision.denied_by_address],
                 version=state.version,
                 explanation=decision.explanation,
+                denial=_denial(decision),
             )
             size = full.ByteSize()
             if size <= allowance:
@@ -394,6 +526,7 @@ def batch_check_to_pb(
                 version=state.version,
                 explanation=explanation,
                 details_omitted=details,
+                denial=_denial(decision),
             )
         )
     return pb.BatchCheckSendResponse(results=results)
@@ -447,3 +580,74 @@ class ChangeMessages:
             if len(self._messages) > self._keep:
                 self._messages.popitem(last=False)
         return message
+
+
+# --- consent ---------------------------------------------------------------------------------
+
+
+def policy_to_pb(policy: ConsentPolicy) -> pb.ConsentPolicy:
+    """A location's consent policy: its channels requiring consent, in enum order."""
+    return pb.ConsentPolicy(
+        channels=[
+            pb.ChannelConsentPolicy(
+                channel=CHANNEL_TO_PB[channel],
+                require_marketing=rules.marketing,
+                require_informational=rules.informational,
+            )
+            for channel, rules in sorted(
+                policy.channels.items(), key=lambda item: list(Channel).index(item[0])
+            )
+            if rules.marketing
+        ],
+        double_opt_in_window_seconds=int(policy.double_opt_in_window.total_seconds()),
+    )
+
+
+_M = TypeVar("_M", bound=Message)
+
+
+def without_consent_evidence(answer: _M) -> _M:
+    """``answer`` with the evidence of every consent it shows cleared (its ``status``'s
+    consents, its ``consent``, its ``revoked``), for a caller without the read permission."""
+    message: Any = answer  # one of several answers: its fields are looked up by name
+    fields = answer.DESCRIPTOR.fields_by_name
+    shown: list[pb.Consent] = []
+    if "status" in fields and message.HasField("status"):
+        shown.extend(message.status.consents)
+    if "consent" in fields and message.HasField("consent"):
+        shown.append(message.consent)
+    if "revoked" in fields:
+        shown.extend(message.revoked)
+    for consent in shown:
+        consent.ClearField("evidence")
+    return answer
+
+
+def record_consent_to_pb(
+    key: tuple[Channel, ConsentPurpose, str], result: WriteResult
+) -> pb.RecordConsentResponse:
+    """The answer of a RecordConsent of the consent of ``key`` (channel, purpose, address)."""
+    now = dt.datetime.now(dt.UTC)
+    state = result.state
+    consent = next(c for c in state.consents if (c.channel, c.purpose, c.address) == key)
+    return pb.RecordConsentResponse(
+        consent=consent_to_pb(consent, now),
+        status=status_to_pb(state, now),
+        changed=bool(result.steps),
+        cursor=encode_cursor(result.last_seq),
+        explanation=explain_recorded(consent, state.blocks, now),
+    )
+
+
+def revoke_consent_to_pb(result: WriteResult) -> pb.RevokeConsentResponse:
+    now = dt.datetime.now(dt.UTC)
+    return pb.RevokeConsentResponse(
+        revoked=[
+            consent_to_pb(step.target, now)
+            for step in result.steps
+            if isinstance(step.target, Consent)
+        ],
+        status=status_to_pb(result.state, now),
+        changed=bool(result.steps),
+        cursor=encode_cursor(result.last_seq),
+    )

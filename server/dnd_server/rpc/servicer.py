@@ -14,6 +14,7 @@ from typing import TypeVar
 import structlog
 from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
+from google.protobuf.message import Message
 
 from dnd_server.auth import SOURCE_PERMISSIONS, Permission, PermissionDenied, TokenTable
 from dnd_server.config import Config
@@ -32,10 +33,14 @@ from dnd_server.rpc.convert import (
     history_page_to_pb,
     inbound_to_pb,
     keyword_settings_to_pb,
+    policy_to_pb,
     provider_event_to_pb,
+    record_consent_to_pb,
+    revoke_consent_to_pb,
     set_dnd_to_pb,
     settings_to_pb,
     status_to_pb,
+    without_consent_evidence,
 )
 from dnd_server.service import InboundDecision, ProviderEvent
 
@@ -86,16 +91,25 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         command = replace(command, meta=replace(command.meta, caller=call.caller_name))
         claim = idempotency.claim(call.method, request, request.idempotency_key, set_dnd_to_pb)
         outcome = await call.runtime.service.set_dnd(command, claim)
-        return idempotency.answer(outcome, set_dnd_to_pb, pb.SetDndResponse)
+        return _shown(call, idempotency.answer(outcome, set_dnd_to_pb, pb.SetDndResponse))
 
     @unary("CheckSend", hot=True)
     async def CheckSend(self, request: pb.CheckSendRequest, call: Call) -> pb.CheckSendResponse:
-        location_id, contact_id, channel, direction, address, options = validate.check_send(
-            request, self.region
+        location_id, contact_id, channel, direction, address, options, purpose = (
+            validate.check_send(request, self.region)
         )
+        # The check permission suffices for a COMPLIANCE_REPLY too: claiming the one reply
+        # after an opt-out is the send decision itself, whoever asks for it.
         call.require(Permission.CHECK, location_id)
         decision, state = await call.runtime.service.check_send(
-            location_id, contact_id, channel, direction, address, options
+            location_id,
+            contact_id,
+            channel,
+            direction,
+            address,
+            options,
+            purpose,
+            caller=call.caller_name,
         )
         # A caller without the read permission is told decisions, not dossiers.
         return check_send_to_pb(decision, state, channel, dossier=call.may(Permission.READ))
@@ -104,7 +118,7 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
     async def BatchCheckSend(
         self, request: pb.BatchCheckSendRequest, call: Call
     ) -> pb.BatchCheckSendResponse:
-        location_id, channel, direction, targets, options = validate.batch_check_send(
+        location_id, channel, direction, targets, options, purpose = validate.batch_check_send(
             request, self.region
         )
         call.require(Permission.CHECK, location_id)
@@ -117,7 +131,7 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         # Each distinct (contact, normalised address) is decided and answered once.
         unique = list(dict.fromkeys(targets))
         answers = await call.runtime.service.batch_check(
-            location_id, channel, direction, unique, options
+            location_id, channel, direction, unique, options, purpose
         )
         allowance = min(DETAILS_ALLOWANCE, self.max_response_bytes // 2)
         by_target = dict(zip(unique, answers, strict=True))
@@ -159,7 +173,7 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         build = functools.partial(_inbound_answer, message.channel)
         claim = idempotency.claim(call.method, request, request.idempotency_key, build)
         outcome = await call.runtime.service.inbound_message(message, claim)
-        return idempotency.answer(outcome, build, pb.ProcessInboundMessageResponse)
+        return _shown(call, idempotency.answer(outcome, build, pb.ProcessInboundMessageResponse))
 
     @unary("ReportSmsDeliveryFailure")
     async def ReportSmsDeliveryFailure(
@@ -176,6 +190,16 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         event = validate.email_event(request, self.region)
         call.require(SOURCE_PERMISSIONS[event.source], event.location_id)
         return await _provider_event(call, request, event, pb.ReportEmailEventResponse)
+
+    @unary("ReportDeliveryEvent")
+    async def ReportDeliveryEvent(
+        self, request: pb.ReportDeliveryEventRequest, call: Call
+    ) -> pb.ReportDeliveryEventResponse:
+        event = validate.delivery_event(request, self.region)
+        call.require(SOURCE_PERMISSIONS[event.source], event.location_id)
+        if event.effect is None and self.metrics is not None:
+            self.metrics.provider_event_ignored(event.provider)
+        return await _provider_event(call, request, event, pb.ReportDeliveryEventResponse)
 
     @unary("ListHistory")
     async def ListHistory(
@@ -203,6 +227,63 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         await call.runtime.service.update_keyword_settings(request.location_id, settings)
         return pb.UpdateKeywordSettingsResponse(settings=settings_to_pb(settings))
 
+    @unary("RecordConsent")
+    async def RecordConsent(
+        self, request: pb.RecordConsentRequest, call: Call
+    ) -> pb.RecordConsentResponse:
+        service = call.runtime.service
+        command = validate.record_consent(request, self.region, service.now())
+        call.require(Permission.CONSENT, command.location_id)
+        command = replace(command, meta=replace(command.meta, caller=call.caller_name))
+        record = command.record
+        build = functools.partial(
+            record_consent_to_pb, (record.channel, record.purpose, record.address)
+        )
+        claim = idempotency.claim(call.method, request, request.idempotency_key, build)
+        outcome = await service.record_consent(command, claim)
+        return _shown(call, idempotency.answer(outcome, build, pb.RecordConsentResponse))
+
+    @unary("RevokeConsent")
+    async def RevokeConsent(
+        self, request: pb.RevokeConsentRequest, call: Call
+    ) -> pb.RevokeConsentResponse:
+        command = validate.revoke_consent(request, self.region)
+        call.require(Permission.CONSENT, command.location_id)
+        command = replace(command, meta=replace(command.meta, caller=call.caller_name))
+        claim = idempotency.claim(
+            call.method, request, request.idempotency_key, revoke_consent_to_pb
+        )
+        outcome = await call.runtime.service.revoke_consent(command, claim)
+        answer = idempotency.answer(outcome, revoke_consent_to_pb, pb.RevokeConsentResponse)
+        return _shown(call, answer)
+
+    @unary("GetConsentPolicy")
+    async def GetConsentPolicy(
+        self, request: pb.GetConsentPolicyRequest, call: Call
+    ) -> pb.GetConsentPolicyResponse:
+        location_id = validate.get_consent_policy(request)
+        call.require(Permission.READ, location_id)
+        policy = await call.runtime.service.consent_policy(location_id, consistent=True)
+        return pb.GetConsentPolicyResponse(policy=policy_to_pb(policy))
+
+    @unary("UpdateConsentPolicy")
+    async def UpdateConsentPolicy(
+        self, request: pb.UpdateConsentPolicyRequest, call: Call
+    ) -> pb.UpdateConsentPolicyResponse:
+        policy = validate.update_consent_policy(request)
+        call.require(Permission.WRITE, request.location_id)
+        await call.runtime.service.update_consent_policy(request.location_id, policy)
+        return pb.UpdateConsentPolicyResponse(policy=policy_to_pb(policy))
+
+
+_A = TypeVar("_A", bound=Message)
+
+
+def _shown(call: Call, answer: _A) -> _A:
+    """A write's answer as the caller may see it: consent evidence only with the read
+    permission (the answer kept for retries has it; each caller is shown its share)."""
+    return answer if call.may(Permission.READ) else without_consent_evidence(answer)
+
 
 def _inbound_answer(channel: Channel, result: WriteResult) -> pb.ProcessInboundMessageResponse:
     decided = result.detail
@@ -211,12 +292,19 @@ def _inbound_answer(channel: Channel, result: WriteResult) -> pb.ProcessInboundM
     return inbound_to_pb(verdict, result)
 
 
-_E = TypeVar("_E", pb.ReportSmsDeliveryFailureResponse, pb.ReportEmailEventResponse)
+_E = TypeVar(
+    "_E",
+    pb.ReportSmsDeliveryFailureResponse,
+    pb.ReportEmailEventResponse,
+    pb.ReportDeliveryEventResponse,
+)
 
 
 async def _provider_event(
     call: Call,
-    request: pb.ReportSmsDeliveryFailureRequest | pb.ReportEmailEventRequest,
+    request: pb.ReportSmsDeliveryFailureRequest
+    | pb.ReportEmailEventRequest
+    | pb.ReportDeliveryEventRequest,
     event: ProviderEvent,
     cls: type[_E],
 ) -> _E:
@@ -224,10 +312,12 @@ async def _provider_event(
     build = functools.partial(_event_answer, cls, event)
     claim = idempotency.claim(call.method, request, request.idempotency_key, build)
     outcome = await call.runtime.service.provider_event(event, claim)
-    return idempotency.answer(outcome, build, cls)
+    return _shown(call, idempotency.answer(outcome, build, cls))
 
 
 def _event_answer(cls: type[_E], event: ProviderEvent, result: WriteResult) -> _E:
-    outcome, explanation = event_outcome(event.effect, event.channel, bool(result.steps))
+    outcome, explanation = event_outcome(
+        event.effect, event.channel, bool(result.steps), event.clears
+    )
     reason = event.effect[0] if event.effect else None
     return provider_event_to_pb(cls, outcome, explanation, reason, result)

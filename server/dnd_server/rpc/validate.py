@@ -5,24 +5,43 @@ request's words are checked once its location is valid)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import unicodedata
 from collections.abc import Mapping
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from dnd.v1 import dnd_pb2 as pb
 
 from dnd_server.cursor import decode_cursor, decode_page_token
 from dnd_server.domain.addresses import normalize_address
+from dnd_server.domain.consent import (
+    DEFAULT_DOUBLE_OPT_IN_WINDOW,
+    EVIDENCE_LIMITS,
+    MARKETING_ONLY_REASONS,
+    ChannelPolicy,
+    ConsentEvidence,
+    ConsentKind,
+    ConsentPolicy,
+    ConsentRecord,
+    Purpose,
+    validate_policy,
+)
 from dnd_server.domain.errors import FieldViolation, InvalidArgument
 from dnd_server.domain.keywords import KeywordSettings, validate_extra_words
-from dnd_server.domain.model import Channel, Direction, Reason, Scope
-from dnd_server.domain.provider_events import EmailEvent
+from dnd_server.domain.model import Channel, Direction, Reason, Scope, Source
+from dnd_server.domain.provider_events import EmailEvent, delivery_effect
 from dnd_server.domain.rules import validate_block_shape
 from dnd_server.records import Addresses, ChangeMeta
 from dnd_server.rpc.convert import (
+    CHANGE_KIND_FROM_PB,
     CHANNEL_FROM_PB,
+    CONSENT_KIND_FROM_PB,
+    CONSENT_METHOD_FROM_PB,
+    CONSENT_PURPOSE_FROM_PB,
     DIRECTION_FROM_PB,
+    IMPLIED_BASIS_FROM_PB,
+    PURPOSE_FROM_PB,
     REASON_FROM_PB,
     SOURCE_FROM_PB,
 )
@@ -32,6 +51,8 @@ from dnd_server.service import (
     InboundMessage,
     ProviderEvent,
     ReadOptions,
+    RecordConsentCommand,
+    RevokeConsentCommand,
     SetDndCommand,
     email_event_effect,
     sms_failure_effect,
@@ -43,6 +64,7 @@ KEY_MAX = 128
 BODY_MAX = 1600
 PROVIDER_MAX = 64
 ERROR_CODE_MAX = 32
+DELIVERY_CODE_MAX = 64
 ADDRESSES_MAX = 20
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 500
@@ -110,15 +132,24 @@ class Violations:
             self.add("idempotency_key", "must not contain control characters")
 
     def enum(
-        self, field: str, value: int, mapping: Mapping[int, _E], required: bool = True
+        self,
+        field: str,
+        value: int,
+        mapping: Mapping[int, _E],
+        required: bool = True,
+        enum_name: str = "",
     ) -> _E | None:
+        """The value of an enum field; ``enum_name`` names its protobuf enum where the
+        field's name does not (``_ENUM_OF_FIELD``)."""
         if value in mapping:
             return mapping[value]
         if value == 0:
             if required:
-                self.add(field, f"required: one of {_names(mapping, field)}")
-            return None
-        self.add(field, f"unknown value {value}; expected one of {_names(mapping, field)}")
+                self.add(field, f"required: one of {_names(mapping, field, enum_name)}")
+            return None  # an optional field left unset: the hot path, nothing to build
+        self.add(
+            field, f"unknown value {value}; expected one of {_names(mapping, field, enum_name)}"
+        )
         return None
 
 
@@ -134,11 +165,12 @@ _ENUM_OF_FIELD = {
     "source": "Source",
     "action": "DndAction",
     "send_kind": "SendKind",
+    "purpose": "Purpose",
 }
 
 
-def _names(mapping: Mapping[int, object], field: str) -> str:
-    enum_name = _ENUM_OF_FIELD[field.split("[")[0]]
+def _names(mapping: Mapping[int, object], field: str, enum_name: str = "") -> str:
+    enum_name = enum_name or _ENUM_OF_FIELD[field.split("[")[0]]
     values = pb.DESCRIPTOR.enum_types_by_name[enum_name].values_by_number
     return ", ".join(values[v].name for v in mapping)
 
@@ -223,13 +255,15 @@ _SEND_KINDS: dict[int, str] = {pb.SEND_KIND_MANUAL: "MANUAL", pb.SEND_KIND_AUTOM
 
 def check_send(
     request: pb.CheckSendRequest, region: str
-) -> tuple[str, str, Channel, Direction, str, ReadOptions]:
+) -> tuple[str, str, Channel, Direction, str, ReadOptions, Purpose | None]:
+    """(location, contact, channel, direction, address, read options, purpose or None)."""
     v = Violations()
     contact_key(v, request)
     options = read_options(v, request.min_cursor, request.fully_consistent)
     channel = v.enum("channel", request.channel, CHANNEL_FROM_PB)
     direction = v.enum("direction", request.direction, DIRECTION_FROM_PB, required=False)
     v.enum("send_kind", request.send_kind, _SEND_KINDS, required=False)
+    purpose = v.enum("purpose", request.purpose, PURPOSE_FROM_PB, required=False)
     address = v.address("address", channel, request.address, region)
     v.raise_if_any()
     assert channel is not None
@@ -240,6 +274,7 @@ def check_send(
         direction or Direction.OUTBOUND,
         address,
         options,
+        purpose,
     )
 
 
@@ -248,12 +283,20 @@ BATCH_MAX = 1000
 
 def batch_check_send(
     request: pb.BatchCheckSendRequest, region: str
-) -> tuple[str, Channel, Direction, list[tuple[str, str]], ReadOptions]:
+) -> tuple[str, Channel, Direction, list[tuple[str, str]], ReadOptions, Purpose | None]:
+    """(location, channel, direction, (contact, address) targets, read options, purpose)."""
     v = Violations()
     v.identifier("location_id", request.location_id)
     channel = v.enum("channel", request.channel, CHANNEL_FROM_PB)
     direction = v.enum("direction", request.direction, DIRECTION_FROM_PB, required=False)
     v.enum("send_kind", request.send_kind, _SEND_KINDS, required=False)
+    purpose = v.enum("purpose", request.purpose, PURPOSE_FROM_PB, required=False)
+    if purpose is Purpose.COMPLIANCE_REPLY:
+        v.add(
+            "purpose",
+            "COMPLIANCE_REPLY is not checked in batches: the one reply after an opt-out is "
+            "one contact's answer; ask CheckSend for it",
+        )
     options = read_options(v, request.min_cursor, request.fully_consistent)
     targets: list[tuple[str, str]] = []
     if not request.targets:
@@ -267,7 +310,14 @@ def batch_check_send(
             targets.append((target.contact_id, address))
     v.raise_if_any()
     assert channel is not None
-    return request.location_id, channel, direction or Direction.OUTBOUND, targets, options
+    return (
+        request.location_id,
+        channel,
+        direction or Direction.OUTBOUND,
+        targets,
+        options,
+        purpose,
+    )
 
 
 def _scope(v: Violations, request: pb.SetDndRequest, direction: Direction | None) -> Scope:
@@ -310,6 +360,9 @@ def set_dnd(request: pb.SetDndRequest, region: str) -> SetDndCommand:
             v.add("address", "an address needs an outbound scope naming one channel")
         else:
             address = v.address("address", scope, request.address, region)
+    marketing_only = request.HasField("scope") and request.scope.marketing_only
+    if marketing_only:
+        reason = _marketing_only(v, action, direction, reason)
     if action is Action.ENABLE:
         reason = reason or Reason.MANUAL
     scope_ok = not any(x.field.startswith("scope") for x in v.items)
@@ -340,7 +393,31 @@ def set_dnd(request: pb.SetDndRequest, region: str) -> SetDndCommand:
         suppression_removal_confirmed=request.suppression_removal_confirmed,
         expected_version=request.expected_version if request.HasField("expected_version") else None,
         address=address,
+        marketing_only=marketing_only,
     )
+
+
+def _marketing_only(
+    v: Violations, action: Action | None, direction: Direction | None, reason: Reason | None
+) -> Reason | None:
+    """The reason of a marketing-only SetDnd: ENABLE's defaults to MARKETING_OPT_OUT; either
+    action's must be a marketing-only one."""
+    if direction is Direction.INBOUND:
+        v.add(
+            "scope.marketing_only",
+            "marketing-only opt-outs are outbound; inbound DND cannot be marketing only",
+        )
+    if reason is not None and reason not in MARKETING_ONLY_REASONS:
+        names = ", ".join(sorted(r.value for r in MARKETING_ONLY_REASONS))
+        v.add(
+            "reason",
+            f"{reason.value} is not a marketing-only reason: with scope.marketing_only leave "
+            f"the reason unspecified or use one of {names}",
+        )
+        return None
+    if action is Action.ENABLE and reason is None:
+        return Reason.MARKETING_OPT_OUT
+    return reason
 
 
 def inbound_message(request: pb.ProcessInboundMessageRequest, region: str) -> InboundMessage:
@@ -405,7 +482,10 @@ def email_event(request: pb.ReportEmailEventRequest, region: str) -> ProviderEve
     v.idempotency_key(request.idempotency_key)
     v.raise_if_any()
     assert event is not None
+    effect = email_event_effect(event, request.marketing_stream)
     detail = f"email_event:{event.value}"
+    if effect is not None and effect[0] in MARKETING_ONLY_REASONS:
+        detail += " marketing_stream"
     if request.provider_detail:
         detail += f" {request.provider_detail}"
     return ProviderEvent(
@@ -414,8 +494,50 @@ def email_event(request: pb.ReportEmailEventRequest, region: str) -> ProviderEve
         channel=Channel.EMAIL,
         provider=request.provider,
         detail=detail,
-        effect=email_event_effect(event),
+        effect=effect,
         address=address,
+    )
+
+
+def delivery_event(request: pb.ReportDeliveryEventRequest, region: str) -> ProviderEvent:
+    """A messaging provider's event: its effect from ``DELIVERY_EVENTS`` (None, ignored, for
+    an unknown provider or code); a known code reported on another channel than its own is
+    INVALID_ARGUMENT."""
+    v = Violations()
+    contact_key(v, request)
+    channel = v.enum("channel", request.channel, CHANNEL_FROM_PB)
+    _provider(v, request.provider)
+    code = request.code
+    if not code.strip():
+        v.add(
+            "code",
+            "required: the provider's error code or event name, e.g. 131050 or "
+            "user_preferences:stop_marketing",
+        )
+    elif code != code.strip():
+        v.add("code", "must not start or end with whitespace")
+    else:
+        v.text("code", code, DELIVERY_CODE_MAX)
+    address = v.address("address", channel, request.address, region)
+    v.idempotency_key(request.idempotency_key)
+    effect = delivery_effect(request.provider, code)
+    if effect is not None and channel is not None and channel is not effect.channel:
+        v.add(
+            "channel",
+            f"{request.provider} {code} is a {effect.channel.value} event; report it with "
+            f"channel CHANNEL_{effect.channel.value}",
+        )
+    v.raise_if_any()
+    assert channel is not None
+    return ProviderEvent(
+        location_id=request.location_id,
+        contact_id=request.contact_id,
+        channel=channel,
+        provider=request.provider,
+        detail=f"delivery_event:{code}",
+        effect=None if effect is None else (effect.reason, effect.source),
+        address=address,
+        clears=effect is not None and effect.clears,
     )
 
 
@@ -488,6 +610,10 @@ def watch(request: pb.WatchChangesRequest) -> tuple[WatchFilter, int | None, str
         v.enum(f"directions[{i}]", d, DIRECTION_FROM_PB) for i, d in enumerate(request.directions)
     }
     sources = {v.enum(f"sources[{i}]", x, SOURCE_FROM_PB) for i, x in enumerate(request.sources)}
+    kinds = {
+        v.enum(f"kinds[{i}]", k, CHANGE_KIND_FROM_PB, enum_name="ChangeKind")
+        for i, k in enumerate(request.kinds)
+    }
     after: int | None = None
     if request.after_cursor:
         try:
@@ -500,5 +626,187 @@ def watch(request: pb.WatchChangesRequest) -> tuple[WatchFilter, int | None, str
         channels=frozenset(c for c in channels if c is not None),
         directions=frozenset(d for d in directions if d is not None),
         sources=frozenset(x for x in sources if x is not None),
+        kinds=frozenset(k for k in kinds if k is not None),
     )
     return flt, after, request.after_cursor
+
+
+# --- consent ---------------------------------------------------------------------------------
+
+CONSENT_SOURCE_MAX = 256
+# The window is checked by the domain (validate_policy); past this it is no length of time.
+_WINDOW_SECONDS_MAX = 10**9
+
+
+def _timestamp(v: Violations, field: str, message: Any) -> dt.datetime | None:
+    """The time of a Timestamp field (None when unset), refused when no real time."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    if not _TIMESTAMP_MIN <= value.seconds <= _TIMESTAMP_MAX or not 0 <= value.nanos < 10**9:
+        v.add(field, "not a valid time: between 0001-01-01 and 9999-12-31 (RFC 3339)")
+        return None
+    when: dt.datetime = value.ToDatetime(tzinfo=dt.UTC)
+    return when
+
+
+# The range of google.protobuf.Timestamp: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_TIMESTAMP_MIN = -62_135_596_800
+_TIMESTAMP_MAX = 253_402_300_799
+
+
+def _evidence(v: Violations, request: pb.RecordConsentRequest) -> ConsentEvidence:
+    """The evidence, refused with control characters (lengths are the domain's rule:
+    ``ConsentEvidence.violations``)."""
+    proof = request.evidence
+    values = {name: getattr(proof, name) for name in EVIDENCE_LIMITS}
+    for name, value in values.items():
+        multiline = name == "disclosure_text"
+        if _has_control(value, allow_whitespace=multiline):
+            allowed = " (tab and newlines are allowed)" if multiline else ""
+            v.add(f"evidence.{name}", f"must not contain control characters{allowed}")
+    return ConsentEvidence(**values)
+
+
+def record_consent(
+    request: pb.RecordConsentRequest, region: str, now: dt.datetime
+) -> RecordConsentCommand:
+    """A RecordConsent, every field checked (the consent's own rules at ``now``:
+    ``ConsentRecord.violations``)."""
+    v = Violations()
+    contact_key(v, request)
+    channel = v.enum("channel", request.channel, CHANNEL_FROM_PB)
+    purpose = v.enum(
+        "purpose", request.purpose, CONSENT_PURPOSE_FROM_PB, enum_name="ConsentPurpose"
+    )
+    method = v.enum("method", request.method, CONSENT_METHOD_FROM_PB, enum_name="ConsentMethod")
+    kind = v.enum(
+        "kind", request.kind, CONSENT_KIND_FROM_PB, required=False, enum_name="ConsentKind"
+    )
+    basis = v.enum(
+        "implied_basis",
+        request.implied_basis,
+        IMPLIED_BASIS_FROM_PB,
+        required=False,
+        enum_name="ImpliedBasis",
+    )
+    source = v.enum("source", request.source, SOURCE_FROM_PB)
+    address = v.address("address", channel, request.address, region)
+    captured_at = _timestamp(v, "captured_at", request)
+    expires_at = _timestamp(v, "expires_at", request)
+    v.text("actor_id", request.actor_id, ACTOR_MAX)
+    evidence = _evidence(v, request)
+    if _has_control(request.consent_source, allow_whitespace=False):
+        v.add("consent_source", "must not contain control characters")
+    if request.HasField("expected_version") and request.expected_version < 0:
+        v.add("expected_version", "must be >= 0")
+    v.idempotency_key(request.idempotency_key)
+    record = None
+    if channel is not None and purpose is not None and method is not None and source:
+        record = ConsentRecord(
+            channel=channel,
+            purpose=purpose,
+            method=method,
+            kind=kind or ConsentKind.EXPRESS,
+            source=source,
+            address=address,
+            actor_id=request.actor_id,
+            evidence=evidence,
+            implied_basis=basis,
+            captured_at=captured_at,
+            expires_at=expires_at,
+            pending=request.pending,
+            consent_source=request.consent_source,
+        )
+        v.items.extend(record.violations(now))
+    v.raise_if_any()
+    assert record is not None and source is not None
+    return RecordConsentCommand(
+        location_id=request.location_id,
+        contact_id=request.contact_id,
+        record=record,
+        meta=ChangeMeta(source=source, actor_id=request.actor_id),
+        expected_version=request.expected_version if request.HasField("expected_version") else None,
+    )
+
+
+def revoke_consent(request: pb.RevokeConsentRequest, region: str) -> RevokeConsentCommand:
+    v = Violations()
+    contact_key(v, request)
+    channel = v.enum("channel", request.channel, CHANNEL_FROM_PB)
+    purpose = v.enum(
+        "purpose",
+        request.purpose,
+        CONSENT_PURPOSE_FROM_PB,
+        required=False,
+        enum_name="ConsentPurpose",
+    )
+    source = v.enum("source", request.source, SOURCE_FROM_PB)
+    if source is Source.SYSTEM:
+        v.add(
+            "source",
+            "SYSTEM may not revoke consent by hand: a provider's opt-out revokes it; revoke as "
+            "USER, WORKFLOW, CONTACT or SUPPORT",
+        )
+    address = v.address("address", channel, request.address, region)
+    v.text("actor_id", request.actor_id, ACTOR_MAX)
+    v.text("note", request.note, NOTE_MAX, multiline=True)
+    v.idempotency_key(request.idempotency_key)
+    v.raise_if_any()
+    assert channel is not None and source is not None
+    return RevokeConsentCommand(
+        location_id=request.location_id,
+        contact_id=request.contact_id,
+        channel=channel,
+        purpose=purpose,
+        address=address,
+        meta=ChangeMeta(source=source, actor_id=request.actor_id, note=request.note),
+    )
+
+
+def get_consent_policy(request: pb.GetConsentPolicyRequest) -> str:
+    v = Violations()
+    location(v, request.location_id)
+    v.raise_if_any()
+    return request.location_id
+
+
+def update_consent_policy(request: pb.UpdateConsentPolicyRequest) -> ConsentPolicy:
+    """The new policy: one entry per channel, INFORMATIONAL only with MARKETING, a window of
+    1 minute to 30 days (``validate_policy``), each problem named by its field."""
+    v = Violations()
+    location(v, request.location_id)
+    policy = request.policy
+    channels: dict[Channel, ChannelPolicy] = {}
+    # The domain's names of the fields it checks -> the request's.
+    fields = {"double_opt_in_window": "policy.double_opt_in_window_seconds"}
+    for i, entry in enumerate(policy.channels):
+        field = f"policy.channels[{i}]"
+        channel = v.enum(f"{field}.channel", entry.channel, CHANNEL_FROM_PB, enum_name="Channel")
+        if channel is None:
+            continue
+        if channel in channels:
+            v.add(f"{field}.channel", f"{channel.value} is listed more than once")
+            continue
+        channels[channel] = ChannelPolicy(
+            marketing=entry.require_marketing, informational=entry.require_informational
+        )
+        fields[f"channels[{channel.value}].informational"] = f"{field}.require_informational"
+    seconds = policy.double_opt_in_window_seconds
+    window = DEFAULT_DOUBLE_OPT_IN_WINDOW
+    if not 0 <= seconds <= _WINDOW_SECONDS_MAX:
+        v.add(
+            "policy.double_opt_in_window_seconds",
+            "must be between 60 and 2592000 seconds (0 means 86400)",
+        )
+    elif seconds:
+        window = dt.timedelta(seconds=seconds)
+    domain = ConsentPolicy(channels=channels, double_opt_in_window=window)
+    try:
+        validate_policy(domain)
+    except InvalidArgument as error:
+        v.items.extend(
+            FieldViolation(fields.get(x.field, x.field), x.description) for x in error.violations
+        )
+    v.raise_if_any()
+    return domain

@@ -11,20 +11,23 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeAlias, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from dnd_server.domain.consent import Consent, ConsentPolicy, consent_sort_key
 from dnd_server.domain.errors import InvalidArgument, Unavailable, VersionMismatch
 from dnd_server.domain.keywords import KeywordSettings
 from dnd_server.domain.model import (
     AddressSuppression,
     Block,
+    ChangeKind,
     Channel,
     ContactState,
     Direction,
+    ReplyClaim,
     StatusSummary,
     Step,
     scope_name,
@@ -242,6 +245,37 @@ class Store:
             )
         )
 
+    async def get_consent_policy(self, location_id: str) -> ConsentPolicy:
+        found = await self._run(
+            lambda conn: conn.fetch(QUERIES["get_consent_policy"], location_id),
+            attempts=_READ_ATTEMPTS,
+        )
+        return rows.to_consent_policy(found)
+
+    async def put_consent_policy(self, location_id: str, policy: ConsentPolicy) -> None:
+        """Replace the location's policy (the channels requiring nothing are not kept)."""
+        required = [(c, p) for c, p in policy.channels.items() if p.marketing]
+
+        async def replace_policy(conn: Connection) -> None:
+            # First the location's settings row: its lock orders concurrent replacements
+            # (each then deletes what the one before it inserted).
+            await conn.execute(
+                QUERIES["put_double_opt_in_window"],
+                location_id,
+                int(policy.double_opt_in_window.total_seconds()),
+            )
+            await conn.execute(QUERIES["delete_consent_policy"], location_id)
+            if required:
+                await conn.execute(
+                    QUERIES["insert_consent_policy"],
+                    location_id,
+                    [c.value for c, _ in required],
+                    [p.marketing for _, p in required],
+                    [p.informational for _, p in required],
+                )
+
+        await self._run(replace_policy, attempts=_TRANSACTION_ATTEMPTS, transaction=True)
+
     async def prune_idempotency_keys(self) -> int:
         status = await self._run(
             lambda conn: conn.execute(QUERIES["prune_idempotency_keys"], self._idempotency_ttl),
@@ -353,19 +387,23 @@ class _Change:
     # For a suppression: its address and the contact whose event set it.
     address: str
     owner: str
+    kind: ChangeKind = ChangeKind.BLOCK
+    # For a consent: its document after the step.
+    consent: str | None = None
 
 
 async def _load(
     conn: Connection, location_id: str, contact_id: str, addresses: Addresses
 ) -> _Locked:
     """Lock the contact, creating its row when it has none, and then ``addresses``; read its
-    blocks and the addresses' suppressions."""
+    blocks, its consents and the addresses' suppressions."""
     contact = await conn.fetchrow(QUERIES["lock_contact"], location_id, contact_id)
     if contact is None:
         await conn.execute(QUERIES["ensure_contact"], location_id, contact_id)
         contact = await conn.fetchrow(QUERIES["lock_contact"], location_id, contact_id)
         assert contact is not None
     block_rows = await conn.fetch(QUERIES["get_blocks"], location_id, contact_id)
+    consent_rows = await conn.fetch(QUERIES["get_consents"], location_id, contact_id)
     suppressions: tuple[AddressSuppression, ...] = ()
     if addresses:
         channels, values = _address_columns(addresses)
@@ -379,6 +417,9 @@ async def _load(
         version=contact["version"],
         updated_at=contact["updated_at"],
         suppressions=suppressions,
+        consents=tuple(
+            sorted((rows.to_consent(r["consent"]) for r in consent_rows), key=consent_sort_key)
+        ),
     )
     return _Locked(state=state, now=contact["now"], last_seq=contact["last_seq"])
 
@@ -390,6 +431,7 @@ async def _apply(
     each (every step is a version)."""
     blocks = list(before.blocks)
     suppressions = list(before.suppressions)
+    consents = list(before.consents)
     changes: list[_Change] = []
     for number, step in enumerate(steps, start=before.version + 1):
         target = step.target
@@ -399,6 +441,11 @@ async def _apply(
                 blocks.append(target)
             else:
                 blocks = [b for b in blocks if b.key != target.key]
+        elif isinstance(target, ReplyClaim):
+            blocks = await _claim_reply(conn, before, blocks, target)
+        elif isinstance(target, Consent):
+            await _apply_consent(conn, before, target, now)
+            consents = [c for c in consents if c.key != target.key] + [target]
         else:
             await _apply_suppression(conn, before.location_id, step.enabled, target, now)
             if step.enabled:
@@ -413,6 +460,7 @@ async def _apply(
         version=before.version + len(steps),
         updated_at=now if steps else before.updated_at,
         suppressions=tuple(suppressions),
+        consents=tuple(sorted(consents, key=consent_sort_key)),
     )
     return after, changes
 
@@ -444,6 +492,49 @@ async def _apply_block(
         block.provider_detail,
         block.since or now,
         block.address,
+    )
+
+
+async def _claim_reply(
+    conn: Connection, contact: ContactState, blocks: list[Block], claim: ReplyClaim
+) -> list[Block]:
+    """Set the opt-out's ``replied_at``: the blocks with it set."""
+    block = claim.block
+    await conn.execute(
+        QUERIES["claim_reply"],
+        contact.location_id,
+        contact.contact_id,
+        block.direction.value,
+        scope_name(block.scope),
+        block.reason.value,
+        claim.at,
+    )
+    return [replace(b, replied_at=claim.at) if b.key == block.key else b for b in blocks]
+
+
+async def _apply_consent(
+    conn: Connection, contact: ContactState, consent: Consent, now: dt.datetime
+) -> None:
+    await conn.execute(
+        QUERIES["upsert_consent"],
+        contact.location_id,
+        contact.contact_id,
+        consent.channel.value,
+        consent.purpose.value,
+        consent.address,
+        consent.method.value,
+        consent.kind.value,
+        consent.status.value,
+        consent.captured_at,
+        consent.source.value,
+        consent.actor_id,
+        rows.evidence_document(consent.evidence),
+        consent.expires_at,
+        consent.confirm_by,
+        consent.revoked_at,
+        consent.revoked_by,
+        consent.consent_source,
+        now,
     )
 
 
@@ -481,9 +572,30 @@ async def _apply_suppression(
 
 def _change(version: int, step: Step, summary: StatusSummary) -> _Change:
     target = step.target
-    if isinstance(target, Block):
+    if isinstance(target, Consent):
+        # A consent is logged as an outbound change on its channel, of no reason, with the
+        # consent after the change.
+        return _Change(
+            version=version,
+            direction=Direction.OUTBOUND.value,
+            scope=target.channel.value,
+            enabled=step.enabled,
+            reason="",
+            outbound=summary.outbound.value,
+            inbound=summary.inbound.value,
+            blocked=",".join(c.value for c in summary.blocked_channels),
+            address="",
+            owner="",
+            kind=ChangeKind.CONSENT,
+            consent=rows.consent_document(target),
+        )
+    kind = ChangeKind.BLOCK
+    if isinstance(target, Block | ReplyClaim):
+        # A compliance reply is logged with the opt-out's direction, scope and reason.
         direction, scope = target.direction, scope_name(target.scope)
         address = owner = ""
+        if isinstance(target, ReplyClaim):
+            kind = ChangeKind.COMPLIANCE_REPLY
     else:
         # A suppression is logged as an outbound change on its channel.
         direction, scope = Direction.OUTBOUND, target.channel.value
@@ -499,6 +611,7 @@ def _change(version: int, step: Step, summary: StatusSummary) -> _Change:
         blocked=",".join(c.value for c in summary.blocked_channels),
         address=address,
         owner=owner,
+        kind=kind,
     )
 
 
@@ -534,6 +647,8 @@ async def _append(
         [c.address for c in changes],
         [c.owner for c in changes],
         meta.caller,
+        [c.kind.value for c in changes],
+        [c.consent for c in changes],
     )
     return last_seq
 
