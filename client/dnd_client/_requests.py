@@ -40,6 +40,7 @@ READS: tuple[str, ...] = (
     "ListHistory",
     "GetKeywordSettings",
     "GetConsentPolicy",
+    "GetServerInfo",
 )
 
 # Writes that replace a whole value: applying one twice is applying it once, so the client
@@ -491,6 +492,12 @@ def get_consent_policy(
     """The location's consent policy (no channel requires consent by default)."""
     request = pb.GetConsentPolicyRequest(location_id=location_id)
     return Prepared("GetConsentPolicy", request, _policy_of, timeout)
+
+
+def get_server_info(*, timeout: float | None = None) -> Prepared[pb.GetServerInfoResponse]:
+    """The server's version and clock, and what the caller may do there: its name,
+    permissions and locations ("*": every one); whether authentication and TLS are on."""
+    return Prepared("GetServerInfo", pb.GetServerInfoRequest(), _same, timeout)
 
 
 def update_consent_policy(

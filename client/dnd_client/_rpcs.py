@@ -97,6 +97,7 @@ class Methods:
     revoke_consent = Unary(rq.revoke_consent)
     get_consent_policy = Unary(rq.get_consent_policy)
     update_consent_policy = Unary(rq.update_consent_policy)
+    get_server_info = Unary(rq.get_server_info)
     watch = Stream(rq.watch_changes)
 
 

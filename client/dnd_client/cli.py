@@ -13,10 +13,14 @@
     dndctl consent show LOC CONTACT       the contact's consents
     dndctl policy get LOC                 the location's consent policy
     dndctl policy set LOC --require SMS:MARKETING   (replaces it; no --require: off)
+    dndctl version                        client and server versions
+    dndctl doctor                         connectivity, TLS, token, versions, clock skew
+    dndctl completion bash|zsh            a shell completion script
 
 Connection flags (or DND_* environment variables): --addr / DND_ADDR, --tls / DND_TLS,
 --ca-file / DND_CA_FILE, --cert-file / DND_CERT_FILE, --key-file / DND_KEY_FILE,
---token / DND_TOKEN, --timeout / DND_TIMEOUT. ``--json`` prints JSON for scripts.
+--token / DND_TOKEN, --timeout / DND_TIMEOUT. ``--output json`` (or ``--json``) prints JSON
+for scripts; ``--output table`` (the default) is for people. Exit codes: see ``EXIT_CODES``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +40,11 @@ from dnd.v1 import dnd_pb2 as pb
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from dnd_client import _completion, _doctor
 from dnd_client._requests import DndAction
 from dnd_client._tracing import continue_trace
 from dnd_client.aio import AsyncDndClient
-from dnd_client.errors import DndError
+from dnd_client.errors import DeadlineExceeded, DndError, Unavailable
 from dnd_client.importing import FORMATS, Progress, count_rows, run_import
 from dnd_client.sync import DndClient
 from dnd_client.types import (
@@ -57,8 +63,33 @@ from dnd_client.types import (
     name_of,
 )
 
+EXIT_OK = 0
+# The answer is no: check denied the send, import rejected rows.
 EXIT_DENIED = 1
-EXIT_ERROR = 2
+# The command line is wrong: unknown flags, bad values, a file that cannot be read.
+EXIT_USAGE = 2
+# The service answered the call with an error (invalid argument, permission, version...).
+EXIT_FAILED = 3
+# The service could not be reached or did not answer in time (UNAVAILABLE, DEADLINE_EXCEEDED).
+EXIT_UNAVAILABLE = 4
+# doctor found a problem.
+EXIT_PROBLEM = 5
+
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}  ok
+  {EXIT_DENIED}  the answer is no: check denied the send, import rejected rows
+  {EXIT_USAGE}  usage error: unknown flag, bad value, unreadable file
+  {EXIT_FAILED}  the service refused or failed the call (printed: its status and details)
+  {EXIT_UNAVAILABLE}  the service is unreachable or did not answer in time
+  {EXIT_PROBLEM}  doctor found a problem
+"""
+
+
+def client_version() -> str:
+    try:
+        return metadata.version("dnd-service")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _env_bool(name: str) -> bool:
@@ -73,6 +104,8 @@ def _enum_arg(cls: Any) -> Any:
             choices = ", ".join(m.name for m in cls)
             raise argparse.ArgumentTypeError(f"{value!r}: one of {choices}") from None
 
+    # The names shell completion offers.
+    parse.__dict__["choices"] = [m.name for m in cls]
     return parse
 
 
@@ -114,7 +147,12 @@ def _requirement_arg(value: str) -> tuple[Channel, set[ConsentPurpose]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dndctl", description="Operate dnd-service.")
+    parser = argparse.ArgumentParser(
+        prog="dndctl",
+        description="Operate dnd-service.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--addr", default=os.environ.get("DND_ADDR", "127.0.0.1:50051"))
     parser.add_argument("--tls", action="store_true", default=_env_bool("DND_TLS"))
     parser.add_argument("--ca-file", default=os.environ.get("DND_CA_FILE"))
@@ -122,7 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--key-file", default=os.environ.get("DND_KEY_FILE"))
     parser.add_argument("--token", default=os.environ.get("DND_TOKEN"))
     parser.add_argument("--timeout", type=float, default=float(os.environ.get("DND_TIMEOUT", "10")))
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--output", choices=("table", "json"), help="table for people (default), json for scripts"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON: --output json")
     commands = parser.add_subparsers(dest="command", required=True)
 
     status = commands.add_parser("status", help="a contact's DND, block by block")
@@ -248,6 +289,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="how long a pending double opt-in waits: seconds or 90m, 24h, 7d (default 24h)",
     )
+
+    commands.add_parser("version", help="client and server versions")
+    doctor = commands.add_parser(
+        "doctor",
+        help="check connectivity, TLS, the token, versions and clock skew (exit 5: a problem)",
+    )
+    doctor.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        choices=sorted(_doctor.PERMISSION_RPCS),
+        help="a permission the token must hold (a problem if not); repeatable",
+    )
+    doctor.add_argument(
+        "--max-skew",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="the clock skew between this host and the server that is a problem (default 5)",
+    )
+    completion = commands.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=("bash", "zsh"))
     return parser
 
 
@@ -596,7 +659,121 @@ def _policy(client: DndClient, args: argparse.Namespace, out: Any) -> int:
     return 0
 
 
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _unreachable(error: DndError) -> bool:
+    return isinstance(error, Unavailable | DeadlineExceeded)
+
+
+def _version(args: argparse.Namespace, out: Any) -> int:
+    client = client_version()
+    with DndClient(args.addr, **_client_options(args)) as dnd:
+        try:
+            info = dnd.get_server_info()
+        except DndError:
+            if args.json:
+                print(json.dumps({"client_version": client}), file=out)
+            else:
+                print(f"client  {client}", file=out)
+            raise
+    if args.json:
+        versions = {"client_version": client, "server_version": info.server_version}
+        print(json.dumps(versions), file=out)
+    else:
+        print(f"client  {client}\nserver  {info.server_version}", file=out)
+    return EXIT_OK
+
+
+def doctor(args: argparse.Namespace, out: Any, clock: Any = _now) -> int:
+    """Run the checks of ``dndctl doctor`` and print their findings. ``clock`` is this
+    host's clock (the skew is measured against it)."""
+    findings: list[_doctor.Finding] = []
+    info: pb.GetServerInfoResponse | None = None
+    code = EXIT_OK
+    with DndClient(args.addr, **_client_options(args)) as dnd:
+        sent = clock()
+        try:
+            info = dnd.get_server_info()
+        except DndError as error:
+            unreachable = _unreachable(error)
+            code = EXIT_UNAVAILABLE if unreachable else EXIT_PROBLEM
+            what = "unreachable" if unreachable else "answers"
+            findings.append(_doctor.Finding("connectivity", _doctor.FAIL, f"{what}: {error}"))
+        received = clock()
+    tls = bool(args.tls or args.ca_file or args.cert_file)
+    if info is not None:
+        rtt = (received - sent).total_seconds()
+        findings.append(
+            _doctor.Finding("connectivity", _doctor.OK, f"{args.addr} answered in {rtt:.3f}s")
+        )
+        findings.append(
+            _doctor.Finding(
+                "tls", _doctor.OK if tls == info.tls_enabled else _doctor.WARN, _tls_text(tls, info)
+            )
+        )
+    elif not tls:
+        findings.append(_doctor.Finding("tls", _doctor.OK, "off (plaintext)"))
+    if tls:
+        findings.append(_certificate(args))
+    if info is not None:
+        findings += _doctor.token_findings(info, args.require)
+        findings.append(_doctor.version_finding(client_version(), info.server_version))
+        server_time = info.server_time.ToDatetime(dt.UTC)
+        midpoint = sent + (received - sent) / 2
+        findings.append(
+            _doctor.skew_finding(
+                (server_time - midpoint).total_seconds(),
+                (received - sent).total_seconds() / 2,
+                args.max_skew,
+            )
+        )
+    failed = any(f.status == _doctor.FAIL for f in findings)
+    if code == EXIT_OK and failed:
+        code = EXIT_PROBLEM
+    if args.json:
+        checks = [f.as_dict() for f in findings]
+        print(json.dumps({"ok": not failed, "checks": checks}), file=out)
+    else:
+        rows = [[f.check, f.status.upper(), f.detail] for f in findings]
+        print(table(rows, ["CHECK", "STATUS", "DETAIL"]), file=out)
+        print("problems found" if failed else "no problem found", file=out)
+    return code
+
+
+def _tls_text(tls: bool, info: pb.GetServerInfoResponse) -> str:
+    if tls == info.tls_enabled:
+        return "on" if tls else "off (plaintext)"
+    return f"this client {'uses' if tls else 'does not use'} TLS, the server says it " + (
+        "serves TLS" if info.tls_enabled else "does not (a proxy terminates it?)"
+    )
+
+
+def _certificate(args: argparse.Namespace) -> _doctor.Finding:
+    try:
+        expiry = _doctor.certificate_expiry(
+            args.addr,
+            ca_file=args.ca_file,
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+            timeout=args.timeout,
+        )
+    except (OSError, ValueError) as error:
+        return _doctor.Finding("certificate", _doctor.FAIL, f"TLS handshake failed: {error}")
+    return _doctor.certificate_finding(expiry, _now())
+
+
 def run(args: argparse.Namespace, out: Any) -> int:
+    if args.command == "completion":
+        parser = build_parser()
+        script = _completion.bash(parser) if args.shell == "bash" else _completion.zsh(parser)
+        print(script, end="", file=out)
+        return EXIT_OK
+    if args.command == "version":
+        return _version(args, out)
+    if args.command == "doctor":
+        return doctor(args, out)
     if args.command == "import":
         return asyncio.run(_import(args, out))
     if args.command == "watch":
@@ -692,6 +869,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "import" and args.format != "csv" and not args.location:
         parser.error(f"import {args.format} needs --location")
+    if args.json and args.output == "table":
+        parser.error("--json is --output json: not with --output table")
+    args.json = args.json or args.output == "json"
     # Calls continue the trace of the process that started this one (TRACEPARENT).
     continue_trace()
     try:
@@ -702,10 +882,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {violation.field}: {violation.description}", file=sys.stderr)
         for refusal in error.refusals:
             print(f"  {refusal.subject} {refusal.reason}: {refusal.description}", file=sys.stderr)
-        return EXIT_ERROR
-    except ValueError as error:
+        return EXIT_UNAVAILABLE if _unreachable(error) else EXIT_FAILED
+    except (ValueError, OSError) as error:
         print(f"dndctl: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

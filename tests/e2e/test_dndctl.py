@@ -1,7 +1,8 @@
 """``dndctl`` run as a real process against a real server: every command (status, set, clear,
 check with its exit code 1 and one-line explanation, history, watch --limit, import, consent
-record / revoke / show, policy get / set, check --purpose), ``--json`` output, ``DND_ADDR``
-instead of ``--addr``, errors (exit code 2, field violations and refusals printed), and the
+record / revoke / show, policy get / set, check --purpose), ``--json`` / ``--output`` output,
+``DND_ADDR`` instead of ``--addr``, errors (each exit code: 2 usage, 3 the service refused,
+4 unreachable; field violations and refusals printed), version, doctor, completion, and the
 import of every list format from files made here: bad lines reported with their line numbers
 while the rest is applied, and re-running a file changes nothing."""
 
@@ -206,7 +207,7 @@ def test_set_and_clear_options(ctl: Any, client: DndClient, db: Database, loc: s
     assert re.search(r"^SMS \+14155550155\s+SMS_OPT_OUT_KEYWORD\s+CONTACT\s+c\s", shown, re.M)
 
     stale = ctl("set", loc, "c", "--channel", "EMAIL", "--expected-version", "1")
-    assert stale.returncode == 2 and stale.stdout == ""
+    assert stale.returncode == 3 and stale.stdout == ""
     assert stale.stderr.startswith("dndctl: ABORTED: ")
     current = ctl("set", loc, "c", "--channel", "EMAIL", "--expected-version", str(status.version))
     assert current.returncode == 0, current.stderr
@@ -237,7 +238,7 @@ def test_set_and_clear_options(ctl: Any, client: DndClient, db: Database, loc: s
     shown = ctl("status", loc, "b", "--email", "b@example.com").stdout
     assert re.search(r"^EMAIL b@example\.com\s+EMAIL_HARD_BOUNCE\s+SYSTEM\s+b\s", shown, re.M)
     refused = ctl("clear", loc, "b", "--channel", "EMAIL")
-    assert refused.returncode == 2
+    assert refused.returncode == 3
     assert "EMAIL_HARD_BOUNCE" in refused.stderr
     confirmed = ctl("clear", loc, "b", "--channel", "EMAIL", "--suppression-removed")
     assert confirmed.returncode == 0, confirmed.stderr
@@ -284,16 +285,18 @@ def test_dnd_addr_environment_variable(server: ServerProcess, loc: str) -> None:
 
     nowhere = clean_env(DND_ADDR="127.0.0.1:1", DND_TIMEOUT="3")
     down = dndctl("status", loc, "c", env=nowhere)
-    assert down.returncode == 2 and down.stderr.startswith("dndctl: UNAVAILABLE")
+    assert down.returncode == 4 and down.stderr.startswith("dndctl: UNAVAILABLE")
     flagged = dndctl("--addr", "127.0.0.1:1", "--timeout", "2", "status", loc, "c")
-    assert flagged.returncode == 2 and flagged.stderr.startswith("dndctl: UNAVAILABLE")
+    assert flagged.returncode == 4 and flagged.stderr.startswith("dndctl: UNAVAILABLE")
     # --addr wins over the environment.
     assert dndctl("--addr", server.addr, "status", loc, "c", env=nowhere).returncode == 0
 
 
-def test_errors_exit_2_with_details(ctl: Any, client: DndClient, db: Database, loc: str) -> None:
+def test_errors_exit_3_with_details_usage_errors_2(
+    ctl: Any, client: DndClient, db: Database, loc: str
+) -> None:
     bad = ctl("set", "", "x" * 200, "--channel", "SMS")
-    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.returncode == 3 and bad.stdout == ""
     lines = bad.stderr.splitlines()
     assert lines[0].startswith("dndctl: INVALID_ARGUMENT: ")
     assert lines[1:] == [
@@ -302,18 +305,18 @@ def test_errors_exit_2_with_details(ctl: Any, client: DndClient, db: Database, l
     ]
 
     wrong = ctl("set", loc, "c", "--channel", "EMAIL", "--reason", "SMS_OPT_OUT_KEYWORD")
-    assert wrong.returncode == 2
+    assert wrong.returncode == 3
     assert (
         "  reason: SMS_OPT_OUT_KEYWORD exists only on the SMS channel" in wrong.stderr.splitlines()
     )
 
     page = ctl("history", loc, "c", "--limit", "1000")
-    assert page.returncode == 2
+    assert page.returncode == 3
     assert any(line.startswith("  page_size: ") for line in page.stderr.splitlines())
 
     client.process_inbound_message(loc, "c", "STOP")
     refused = ctl("clear", loc, "c", "--channel", "SMS")
-    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.returncode == 3 and refused.stdout == ""
     refusal = refused.stderr.splitlines()
     assert refusal[0].startswith("dndctl: FAILED_PRECONDITION: ")
     assert refusal[1].startswith(
@@ -796,13 +799,13 @@ def test_policy_set_refusals_change_nothing(ctl: Any, client: DndClient, loc: st
     before = client.get_consent_policy(loc)
 
     informational_alone = ctl("policy", "set", loc, "--require", "SMS:INFORMATIONAL")
-    assert informational_alone.returncode == 2 and informational_alone.stdout == ""
+    assert informational_alone.returncode == 3 and informational_alone.stdout == ""
     lines = informational_alone.stderr.splitlines()
     assert lines[0].startswith("dndctl: INVALID_ARGUMENT: "), lines
     assert any("MARKETING" in line for line in lines[1:]), lines
 
     short = ctl("policy", "set", loc, "--require", "SMS", "--double-opt-in-window", "10s")
-    assert short.returncode == 2 and short.stderr.startswith("dndctl: INVALID_ARGUMENT: ")
+    assert short.returncode == 3 and short.stderr.startswith("dndctl: INVALID_ARGUMENT: ")
     assert client.get_consent_policy(loc) == before
 
     unknown = ctl("policy", "set", loc, "--require", "SMS:SOMETIMES")
@@ -932,14 +935,14 @@ def test_consent_record_options_and_errors(
         *("consent", "record", loc, "e", "--channel", "SMS", "--purpose", "MARKETING"),
         *("--method", "API", "--implied"),
     )
-    assert no_expiry.returncode == 2 and no_expiry.stdout == ""
+    assert no_expiry.returncode == 3 and no_expiry.stdout == ""
     assert no_expiry.stderr.startswith("dndctl: INVALID_ARGUMENT: "), no_expiry.stderr
     assert len(no_expiry.stderr.splitlines()) >= 2, "the field violation is printed"
     future = ctl(
         *("consent", "record", loc, "e", "--channel", "SMS", "--purpose", "MARKETING"),
         *("--method", "API", "--captured-at", "2999-01-01T00:00:00Z"),
     )
-    assert future.returncode == 2 and "captured_at" in future.stderr, future.stderr
+    assert future.returncode == 3 and "captured_at" in future.stderr, future.stderr
     missing = ctl("consent", "record", loc, "e", "--channel", "SMS", "--purpose", "MARKETING")
     assert missing.returncode == 2 and "--method" in missing.stderr
     assert client.get_status(loc, "e").consents == []
@@ -1030,3 +1033,181 @@ def test_watch_shows_consent_changes(ctl: Any, client: DndClient, loc: str) -> N
     assert blocks.stdout.strip() == block_line
     bad = ctl("watch", "--kind", "GOSSIP")
     assert bad.returncode == 2 and "one of BLOCK, CONSENT, COMPLIANCE_REPLY" in bad.stderr
+
+
+# --- operators: output formats, exit codes, version, doctor, completion -----------------------
+
+
+def test_output_json_and_table(ctl: Any, loc: str) -> None:
+    ctl("set", loc, "c", "--channel", "SMS")
+    as_json = ctl("--output", "json", "status", loc, "c")
+    alias = ctl("--json", "status", loc, "c")
+    assert as_json.returncode == alias.returncode == 0
+    assert json.loads(as_json.stdout) == json.loads(alias.stdout)
+    assert json.loads(as_json.stdout)["version"] == "1"
+    as_table = ctl("--output", "table", "status", loc, "c")
+    assert as_table.stdout == ctl("status", loc, "c").stdout
+    assert as_table.stdout.startswith(f"{loc}/c  version 1")
+    both = ctl("--json", "--output", "table", "status", loc, "c")
+    assert both.returncode == 2 and "--json is --output json" in both.stderr
+    other = ctl("--output", "yaml", "status", loc, "c")
+    assert other.returncode == 2 and "invalid choice" in other.stderr
+
+
+def test_exit_codes_are_documented_and_each_is_given(ctl: Any, loc: str, tmp_path: Path) -> None:
+    shown = dndctl("--help").stdout
+    for code, meaning in (
+        (0, "ok"),
+        (1, "the answer is no"),
+        (2, "usage error"),
+        (3, "the service refused"),
+        (4, "unreachable"),
+        (5, "doctor found a problem"),
+    ):
+        assert re.search(rf"^  {code}  .*{meaning}", shown, re.M), (code, shown)
+    assert ctl("status", loc, "c").returncode == 0
+    ctl("set", loc, "c", "--channel", "SMS")
+    assert ctl("check", loc, "c", "--channel", "SMS").returncode == 1
+    assert ctl("status", loc).returncode == 2  # a missing argument
+    missing = ctl("import", "csv", str(tmp_path / "absent.csv"))
+    assert missing.returncode == 2 and "absent.csv" in missing.stderr
+    refused = ctl("status", "", "c")
+    assert refused.returncode == 3 and refused.stderr.startswith("dndctl: INVALID_ARGUMENT")
+    down = dndctl("--addr", "127.0.0.1:1", "--timeout", "2", "status", loc, "c")
+    assert down.returncode == 4 and down.stderr.startswith("dndctl: UNAVAILABLE")
+
+
+def test_version_shows_client_and_server(ctl: Any) -> None:
+    from importlib import metadata
+
+    expected = metadata.version("dnd-service")
+    shown = ctl("version")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [f"client  {expected}", f"server  {expected}"]
+    as_json = json.loads(ctl("--output", "json", "version").stdout)
+    assert as_json == {"client_version": expected, "server_version": expected}
+    down = dndctl("--addr", "127.0.0.1:1", "--timeout", "2", "version")
+    assert down.returncode == 4
+    assert down.stdout == f"client  {expected}\n" and "UNAVAILABLE" in down.stderr
+
+
+def test_doctor_on_a_healthy_server(ctl: Any) -> None:
+    report = ctl("doctor")
+    assert report.returncode == 0, (report.stdout, report.stderr)
+    assert report.stdout.splitlines()[-1] == "no problem found"
+    found = json.loads(ctl("--output", "json", "doctor").stdout)
+    assert found["ok"] is True
+    checks = {c["check"]: c for c in found["checks"]}
+    assert checks["connectivity"]["status"] == "ok"
+    assert checks["tls"] == {"check": "tls", "status": "ok", "detail": "off (plaintext)"}
+    assert checks["auth"]["status"] == "warn" and "no token" in checks["auth"]["detail"]
+    assert checks["version"]["status"] == "ok"
+    assert checks["clock"]["status"] == "ok"
+    assert "server clock" in checks["clock"]["detail"]
+
+
+def test_doctor_unreachable_exits_4() -> None:
+    report = dndctl("--addr", "127.0.0.1:1", "--timeout", "2", "--json", "doctor")
+    assert report.returncode == 4, report.stderr
+    found = json.loads(report.stdout)
+    assert found["ok"] is False
+    assert found["checks"][0]["check"] == "connectivity"
+    assert found["checks"][0]["status"] == "fail"
+    assert "unreachable: UNAVAILABLE" in found["checks"][0]["detail"]
+
+
+def test_doctor_reports_clock_skew(server: ServerProcess) -> None:
+    """The host's clock a minute ahead of the server's (the server's cannot be moved)."""
+    import datetime as dt
+    import io
+
+    from dnd_client import cli
+
+    ahead = io.StringIO()
+    args = cli.build_parser().parse_args(["--addr", server.addr, "--json", "doctor"])
+    args.json = True
+    later = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)  # noqa: E731
+    assert cli.doctor(args, ahead, clock=later) == 5
+    checks = {c["check"]: c for c in json.loads(ahead.getvalue())["checks"]}
+    assert checks["clock"]["status"] == "fail"
+    assert re.search(r"server clock -(59|60)\.\d+s", checks["clock"]["detail"])
+    on_time = io.StringIO()
+    assert cli.doctor(args, on_time) == 0
+
+
+@pytest.fixture(scope="module")
+def secured(fresh_database: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from dnd_server.auth import hash_token
+
+    tokens = {
+        "checker": (["loc-1"], ["check"]),
+        "nobody": (["loc-1"], []),
+        "admin": ("*", ["check", "read", "write", "watch"]),
+    }
+    entries = [
+        {"name": n, "sha256": hash_token(f"t-{n}"), "locations": ls, "scopes": ss}
+        for n, (ls, ss) in tokens.items()
+    ]
+    path = tmp_path_factory.mktemp("doctor") / "tokens.json"
+    path.write_text(json.dumps({"tokens": entries}), encoding="utf-8")
+    process = ServerProcess(fresh_database(), {"DND_TOKENS_FILE": str(path)}).start()
+    yield process
+    process.stop()
+
+
+def test_doctor_reports_the_tokens_permissions(secured: ServerProcess) -> None:
+    def doctor(token: str, *flags: str) -> tuple[int, dict[str, Any]]:
+        run = dndctl("--addr", secured.addr, "--token", token, "--json", "doctor", *flags)
+        return run.returncode, {c["check"]: c for c in json.loads(run.stdout)["checks"]}
+
+    code, checks = doctor("t-admin")
+    assert code == 0
+    assert checks["auth"]["detail"] == "authenticated as 'admin'"
+    assert checks["locations"]["detail"] == "*"
+    assert "check (CheckSend, BatchCheckSend)" in checks["permissions"]["detail"]
+    assert checks["not permitted"]["detail"].startswith("lacks: contact, support, consent")
+
+    code, checks = doctor("t-checker", "--require", "check")
+    assert code == 0 and checks["locations"]["detail"] == "loc-1"
+    code, checks = doctor("t-checker", "--require", "read", "--require", "check")
+    assert code == 5
+    assert checks["required"]["status"] == "fail"
+    assert checks["required"]["detail"].startswith("the token lacks read (GetStatus")
+
+    code, checks = doctor("t-nobody")
+    assert code == 5 and checks["permissions"]["status"] == "fail"
+
+    code, checks = doctor("t-unknown")
+    assert code == 5 and checks["connectivity"]["status"] == "fail"
+    assert "UNAUTHENTICATED" in checks["connectivity"]["detail"]
+
+
+def test_bash_completion_script(tmp_path: Path) -> None:
+    script = dndctl("completion", "bash")
+    assert script.returncode == 0, script.stderr
+    text = script.stdout
+    assert "_dndctl()" in text and "complete -o default -F _dndctl dndctl" in text
+    for command in ("status", "set", "check", "consent", "policy", "doctor", "version"):
+        assert command in text
+    path = tmp_path / "dndctl.bash"
+    path.write_text(text, encoding="utf-8")
+    assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
+
+    def complete(*words: str) -> set[str]:
+        line = " ".join(["dndctl", *words])
+        probe = (
+            f"source {path}; COMP_WORDS=({line}); COMP_CWORD={len(words)}; _dndctl; "
+            'printf "%s\\n" "${COMPREPLY[@]}"'
+        )
+        done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return set(done.stdout.split())
+
+    assert {"status", "consent", "doctor", "completion"} <= complete("")
+    assert complete("consent", "re") == {"record", "revoke"}
+    assert complete("check", "--channel", "") >= {"SMS", "EMAIL", "WHATSAPP"}
+    assert complete("--output", "") == {"table", "json"}
+    assert complete("doctor", "--req") == {"--require"}
+    zsh = dndctl("completion", "zsh")
+    assert zsh.returncode == 0 and zsh.stdout.startswith("#compdef dndctl")
+    assert dndctl("completion", "fish").returncode == 2

@@ -3,15 +3,14 @@
 A retry with the same key (within the retention) returns the first answer byte for byte and
 writes nothing; the same key with another request, or on another RPC, is INVALID_ARGUMENT
 naming idempotency_key and writes nothing; keys are per location; a failed call does not use
-its key up; keys expire after DND_IDEMPOTENCY_TTL_SECONDS.
+its key up. tests/e2e/test_idempotency_expiry.py: keys expire after DND_IDEMPOTENCY_TTL_SECONDS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -28,8 +27,6 @@ from tests.support import (
     channel_scope,
     error_details,
     new_id,
-    stub_for,
-    wait_until,
 )
 
 TIMEOUT = 10
@@ -425,89 +422,3 @@ def test_default_retention_is_24_hours(stub: Any, db: Database, loc: str, contac
     renewed = stub.SetDnd(set_dnd(loc, contact, "day-key"), timeout=TIMEOUT)
     assert renewed.changed and renewed.status.version == 3
     assert db.changes(loc) == 3
-
-
-@pytest.fixture
-def short_ttl_server(database_url: str, db: Database) -> Iterator[ServerProcess]:
-    """A server of this test alone whose keys live 1 s and whose only pruning runs at start.
-
-    A stale sentinel key shows when that first pruning is over, so it cannot remove the
-    test's key behind its back."""
-    sentinel = new_id("loc-sentinel")
-    db.fetch(
-        "INSERT INTO dnd_idempotency (location_id, key, method, request_hash, response, "
-        "created_at) VALUES ($1, 'sentinel', 'SetDnd', '\\x00', NULL, now() - interval '1 hour')",
-        sentinel,
-    )
-    env = {"DND_IDEMPOTENCY_TTL_SECONDS": "1", "DND_MAINTENANCE_INTERVAL_SECONDS": "3600"}
-    process = ServerProcess(database_url, env).start()
-    try:
-        deadline = time.monotonic() + 10
-        while key_rows(db, sentinel) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert key_rows(db, sentinel) == 0, "the start-up pruning did not run"
-        yield process
-    finally:
-        process.stop()
-
-
-def taken(call: Any, request: Any) -> Any:
-    """The answer to ``request``, or None while its idempotency key is refused as in use."""
-    try:
-        return call(request, timeout=TIMEOUT)
-    except grpc.RpcError as error:
-        if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
-            raise
-        assert bad_fields(error) == ["idempotency_key"], error.details()
-        return None
-
-
-def test_key_expires_after_configured_ttl(
-    short_ttl_server: ServerProcess, db: Database, loc: str, contact: str
-) -> None:
-    with grpc.insecure_channel(short_ttl_server.addr) as channel:
-        stub = stub_for(channel)
-        sent = time.monotonic()  # the key is stored after this
-        first = stub.SetDnd(set_dnd(loc, contact, "short"), timeout=TIMEOUT)
-        created = time.monotonic()
-        different = set_dnd(loc, contact, "short", scope=channel_scope(EMAIL))
-        expect_key_refused(stub.SetDnd, different)
-        assert stub.SetDnd(set_dnd(loc, contact, "short"), timeout=TIMEOUT) == first
-        assert db.changes(loc) == 1
-        assert time.monotonic() - created < 1, "the checks above must run within the TTL"
-        # Once the TTL has passed, the expired key (still stored: no pruning runs) is taken by
-        # the new request; until then the request is refused, writing nothing.
-        second = wait_until(lambda: taken(stub.SetDnd, different), 10, "the key to expire")
-        assert time.monotonic() - sent > 0.95, "taken before its TTL"
-        assert key_rows(db, loc) == 1
-        assert second.changed and second.status.version == 2
-        assert list(second.status.blocked_channels) == [EMAIL, SMS]
-        assert db.changes(loc) == 2
-        row = db.fetch("SELECT response FROM dnd_idempotency WHERE location_id = $1", loc)
-        assert [pb.SetDndResponse.FromString(r["response"]) for r in row] == [second]
-        # Within the new TTL the key now replays the second request and refuses the first.
-        assert stub.SetDnd(different, timeout=TIMEOUT) == second
-        expect_key_refused(stub.SetDnd, set_dnd(loc, contact, "short"))
-        assert db.changes(loc) == 2
-
-
-def test_expired_keys_are_pruned(database_url: str, db: Database, loc: str, contact: str) -> None:
-    env = {"DND_IDEMPOTENCY_TTL_SECONDS": "1", "DND_MAINTENANCE_INTERVAL_SECONDS": "0.2"}
-    process = ServerProcess(database_url, env).start()
-    try:
-        with grpc.insecure_channel(process.addr) as channel:
-            stub = stub_for(channel)
-            first = stub.ReportEmailEvent(email_event(loc, contact, "prune-me"), timeout=TIMEOUT)
-            assert first.changed
-            deadline = time.monotonic() + 5
-            while key_rows(db, loc) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert key_rows(db, loc) == 0
-            # Same key, same request, after expiry: handled as new (the block is active now).
-            again = stub.ReportEmailEvent(email_event(loc, contact, "prune-me"), timeout=TIMEOUT)
-            assert not again.changed
-            assert again.outcome == pb.EVENT_OUTCOME_ALREADY_ACTIVE
-            assert again != first
-            assert db.changes(loc) == 1
-    finally:
-        process.stop()

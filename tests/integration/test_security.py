@@ -149,6 +149,14 @@ def email_event(event: int) -> Call:
     return report
 
 
+def delivery_event(code: str) -> Call:
+    def report(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+        request = factories.delivery_event(loc, contact, code)
+        return stub.ReportDeliveryEvent(request, metadata=md, timeout=T)
+
+    return report
+
+
 def update_keyword_settings(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
     return stub.UpdateKeywordSettings(
         pb.UpdateKeywordSettingsRequest(
@@ -259,6 +267,13 @@ CASES = [
         email_event(pb.EMAIL_EVENT_LIST_UNSUBSCRIBE_POST),
     ),
     Case("UpdateKeywordSettings", Permission.WRITE, update_keyword_settings),
+    # A provider's error acts as SYSTEM; the contact's own preference as CONTACT.
+    Case("ReportDeliveryEvent/131050", Permission.WRITE, delivery_event("131050")),
+    Case(
+        "ReportDeliveryEvent/stop_marketing",
+        Permission.CONTACT,
+        delivery_event("user_preferences:stop_marketing"),
+    ),
     Case("RecordConsent/USER", Permission.CONSENT, record_consent_as(pb.SOURCE_USER)),
     Case("RecordConsent/CONTACT", Permission.CONSENT, record_consent_as(pb.SOURCE_CONTACT)),
     Case("RevokeConsent", Permission.CONSENT, revoke_consent),
@@ -268,6 +283,8 @@ CASES = [
     Case("WatchChanges/empty-filter", Permission.WATCH, watch(explicit=False), targeted=False),
 ]
 TARGETED = [c for c in CASES if c.targeted]
+# RPCs any authenticated caller may call, whatever its scopes and locations.
+OPEN_TO_ANY_CALLER = {"GetServerInfo"}
 
 
 def case_id(case: Case) -> str:
@@ -416,7 +433,21 @@ class Stream:
 
 def test_cases_cover_every_rpc() -> None:
     methods = set(pb.DESCRIPTOR.services_by_name["DndService"].methods_by_name)
-    assert {c.name.split("/")[0] for c in CASES} == methods
+    assert {c.name.split("/")[0] for c in CASES} | OPEN_TO_ANY_CALLER == methods
+
+
+@pytest.mark.parametrize("caller", sorted(CALLERS))
+def test_server_info_needs_only_authentication(caller: str, sstub: Stub) -> None:
+    info = sstub.GetServerInfo(pb.GetServerInfoRequest(), metadata=bearer(caller), timeout=T)
+    locations, scopes = CALLERS[caller]
+    assert info.caller_name == caller
+    assert list(info.permissions) == sorted(scopes)
+    assert list(info.locations) == (["*"] if locations == "*" else sorted(locations))
+    assert info.auth_enabled and not info.tls_enabled
+    assert abs(time.time() - info.server_time.ToSeconds()) < 60
+    for label, metadata in BAD_CREDENTIALS.items():
+        error = failure(sstub.GetServerInfo, pb.GetServerInfoRequest(), metadata=metadata)
+        assert error.code() is grpc.StatusCode.UNAUTHENTICATED, label
 
 
 def test_tokens_file_holds_hashes_only(tokens_path: Path) -> None:
@@ -921,6 +952,10 @@ def test_tls_with_bearer_token(tls_server: ServerProcess, certs: Certs) -> None:
                 timeout=T,
             )
             assert answer.changed
+    with grpc.secure_channel(tls_server.addr, certs.client()) as channel:
+        stub = dnd_pb2_grpc.DndServiceStub(channel)
+        info = stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=bearer("admin"), timeout=T)
+        assert info.tls_enabled and info.auth_enabled
     # Tokens still apply over TLS.
     with grpc.secure_channel(tls_server.addr, certs.client()) as channel:
         stub = dnd_pb2_grpc.DndServiceStub(channel)

@@ -2592,3 +2592,68 @@ class ReportDeliveryEventResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportDeliveryEventResponse: _TypeAlias = ReportDeliveryEventResponse  # noqa: Y015
+
+@_typing.final
+class GetServerInfoRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetServerInfoRequest: _TypeAlias = GetServerInfoRequest  # noqa: Y015
+
+@_typing.final
+class GetServerInfoResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_VERSION_FIELD_NUMBER: _builtins.int
+    SERVER_TIME_FIELD_NUMBER: _builtins.int
+    CALLER_NAME_FIELD_NUMBER: _builtins.int
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
+    LOCATIONS_FIELD_NUMBER: _builtins.int
+    AUTH_ENABLED_FIELD_NUMBER: _builtins.int
+    TLS_ENABLED_FIELD_NUMBER: _builtins.int
+    server_version: _builtins.str
+    """The server's package version (dnd-service)."""
+    caller_name: _builtins.str
+    """The caller as the server knows it: its token's name ("anonymous" without tokens)."""
+    auth_enabled: _builtins.bool
+    """Whether the server requires bearer tokens."""
+    tls_enabled: _builtins.bool
+    """Whether the server serves TLS."""
+    @_builtins.property
+    def server_time(self) -> _timestamp_pb2.Timestamp:
+        """The server's clock when it answered."""
+
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The permissions the caller holds, as the tokens file's scopes name them (sorted)."""
+
+    @_builtins.property
+    def locations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The locations the caller may act on (sorted); ["*"] for every location."""
+
+    def __init__(
+        self,
+        *,
+        server_version: _builtins.str = ...,
+        server_time: _timestamp_pb2.Timestamp | None = ...,
+        caller_name: _builtins.str = ...,
+        permissions: _abc.Iterable[_builtins.str] | None = ...,
+        locations: _abc.Iterable[_builtins.str] | None = ...,
+        auth_enabled: _builtins.bool = ...,
+        tls_enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["server_time", b"server_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_enabled", b"auth_enabled", "caller_name", b"caller_name", "locations", b"locations", "permissions", b"permissions", "server_time", b"server_time", "server_version", b"server_version", "tls_enabled", b"tls_enabled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetServerInfoResponse: _TypeAlias = GetServerInfoResponse  # noqa: Y015

@@ -124,6 +124,11 @@ class DndServiceStub:
                 request_serializer=dnd_dot_v1_dot_dnd__pb2.ReportDeliveryEventRequest.SerializeToString,
                 response_deserializer=dnd_dot_v1_dot_dnd__pb2.ReportDeliveryEventResponse.FromString,
                 _registered_method=True)
+        self.GetServerInfo = channel.unary_unary(
+                '/dnd.v1.DndService/GetServerInfo',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.GetServerInfoRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.GetServerInfoResponse.FromString,
+                _registered_method=True)
 
 
 class DndServiceServicer:
@@ -274,6 +279,15 @@ class DndServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServerInfo(self, request, context):
+        """GetServerInfo tells the caller about the server and itself: the server's version and
+        clock, the caller's name, permissions and locations, and whether authentication and TLS
+        are on. Any authenticated caller may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DndServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -356,6 +370,11 @@ def add_DndServiceServicer_to_server(servicer, server):
                     servicer.ReportDeliveryEvent,
                     request_deserializer=dnd_dot_v1_dot_dnd__pb2.ReportDeliveryEventRequest.FromString,
                     response_serializer=dnd_dot_v1_dot_dnd__pb2.ReportDeliveryEventResponse.SerializeToString,
+            ),
+            'GetServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerInfo,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.GetServerInfoRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.GetServerInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -800,6 +819,33 @@ class DndService:
             '/dnd.v1.DndService/ReportDeliveryEvent',
             dnd_dot_v1_dot_dnd__pb2.ReportDeliveryEventRequest.SerializeToString,
             dnd_dot_v1_dot_dnd__pb2.ReportDeliveryEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/GetServerInfo',
+            dnd_dot_v1_dot_dnd__pb2.GetServerInfoRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.GetServerInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -107,6 +107,11 @@ class DndServiceStub:
     acts as (contact for the contact's own preference, write for a provider's error), like
     ReportEmailEvent.
     """
+    GetServerInfo: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.GetServerInfoRequest, _dnd_pb2.GetServerInfoResponse]
+    """GetServerInfo tells the caller about the server and itself: the server's version and
+    clock, the caller's name, permissions and locations, and whether authentication and TLS
+    are on. Any authenticated caller may call it.
+    """
 
 @_typing.type_check_only
 class DndServiceAsyncStub(DndServiceStub):
@@ -186,6 +191,11 @@ class DndServiceAsyncStub(DndServiceStub):
     per provider; unknown codes change nothing. Needs the permission of the source the event
     acts as (contact for the contact's own preference, write for a provider's error), like
     ReportEmailEvent.
+    """
+    GetServerInfo: _aio.UnaryUnaryMultiCallable[_dnd_pb2.GetServerInfoRequest, _dnd_pb2.GetServerInfoResponse]  # type: ignore[assignment]
+    """GetServerInfo tells the caller about the server and itself: the server's version and
+    clock, the caller's name, permissions and locations, and whether authentication and TLS
+    are on. Any authenticated caller may call it.
     """
 
 class DndServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -359,6 +369,17 @@ class DndServiceServicer(metaclass=_abc_1.ABCMeta):
         per provider; unknown codes change nothing. Needs the permission of the source the event
         acts as (contact for the contact's own preference, write for a provider's error), like
         ReportEmailEvent.
+        """
+
+    @_abc_1.abstractmethod
+    def GetServerInfo(
+        self,
+        request: _dnd_pb2.GetServerInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.GetServerInfoResponse, _abc.Awaitable[_dnd_pb2.GetServerInfoResponse]]:
+        """GetServerInfo tells the caller about the server and itself: the server's version and
+        clock, the caller's name, permissions and locations, and whether authentication and TLS
+        are on. Any authenticated caller may call it.
         """
 
 def add_DndServiceServicer_to_server(servicer: DndServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -12,6 +12,7 @@ from dnd.v1 import dnd_pb2 as pb
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from dnd_server.auth import Caller
 from dnd_server.cursor import encode_bookmark, encode_cursor, encode_page_token
 from dnd_server.domain.consent import (
     MARKETING_ONLY_REASONS,
@@ -650,4 +651,21 @@ def revoke_consent_to_pb(result: WriteResult) -> pb.RevokeConsentResponse:
         status=status_to_pb(result.state, now),
         changed=bool(result.steps),
         cursor=encode_cursor(result.last_seq),
+    )
+
+
+def server_info_to_pb(
+    version: str, now: dt.datetime, caller: Caller, *, auth: bool, tls: bool
+) -> pb.GetServerInfoResponse:
+    """The server and the caller as GetServerInfo tells them: permissions by their scope
+    names, locations sorted ("*" for every location)."""
+    locations = ["*"] if caller.locations is None else sorted(caller.locations)
+    return pb.GetServerInfoResponse(
+        server_version=version,
+        server_time=timestamp(now),
+        caller_name=caller.name,
+        permissions=sorted(p.value for p in caller.permissions),
+        locations=locations,
+        auth_enabled=auth,
+        tls_enabled=tls,
     )

@@ -6,9 +6,11 @@ the log line) is the call boundary's: ``rpc/boundary.py``."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 from collections.abc import AsyncGenerator
 from dataclasses import replace
+from importlib import metadata
 from typing import TypeVar
 
 import structlog
@@ -37,6 +39,7 @@ from dnd_server.rpc.convert import (
     provider_event_to_pb,
     record_consent_to_pb,
     revoke_consent_to_pb,
+    server_info_to_pb,
     set_dnd_to_pb,
     settings_to_pb,
     status_to_pb,
@@ -56,6 +59,7 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         read_sample_rate: float = 0.0,
         max_response_bytes: int = 4 << 20,
         max_streams_per_caller: int = 64,
+        tls: bool = False,
     ) -> None:
         super().__init__(
             tokens=tokens,
@@ -65,6 +69,8 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         )
         # Region assumed for phone numbers written without a country code.
         self.region = phone_region
+        # Whether the server serves TLS (told by GetServerInfo).
+        self.tls = tls
         self._changes = ChangeMessages()
 
     @classmethod
@@ -75,6 +81,7 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
             read_sample_rate=config.log_read_sample_rate,
             max_response_bytes=config.response_limit,
             max_streams_per_caller=config.max_streams_per_caller,
+            tls=bool(config.tls_cert_file),
         )
 
     @unary("GetStatus", hot=True)
@@ -275,8 +282,27 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         await call.runtime.service.update_consent_policy(request.location_id, policy)
         return pb.UpdateConsentPolicyResponse(policy=policy_to_pb(policy))
 
+    @unary("GetServerInfo")
+    async def GetServerInfo(
+        self, request: pb.GetServerInfoRequest, call: Call
+    ) -> pb.GetServerInfoResponse:
+        # Authentication (the boundary's) is all it needs: it tells callers what they may do.
+        now = dt.datetime.now(dt.UTC)
+        auth = self.tokens is not None
+        return server_info_to_pb(_VERSION, now, call.who, auth=auth, tls=self.tls)
+
 
 _A = TypeVar("_A", bound=Message)
+
+
+def _server_version() -> str:
+    try:
+        return metadata.version("dnd-service")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+_VERSION = _server_version()
 
 
 def _shown(call: Call, answer: _A) -> _A:
