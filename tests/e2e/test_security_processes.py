@@ -1,6 +1,6 @@
 """Security checks of real ``dnd-server`` processes: a server that would serve open off
-loopback, or with auth enabled and no tokens file, or with an unusable tokens file, exits 2 with
-one clear message and no traceback (workers too); DND_AUTH=disabled serves open off loopback,
+loopback, or with auth enabled and no tokens file, or with unusable tokens or TLS files, exits 2
+with one clear message and no traceback (workers too); DND_AUTH=disabled serves open off loopback,
 warning; ``dnd-server hash-token`` prints the hash a tokens file holds. The same checks run in
 process, and tokens, permissions and TLS over gRPC, in tests/integration/test_security.py."""
 
@@ -20,7 +20,14 @@ from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 
 from tests import factories
-from tests.integration.test_security import MALFORMED, PLAIN, write_tokens
+from tests.integration.test_security import (
+    MALFORMED,
+    PLAIN,
+    Certs,
+    make_ca,
+    make_leaf,
+    write_tokens,
+)
 from tests.support import REPO, ServerProcess, base_env, new_id
 from tests.support import dnd_server as cli
 
@@ -28,6 +35,16 @@ from tests.support import dnd_server as cli
 @pytest.fixture(scope="module")
 def spare_url(fresh_database: Any) -> str:
     return str(fresh_database())
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A CA and a server certificate of it, made with the openssl command."""
+    folder = tmp_path_factory.mktemp("certs")
+    make_ca(folder, "ca")
+    extensions = "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+    make_leaf(folder, "server", "ca", extensions)
+    return Certs(folder)
 
 
 def test_hash_token_command() -> None:
@@ -108,3 +125,29 @@ def test_malformed_tokens_file_exits_2(
     assert str(path) in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert PLAIN not in done.stdout + done.stderr
+
+
+# --- TLS files -------------------------------------------------------------------------------
+
+
+def test_incomplete_tls_settings_exit_2(certs: Certs, spare_url: str) -> None:
+    env = {
+        "DND_TLS_CERT_FILE": certs.path("missing.pem"),
+        "DND_TLS_KEY_FILE": certs.path("server.key"),
+    }
+    done = cli("serve", env={"DND_DATABASE_URL": spare_url, **env})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "cannot read TLS files" in done.stderr and "missing.pem" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_unusable_tls_files_stop_startup_clearly(
+    certs: Certs, spare_url: str, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("this is not a PEM file\n", encoding="utf-8")
+    env = {"DND_TLS_CERT_FILE": str(garbage), "DND_TLS_KEY_FILE": certs.path("server.key")}
+    done = cli("serve", env={"DND_DATABASE_URL": spare_url, **env})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "TLS" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr

@@ -342,11 +342,6 @@ def sstub(chan: grpc.Channel) -> Stub:
     return dnd_pb2_grpc.DndServiceStub(chan)
 
 
-@pytest.fixture(scope="module")
-def spare_url(fresh_database: Any) -> str:
-    return str(fresh_database())
-
-
 def assert_untouched(db: Database, stub: Stub, loc: str, contacts: list[str]) -> None:
     """The calls made for ``contacts`` on ``loc`` changed nothing."""
     changes = db.fetchval(
@@ -1037,26 +1032,3 @@ def test_incomplete_tls_settings_are_refused(
 ) -> None:
     env = {name: certs.path(file) for name, file in files.items()}
     assert problem in startup_error(env)
-
-
-def test_incomplete_tls_settings_exit_2(certs: Certs, spare_url: str) -> None:
-    env = {
-        "DND_TLS_CERT_FILE": certs.path("missing.pem"),
-        "DND_TLS_KEY_FILE": certs.path("server.key"),
-    }
-    done = cli("serve", env={"DND_DATABASE_URL": spare_url, **env})
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert "cannot read TLS files" in done.stderr and "missing.pem" in done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
-
-
-def test_unusable_tls_files_stop_startup_clearly(
-    certs: Certs, spare_url: str, tmp_path: Path
-) -> None:
-    garbage = tmp_path / "garbage.pem"
-    garbage.write_text("this is not a PEM file\n", encoding="utf-8")
-    env = {"DND_TLS_CERT_FILE": str(garbage), "DND_TLS_KEY_FILE": certs.path("server.key")}
-    done = cli("serve", env={"DND_DATABASE_URL": spare_url, **env})
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert "TLS" in done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
