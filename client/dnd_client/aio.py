@@ -65,6 +65,11 @@ class AsyncDndClient(Methods, Asynchronous):
                         yield item
                 delay = resume.ended()
             except grpc.aio.AioRpcError as error:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Our own cancellation (Ctrl-C, a timeout) surfaced as the call's
+                    # CANCELLED: stop, never resume.
+                    raise asyncio.CancelledError from None
                 delay = resume.failed(error)
             finally:
                 call.cancel()

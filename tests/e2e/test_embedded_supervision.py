@@ -72,6 +72,17 @@ def test_killed_embedded_postgres_is_restarted(tmp_path: Path, workers: int) -> 
                 )
 
             wait_until(noticed, RECOVERY_SECONDS, "health never turned NOT_SERVING")
+
+            # With several workers a health check may reach one that has not yet noticed the
+            # loss: wait for the new postmaster first, then for SERVING.
+            def restarted_postmaster() -> bool:
+                try:
+                    pid = postmaster_pid(str(data_dir))
+                except (OSError, ValueError):
+                    return False
+                return pid != killed and process_alive(pid)
+
+            wait_until(restarted_postmaster, RECOVERY_SECONDS, "PostgreSQL was not restarted")
             server.wait_health("SERVING", timeout=RECOVERY_SECONDS)
             assert time.monotonic() - killed_at < RECOVERY_SECONDS
             restarted = postmaster_pid(str(data_dir))

@@ -61,6 +61,9 @@ CLEARERS: dict[int, set[str]] = {
     R.REASON_EMAIL_SUPPRESS_UNSUBSCRIBE: {"USER", "SUPPORT"},
     R.REASON_EMAIL_SUPPRESS_COMPLAINT: {"USER", "SUPPORT"},
     R.REASON_EMAIL_UNSUBSCRIBE_LINK: {"USER", "CONTACT", "SUPPORT"},
+    R.REASON_MARKETING_OPT_OUT: {"USER", "WORKFLOW", "CONTACT", "SUPPORT"},
+    R.REASON_WHATSAPP_MARKETING_OPT_OUT: {"USER", "CONTACT", "SUPPORT"},
+    R.REASON_EMAIL_MARKETING_UNSUBSCRIBE: {"USER", "CONTACT", "SUPPORT"},
 }
 
 # (reason, channel, source, evidence, suppression_removal_confirmed, expected)
@@ -130,6 +133,30 @@ ROWS += [
     (R.REASON_EMAIL_UNSUBSCRIBE_LINK, EMAIL, WORKFLOW, PROOF, True, REFUSED),
     (R.REASON_EMAIL_UNSUBSCRIBE_LINK, EMAIL, SYSTEM, PROOF, True, REFUSED),
 ]
+
+# MARKETING_OPT_OUT (marketing only, any channel): USER, WORKFLOW, CONTACT, SUPPORT; never SYSTEM.
+ROWS += [
+    (R.REASON_MARKETING_OPT_OUT, CALL, USER, "", False, ALLOWED),
+    (R.REASON_MARKETING_OPT_OUT, CALL, WORKFLOW, "", False, ALLOWED),
+    (R.REASON_MARKETING_OPT_OUT, CALL, CONTACT, "", False, ALLOWED),
+    (R.REASON_MARKETING_OPT_OUT, CALL, SUPPORT, "", False, ALLOWED),
+    (R.REASON_MARKETING_OPT_OUT, CALL, SYSTEM, PROOF, True, REFUSED),
+]
+
+# WHATSAPP_MARKETING_OPT_OUT and EMAIL_MARKETING_UNSUBSCRIBE: the contact's "resume", USER,
+# SUPPORT; never WORKFLOW (nor SYSTEM).
+for _reason, _channel in (
+    (R.REASON_WHATSAPP_MARKETING_OPT_OUT, WHATSAPP),
+    (R.REASON_EMAIL_MARKETING_UNSUBSCRIBE, EMAIL),
+):
+    ROWS += [
+        (_reason, _channel, USER, "", False, ALLOWED),
+        (_reason, _channel, CONTACT, "", False, ALLOWED),
+        (_reason, _channel, SUPPORT, "", False, ALLOWED),
+        (_reason, _channel, WORKFLOW, "", False, REFUSED),
+        (_reason, _channel, WORKFLOW, PROOF, True, REFUSED),
+        (_reason, _channel, SYSTEM, PROOF, True, REFUSED),
+    ]
 
 
 def _row_id(row: Row) -> str:
