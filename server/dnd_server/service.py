@@ -314,7 +314,11 @@ class DndService:
         caller: str = "",
     ) -> tuple[SendDecision, ContactState]:
         """One decision. A COMPLIANCE_REPLY the read state allows is allowed only once its
-        claim is written (``claim_reply``): that write decides again, on the locked state."""
+        claim is written (``claim_reply``): that write decides again, on the locked state.
+        A COMPLIANCE_REPLY is read from the database, never a cache: an opt-out made through
+        another replica a moment ago must not read as no DND at all (which needs no claim)."""
+        if purpose is Purpose.COMPLIANCE_REPLY:
+            options = replace(options, consistent=True)
         results = await self.batch_check(
             location_id, channel, direction, [(contact_id, address)], options, purpose
         )
