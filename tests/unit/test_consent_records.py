@@ -335,7 +335,14 @@ def test_start_lifting_an_opt_out_confirms_and_records_without_repeating_a_key()
 
 @pytest.mark.parametrize(
     ("consent_address", "sender", "confirmed"),
-    [("", PHONE, True), (PHONE, PHONE, True), (OTHER, PHONE, False), (PHONE, "", True)],
+    [
+        ("", PHONE, True),
+        ("", "", True),
+        (PHONE, PHONE, True),
+        (OTHER, PHONE, False),
+        # A reply of unknown sender never confirms one address's double opt-in.
+        (PHONE, "", False),
+    ],
 )
 def test_which_double_opt_ins_a_confirmation_confirms(
     consent_address: str, sender: str, confirmed: bool

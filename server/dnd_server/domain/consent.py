@@ -561,14 +561,15 @@ def confirmable(
 ) -> list[Consent]:
     """The pending double opt-ins the contact's confirmation (YES / START) from ``address``
     on ``channel`` at ``now`` activates: within their window, for the contact or that
-    address (a confirmation naming no address confirms every one)."""
+    address. A double opt-in of one address is confirmed only from that address: a reply
+    whose sender is not known confirms the contact's own double opt-ins only."""
     return [
         c
         for c in consents
         if c.channel is channel
         and c.method is ConsentMethod.DOUBLE_OPT_IN
         and c.status_at(now) is ConsentStatus.PENDING
-        and (not c.address or not address or c.address == address)
+        and (not c.address or c.address == address)
     ]
 
 
