@@ -17,8 +17,13 @@ Tests isolate themselves by location id.
 
 from __future__ import annotations
 
-import contextlib
 import os
+
+# Before gRPC is imported: this process forks only to exec (pg_ctl, server processes), and
+# gRPC's fork handlers, run while watch and load threads are inside gRPC, can crash the child.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import contextlib
 import shutil
 import tempfile
 import uuid

@@ -7,9 +7,11 @@ import concurrent.futures
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -448,8 +450,6 @@ class ControlledPostgres:
     """A PostgreSQL of one test's own (embedded binaries), which the test may stop and start."""
 
     def __init__(self) -> None:
-        import tempfile
-
         from pgserver.postgres_server import get_server
 
         self.folder = tempfile.mkdtemp(prefix="dnd-pg-")
@@ -460,9 +460,21 @@ class ControlledPostgres:
         self._user = self._server.system_user
 
     def _pg_ctl(self, *args: str) -> None:
-        from pgserver._commands import pg_ctl
+        """Run pg_ctl as the database's system user. Switching user through ``runuser`` rather
+        than ``subprocess``'s ``user=`` keeps the child a plain spawn: with ``user=`` Python forks,
+        and a fork runs gRPC's fork handlers while the test's watch and load threads are inside
+        gRPC, which can crash the child before it starts pg_ctl."""
+        from pgserver._commands import POSTGRES_BIN_PATH
 
-        pg_ctl(list(args), pgdata=self.pgdata, user=self._user, timeout=60)
+        command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", self.pgdata, *args]
+        if self._user and os.geteuid() == 0 and shutil.which("runuser"):
+            command = ["runuser", "-u", self._user, "--", *command]
+        with tempfile.TemporaryFile("w+") as output:  # pg_ctl start keeps pipes open: use a file
+            done = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, timeout=60)
+            if done.returncode != 0:
+                output.seek(0)
+                failed = f"pg_ctl {' '.join(args)} failed ({done.returncode})"
+                raise RuntimeError(f"{failed}: {output.read()}")
 
     def stop(self) -> None:
         self._pg_ctl("-w", "-m", "fast", "stop")
@@ -492,7 +504,6 @@ class ControlledPostgres:
                 os.kill(pid, signal.SIGCONT)
 
     def destroy(self) -> None:
-        import shutil
 
         with suppress(Exception):
             self.stop()
