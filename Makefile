@@ -8,7 +8,7 @@ PROTOC := $(BIN)/python -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: run migrate test test-fast lint proto-lint proto-release typecheck proto proto-check pytest bench bench-watch clean venv
+.PHONY: run migrate test test-fast lint proto-lint proto-release typecheck proto proto-check pytest bench bench-watch bench-bulk bench-write bench-scale clean venv
 
 $(BIN)/dnd-server: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -97,6 +97,18 @@ bench: venv
 ## Change-stream benchmark.
 bench-watch: venv
 	$(BIN)/python bench/watch_bench.py
+
+## Write-path benchmark: raw PostgreSQL baselines, SetDnd's own SQL, the RPC, 100 watchers.
+bench-write: venv
+	$(BIN)/python bench/write_bench.py
+
+## Bulk benchmark: BulkSetDnd vs SetDnd, ExportSuppressions of 1,000,000 rows.
+bench-bulk: venv
+	$(BIN)/python bench/bulk_bench.py
+
+## Reads at scale: 1,000,000 contacts, CheckSend random vs hot, BatchCheckSend random vs warm.
+bench-scale: venv
+	$(BIN)/python bench/scale_bench.py
 
 clean:
 	rm -rf $(VENV) .proto-check .mypy_cache .ruff_cache .pytest_cache

@@ -229,38 +229,37 @@ async def _pg_setdnd_load(
     assert pool is not None
     ops = 0
     errors: Counter[str] = Counter()
-    lock, ensure, get_blocks = (
+    from dnd_server.domain.model import Block, Channel, Direction, Reason, Source
+    from dnd_server.lanes import DEFAULT_LANES, lane_of
+    from dnd_server.storage.rows import state_document
+
+    lock, relock, append = (
         QUERIES["lock_contact"],
-        QUERIES["ensure_contact"],
-        QUERIES["get_blocks"],
-    )
-    insert, delete, append = (
-        QUERIES["insert_block"],
-        QUERIES["delete_block"],
+        QUERIES["lock_contact_row"],
         QUERIES["append_changes"],
     )
+    lane = lane_of(location, DEFAULT_LANES)
 
     async def toggle(contact: str, enable: bool) -> None:
+        # The server's write: the contact's row locked and read (created when missing), then
+        # one statement with its new state and the change.
         async with pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(lock, location, contact)
             if row is None:
-                await conn.execute(ensure, location, contact)
-                row = await conn.fetchrow(lock, location, contact)
+                row = await conn.fetchrow(relock, location, contact)
             assert row is not None
-            await conn.fetch(get_blocks, location, contact)
             now = row["now"]
             version = row["version"] + 1
-            if enable:
-                await conn.execute(
-                    insert, location, contact, "OUTBOUND", "SMS", "MANUAL", "USER",
-                    "hot-bench", "", "", "", now, "",
-                )  # fmt: skip
-            else:
-                await conn.execute(delete, location, contact, "OUTBOUND", "SMS", "MANUAL")
+            blocks = (
+                [Block(Direction.OUTBOUND, Channel.SMS, Reason.MANUAL, Source.USER, "hot-bench")]
+                if enable
+                else []
+            )
             await conn.fetchval(
                 append, location, contact, [version], ["OUTBOUND"], ["SMS"], [enable],
                 ["MANUAL"], ["PARTIAL" if enable else "OFF"], ["OFF"], ["SMS" if enable else ""],
                 "USER", "hot-bench", "", "", "", now, version, [""], [""], "", ["BLOCK"], [None],
+                lane, state_document(blocks, (), now), "{}",
             )  # fmt: skip
 
     async def writer(t: int) -> None:
@@ -309,7 +308,8 @@ def pg_lookup_load(
     duration: float,
 ) -> dict[str, Any]:
     """Closed loop of ``tasks`` callers on a pool: ``contact_row`` (a single-row primary-key
-    lookup) or ``read_contacts`` (the server's own read statement) of one contact."""
+    lookup) or ``read_contacts`` (the server's own read statement of one contact without an
+    address, ``read_contact``) of one contact."""
     return asyncio.run(
         _pg_lookup_load(
             url, statement, location, contact, tasks, pool_size, start_at, warmup, duration
@@ -338,7 +338,7 @@ async def _pg_lookup_load(
     if statement == "contact_row":
         query, args = CONTACT_ROW, (location, contact)
     else:
-        query, args = QUERIES["read_contacts"], (location, [contact], [], [])
+        query, args = QUERIES["read_contact"], (location, contact)
     ops = 0
     rows_bad = 0
     errors: Counter[str] = Counter()

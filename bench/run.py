@@ -13,6 +13,10 @@ Figures (targets from the issue):
    1p. the same CheckSend with ``purpose`` = MARKETING (no consent policy) vs figure 1 (>= 0.9x:
    a stated purpose costs less than 10 %); and (info) a contact without blocks, checked with
    and without the purpose (decide_send's fast path)
+   1q. the same CheckSend with purpose MARKETING to a phone address, quiet hours evaluated (a
+   Florida number, a planned send_at at 21:30 there: deferred) vs figure 1 (>= 0.9x: quiet hours
+   cost less than 10 %); and (info) the same at 10:00 there (allowed); ``--only-quiet`` runs
+   figures 1 and 1q alone (figure 1's CheckSend measured again after 1q: its drift)
 2. CheckSend req/s with ``DND_CACHE=false`` vs raw asyncpg single-row lookups (>= 0.5x)
 3. BatchCheckSend (1,000 contacts) contact-checks/s vs single CheckSend req/s (>= 50x)
 4. SetDnd writes/s vs a raw asyncpg transaction running the same statements (>= 0.5x)
@@ -74,9 +78,13 @@ from otlp_sink import OtlpSink
 
 RESULTS_DIR = REPO / "bench" / "results"
 BATCH_SIZE = 1000
-TARGETS = {"1": 0.7, "1p": 0.9, "2": 0.5, "3": 50.0, "4": 0.5}
+TARGETS = {"1": 0.7, "1p": 0.9, "1q": 0.9, "2": 0.5, "3": 50.0, "4": 0.5}
 # A contact the seed gives no block (neither every 10th nor every 7th).
 OPEN_CONTACT = "c00001"
+# Figure 1q: a Florida number, and planned sends at 21:30 (deferred) and 10:00 (allowed) there.
+QUIET_ADDRESS = "+13055551234"
+QUIET_EVENING = "2099-01-15T02:30:00Z"
+QUIET_MORNING = "2099-01-15T15:00:00Z"
 
 
 def progress(message: str) -> None:
@@ -115,6 +123,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only-tracing",
         action="store_true",
         help="figure 7 alone: CheckSend with tracing on vs off (figure 1's CheckSend)",
+    )
+    parser.add_argument(
+        "--only-cache-off",
+        action="store_true",
+        help="figure 2 alone: CheckSend with DND_CACHE=false vs raw asyncpg lookups",
+    )
+    parser.add_argument(
+        "--only-quiet",
+        action="store_true",
+        help="figure 1q alone: CheckSend with quiet hours evaluated vs figure 1's CheckSend",
     )
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/")
     args = parser.parse_args(argv)
@@ -399,6 +417,41 @@ class WorkerRun:
             "info_open_ratio": ratio(with_purpose["rate"], plain["rate"]),
         }
 
+    def quiet_phases(self, server: ServerGroup, c1: dict[str, Any]) -> dict[str, Any]:
+        """Figure 1q: CheckSend with purpose MARKETING to a Florida number, quiet hours
+        evaluated: at a planned 21:30 there (deferred: the rule, not_before and the
+        explanation built) and at 10:00 (allowed); each frame verified to answer so."""
+        frames = {
+            "1q_checksend_deferred": (QUIET_EVENING, True),
+            "1q_checksend_allowed": (QUIET_MORNING, False),
+        }
+        rates: dict[str, dict[str, Any]] = {}
+        for name, (when, deferred) in frames.items():
+            request = self.check_request(OPEN_CONTACT, pb.PURPOSE_MARKETING)
+            request.address = QUIET_ADDRESS
+            request.send_at.FromJsonString(when)
+            path = write_frame(self.folder, name, request)
+            verified = self.verify(server, name, CHECK_SEND, path)
+            answer = pb.CheckSendResponse.FromString(verified.response)
+            if answer.deferred is not deferred or not answer.HasField("quiet_hours"):
+                raise RuntimeError(f"{name}: deferred={answer.deferred}: {answer.explanation}")
+            expect = verified.response_frame_len
+            rates[name] = self.phase(
+                name,
+                [server],
+                lambda p=path, n=expect: self.closed(server, CHECK_SEND, p, n),
+            )
+        deferred, allowed = rates["1q_checksend_deferred"], rates["1q_checksend_allowed"]
+        return {
+            "measured": deferred["rate"],
+            "baseline": c1["rate"],
+            "ratio": ratio(deferred["rate"], c1["rate"]),
+            "server_cpu_us_per_request": deferred.get("server_cpu_us_per_request"),
+            "baseline_server_cpu_us_per_request": c1.get("server_cpu_us_per_request"),
+            "info_allowed_rate": allowed["rate"],
+            "info_allowed_ratio": ratio(allowed["rate"], c1["rate"]),
+        }
+
     def batch_request(self) -> pb.BatchCheckSendRequest:
         return pb.BatchCheckSendRequest(
             location_id=self.location,
@@ -447,6 +500,68 @@ class WorkerRun:
             "spans_received": on["spans_received"],
             # Every call of the phase (probe, warm-up, measured) and the verifying ones.
             "calls": on.get("succeeded", 0) + on.get("warmup_requests", 0) + on["verify_calls"],
+        }
+
+    def cache_off_figure(self, check_path: Path, check: Verified) -> dict[str, Any]:
+        """Figure 2: CheckSend on a server with DND_CACHE=false (the frame must answer as on
+        the cached server) vs raw asyncpg primary-key lookups of the same row, run before and
+        after it, and (info) asyncpg running the server's own read statement."""
+        a = self.args
+        seconds, warmup, procs = a.seconds, a.warmup, self.workers
+        cold = self.start_server("C", DND_CACHE="false")
+        check_c = self.verify(cold, "CheckSend (cache off)", CHECK_SEND, check_path)
+        if check_c.response != check.response:
+            raise RuntimeError("the cache-off server answered the CheckSend frame differently")
+
+        def raw_lookup(statement: str) -> dict[str, Any]:
+            start_at = time.time() + 2.5
+            tasks = max(1, a.clients * a.streams // procs)
+            arg_lists = [
+                (
+                    self.db.url,
+                    statement,
+                    self.location,
+                    "c00000",
+                    tasks,
+                    self.pool_size,
+                    start_at,
+                    warmup,
+                    seconds,
+                )
+                for _ in range(procs)
+            ]
+            merged = pyload.merge(
+                pyload.run_parallel(pyload.pg_lookup_load, arg_lists, seconds + warmup + 90)
+            )
+            merged["tool"] = (
+                f"python asyncpg x{procs} processes x{tasks} callers, pool {self.pool_size}"
+            )
+            return merged
+
+        r1 = self.phase("2_raw_contact_row_a", [cold], lambda: raw_lookup("contact_row"))
+        c2 = self.phase(
+            "2_checksend_cache_off",
+            [cold],
+            lambda: self.closed(cold, CHECK_SEND, check_path, check.response_frame_len),
+        )
+        r1b = self.phase("2_raw_contact_row_b", [cold], lambda: raw_lookup("contact_row"))
+        r2 = self.phase("2_raw_read_contacts", [cold], lambda: raw_lookup("read_contacts"))
+        self.profile(
+            "checksend_cache_off",
+            cold,
+            lambda: self.closed(cold, CHECK_SEND, check_path, check.response_frame_len),
+        )
+        self.stop_server(cold)
+        raw_rate = mean([r1["rate"], r1b["rate"]])
+        us = c2.get("server_cpu_us_per_request")
+        return {
+            "measured": c2["rate"],
+            "baseline": raw_rate,
+            "baseline_runs": [r1["rate"], r1b["rate"]],
+            "ratio": ratio(c2["rate"], raw_rate),
+            "info_read_contacts_raw": r2["rate"],
+            "info_ratio_vs_read_contacts_raw": ratio(c2["rate"], r2["rate"]),
+            "server_cpu_us_per_request": float(us) if us else None,
         }
 
     # -- the run -----------------------------------------------------------------------------
@@ -499,6 +614,19 @@ class WorkerRun:
             "seeded": seeded,
         }
         self.checks["batch_worst_case"] = asyncio.run(self.batch_worst_case(server))
+        if a.only_cache_off:
+            self.stop_server(server)
+            f2 = self.cache_off_figure(check_path, check)
+            f2["target"] = TARGETS["2"]
+            f2["pass"] = f2["ratio"] is not None and f2["ratio"] >= TARGETS["2"]
+            return {
+                "workers": self.workers,
+                "source": self.source,
+                "figures": {"2": f2},
+                "checks": self.checks,
+                "phases": self.phases,
+                "profiles": self.profiles,
+            }
 
         # 1. warm CheckSend vs Health/Check (baseline before and after: drift).
         h1 = self.phase(
@@ -511,7 +639,34 @@ class WorkerRun:
             [server],
             lambda: self.closed(server, CHECK_SEND, check_path, check.response_frame_len),
         )
+        if a.only_quiet:
+            f1q = self.quiet_phases(server, c1)
+            # Figure 1's CheckSend again after 1q: the baseline's drift over the figure.
+            c1b = self.phase(
+                "1_checksend_b",
+                [server],
+                lambda: self.closed(server, CHECK_SEND, check_path, check.response_frame_len),
+            )
+            self.stop_server(server)
+            # As figure 1 does with its Health/Check runs: the baseline is the mean of the runs
+            # before and after (the machine's drift over the figure).
+            base = mean([c1["rate"], c1b["rate"]])
+            f1q["baseline_runs"] = [c1["rate"], c1b["rate"]]
+            f1q["baseline"] = base
+            f1q["ratio"] = ratio(f1q["measured"], base)
+            f1q["info_allowed_ratio"] = ratio(f1q["info_allowed_rate"], base)
+            f1q["target"] = TARGETS["1q"]
+            f1q["pass"] = f1q["ratio"] is not None and f1q["ratio"] >= TARGETS["1q"]
+            return {
+                "workers": self.workers,
+                "source": self.source,
+                "figures": {"1q": f1q},
+                "checks": self.checks,
+                "phases": self.phases,
+                "profiles": self.profiles,
+            }
         f1p = None if a.only_tracing else self.purpose_phases(server, c1)
+        f1q = None if a.only_tracing else self.quiet_phases(server, c1)
         h2 = self.phase(
             "1_health_b",
             [server],
@@ -662,53 +817,9 @@ class WorkerRun:
         self.stop_server(server)
 
         # 2. cache off: CheckSend vs raw asyncpg lookups of the same row.
-        cold = self.start_server("C", DND_CACHE="false")
-        check_c = self.verify(cold, "CheckSend (cache off)", CHECK_SEND, check_path)
-        if check_c.response != check.response:
-            raise RuntimeError("the cache-off server answered the CheckSend frame differently")
-
-        def raw_lookup(statement: str) -> dict[str, Any]:
-            start_at = time.time() + 2.5
-            tasks = max(1, a.clients * a.streams // procs)
-            arg_lists = [
-                (
-                    self.db.url,
-                    statement,
-                    self.location,
-                    "c00000",
-                    tasks,
-                    self.pool_size,
-                    start_at,
-                    warmup,
-                    seconds,
-                )
-                for _ in range(procs)
-            ]
-            merged = pyload.merge(
-                pyload.run_parallel(pyload.pg_lookup_load, arg_lists, seconds + warmup + 90)
-            )
-            merged["tool"] = (
-                f"python asyncpg x{procs} processes x{tasks} callers, pool {self.pool_size}"
-            )
-            return merged
-
-        r1 = self.phase("2_raw_contact_row_a", [cold], lambda: raw_lookup("contact_row"))
-        c2 = self.phase(
-            "2_checksend_cache_off",
-            [cold],
-            lambda: self.closed(cold, CHECK_SEND, check_path, check.response_frame_len),
-        )
-        r1b = self.phase("2_raw_contact_row_b", [cold], lambda: raw_lookup("contact_row"))
-        r2 = self.phase("2_raw_read_contacts", [cold], lambda: raw_lookup("read_contacts"))
-        self.profile(
-            "checksend_cache_off",
-            cold,
-            lambda: self.closed(cold, CHECK_SEND, check_path, check.response_frame_len),
-        )
-        self.stop_server(cold)
+        f2 = self.cache_off_figure(check_path, check)
 
         health_rate = mean([h1["rate"], h2["rate"]])
-        raw_rate = mean([r1["rate"], r1b["rate"]])
         raw_tx_rate = mean([wr1["rate"], wr2["rate"]])
         probe = st["probe"]
 
@@ -729,15 +840,7 @@ class WorkerRun:
                 "baseline_server_cpu_us_per_request": health_us,
                 "cpu_cost_ratio": ratio(health_us, us(c1)),
             },
-            "2": {
-                "measured": c2["rate"],
-                "baseline": raw_rate,
-                "baseline_runs": [r1["rate"], r1b["rate"]],
-                "ratio": ratio(c2["rate"], raw_rate),
-                "info_read_contacts_raw": r2["rate"],
-                "info_ratio_vs_read_contacts_raw": ratio(c2["rate"], r2["rate"]),
-                "server_cpu_us_per_request": us(c2),
-            },
+            "2": f2,
             "3": {
                 "measured": b["rate"] * BATCH_SIZE,
                 "baseline": c1["rate"],
@@ -771,8 +874,9 @@ class WorkerRun:
             },
             "7": self.tracing_figure(c1, t7),
         }
-        assert f1p is not None
+        assert f1p is not None and f1q is not None
         figures["1p"] = f1p
+        figures["1q"] = f1q
         for key, target in TARGETS.items():
             fig = figures[key]
             fig["target"] = target
@@ -839,6 +943,77 @@ def tracing_rows(f7: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
     ]
 
 
+def quiet_rows(f1q: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    rows = [
+        (
+            "1q warm CheckSend, quiet hours (deferred)",
+            f"{_n(f1q['measured'])} req/s",
+            f"{_n(f1q['baseline'])} req/s figure 1 (no purpose)",
+            _x(f1q["ratio"]),
+            ">=0.9x",
+            _result(f1q["pass"]),
+        ),
+        (
+            "    (info) quiet hours, allowed (10:00 local)",
+            f"{_n(f1q['info_allowed_rate'])} req/s",
+            f"{_n(f1q['baseline'])} req/s figure 1 (no purpose)",
+            _x(f1q["info_allowed_ratio"]),
+            "",
+            "",
+        ),
+        (
+            "    (info) server CPU per request",
+            f"{_n(f1q['server_cpu_us_per_request'])} us",
+            f"{_n(f1q['baseline_server_cpu_us_per_request'])} us figure 1",
+            "",
+            "",
+            "",
+        ),
+    ]
+    if "baseline_runs" in f1q:
+        before, after = f1q["baseline_runs"]
+        rows.append(
+            (
+                "    (figure 1 runs before / after)",
+                "",
+                f"{_n(before)} / {_n(after)} req/s",
+                "",
+                "",
+                "",
+            )
+        )
+    return rows
+
+
+def cache_off_rows(f2: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    return [
+        (
+            "2 CheckSend, DND_CACHE=false",
+            f"{_n(f2['measured'])} req/s",
+            f"{_n(f2['baseline'])} req/s asyncpg PK lookup",
+            _x(f2["ratio"]),
+            ">=0.5x",
+            _result(f2["pass"]),
+        ),
+        (
+            "    (asyncpg runs before / after)",
+            "",
+            f"{_n(f2['baseline_runs'][0])} / {_n(f2['baseline_runs'][1])} req/s",
+            "",
+            "",
+            "",
+        ),
+        (
+            "    (info) vs asyncpg running read_contacts",
+            "",
+            f"{_n(f2['info_read_contacts_raw'])} req/s",
+            _x(f2["info_ratio_vs_read_contacts_raw"]),
+            "",
+            "",
+        ),
+    ]
+
+
 def table(run: dict[str, Any], gen: LoadGen, args: argparse.Namespace) -> str:
     f = run["figures"]
     phases = run["phases"]
@@ -854,6 +1029,14 @@ def table(run: dict[str, Any], gen: LoadGen, args: argparse.Namespace) -> str:
 
     if set(f) == {"7"}:  # --only-tracing
         for cells in tracing_rows(f["7"]):
+            row(*cells)
+        return "\n".join(lines)
+    if set(f) == {"2"}:  # --only-cache-off
+        for cells in cache_off_rows(f["2"]):
+            row(*cells)
+        return "\n".join(lines)
+    if set(f) == {"1q"}:  # --only-quiet
+        for cells in quiet_rows(f["1q"]):
             row(*cells)
         return "\n".join(lines)
     f1, f2, f3, f4, f5, f6 = (f[k] for k in "123456")
@@ -899,30 +1082,10 @@ def table(run: dict[str, Any], gen: LoadGen, args: argparse.Namespace) -> str:
         "",
         "",
     )
-    row(
-        "2 CheckSend, DND_CACHE=false",
-        f"{_n(f2['measured'])} req/s",
-        f"{_n(f2['baseline'])} req/s asyncpg PK lookup",
-        _x(f2["ratio"]),
-        ">=0.5x",
-        _result(f2["pass"]),
-    )
-    row(
-        "    (asyncpg runs before / after)",
-        "",
-        f"{_n(f2['baseline_runs'][0])} / {_n(f2['baseline_runs'][1])} req/s",
-        "",
-        "",
-        "",
-    )
-    row(
-        "    (info) vs asyncpg running read_contacts",
-        "",
-        f"{_n(f2['info_read_contacts_raw'])} req/s",
-        _x(f2["info_ratio_vs_read_contacts_raw"]),
-        "",
-        "",
-    )
+    for cells in quiet_rows(f["1q"]):
+        row(*cells)
+    for cells in cache_off_rows(f2):
+        row(*cells)
     row(
         f"3 BatchCheckSend x{BATCH_SIZE} ({_n(f3['batch_requests_per_s'], 1)} req/s)",
         f"{_n(f3['measured'])} checks/s",
@@ -1032,6 +1195,8 @@ def table(run: dict[str, Any], gen: LoadGen, args: argparse.Namespace) -> str:
         "1p_checksend_marketing",
         "1p_open_checksend",
         "1p_open_checksend_marketing",
+        "1q_checksend_deferred",
+        "1q_checksend_allowed",
         "2_raw_contact_row_a",
         "2_checksend_cache_off",
         "2_raw_contact_row_b",

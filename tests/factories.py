@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from dnd.v1 import dnd_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
 
 SMS = pb.CHANNEL_SMS
 OUT = pb.DIRECTION_OUTBOUND
@@ -144,15 +145,92 @@ def keyword_settings(
     outs: Iterable[str] = (),
     ins: Iterable[str] = (),
     detect: bool = False,
+    **fields: Any,
 ) -> pb.UpdateKeywordSettingsRequest:
-    """An UpdateKeywordSettings of extra opt-out and opt-in words."""
+    """An UpdateKeywordSettings of extra opt-out and opt-in words (``fields``: the other
+    KeywordSettings fields, e.g. languages=["es", "fr"], default_language="fr")."""
     settings = pb.KeywordSettings(
         extra_opt_out_words=list(outs),
         extra_opt_in_words=list(ins),
         detect_revocation_phrases=detect,
+        **fields,
     )
     return pb.UpdateKeywordSettingsRequest(location_id=loc, settings=settings)
 
 
+BRAND = "Acme Dental"
+SUPPORT = "+14155550100"
+
+
+def compliance_replies(
+    loc: str,
+    brand_name: str = BRAND,
+    support_contact: str = SUPPORT,
+    texts: Iterable[pb.ComplianceReplyTexts] = (),
+) -> pb.UpdateComplianceRepliesRequest:
+    """An UpdateComplianceReplies with a brand name and support contact (the default texts
+    unless ``texts``)."""
+    return pb.UpdateComplianceRepliesRequest(
+        location_id=loc,
+        brand_name=brand_name,
+        support_contact=support_contact,
+        texts=list(texts),
+    )
+
+
 def watch(*locations: str, **fields: Any) -> pb.WatchChangesRequest:
     return pb.WatchChangesRequest(location_ids=list(locations), **fields)
+
+
+def quiet_hours_settings(loc: str, **fields: Any) -> pb.UpdateQuietHoursSettingsRequest:
+    """An UpdateQuietHoursSettings replacing the location's settings with ``fields`` (of
+    QuietHoursSettings: informational, default_time_zone, window_start, window_end)."""
+    return pb.UpdateQuietHoursSettingsRequest(
+        location_id=loc, settings=pb.QuietHoursSettings(**fields)
+    )
+
+
+# A planned send time (send_at) every US zone's quiet hours allow: 13:00 in New York, 08:00 in
+# Honolulu, a Thursday that is no holiday. Tests about DND or consent, not the hour, send at it.
+DAYTIME = "2099-01-15T18:00:00Z"
+
+
+def at(when: str) -> Timestamp:
+    """A Timestamp of an RFC 3339 time, e.g. at("2030-01-10T02:30:00Z") for send_at."""
+    stamp = Timestamp()
+    stamp.FromJsonString(when)
+    return stamp
+
+
+def erase(loc: str, contact: str, **fields: Any) -> pb.EraseContactRequest:
+    """An EraseContact of ``contact`` under a ticket reference."""
+    base: dict[str, Any] = {"location_id": loc, "contact_id": contact, "reference": "GDPR-1"}
+    base.update(fields)
+    return pb.EraseContactRequest(**base)
+
+
+def block_expiry(loc: str, seconds: int) -> pb.UpdateBlockExpirySettingsRequest:
+    """An UpdateBlockExpirySettings giving SMS_CARRIER_TEMPORARY blocks ``seconds`` to live."""
+    return pb.UpdateBlockExpirySettingsRequest(
+        location_id=loc,
+        settings=pb.BlockExpirySettings(sms_carrier_temporary_seconds=seconds),
+    )
+
+
+def override(
+    provider: str, code: str, channel: int, reason: int = 0, *, ignore: bool = False
+) -> pb.DeliveryEventOverride:
+    """One override of a provider code table."""
+    return pb.DeliveryEventOverride(
+        provider=provider,
+        code=code,
+        channel=channel,  # type: ignore[arg-type]
+        reason=reason,  # type: ignore[arg-type]
+        ignore=ignore,
+    )
+
+
+def update_mappings(
+    loc: str, *overrides: pb.DeliveryEventOverride
+) -> pb.UpdateDeliveryEventMappingsRequest:
+    return pb.UpdateDeliveryEventMappingsRequest(location_id=loc, overrides=list(overrides))

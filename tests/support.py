@@ -147,6 +147,10 @@ class Database:
         rows = self.fetch(query, *args)
         return rows[0][0] if rows else None
 
+    def heads(self) -> tuple[int, ...]:
+        """The change log's position: every lane's head, in lane order."""
+        return tuple(self.fetchval("SELECT array_agg(seq ORDER BY lane) FROM dnd_log_lanes"))
+
     def changes(self, location_id: str) -> int:
         return self.fetchval("SELECT count(*) FROM dnd_changes WHERE location_id = $1", location_id)
 
@@ -159,9 +163,10 @@ def cursor_codec(database_url: str) -> Any:
     key the first of them stored), for tests that need a cursor no call answered."""
     from dnd_server.cursor import CursorCodec
 
-    key = Database(database_url).fetchval("SELECT key FROM dnd_cursor_key")
+    db = Database(database_url)
+    key = db.fetchval("SELECT key FROM dnd_cursor_key")
     assert key is not None, "no server has started on this database yet"
-    return CursorCodec(bytes(key))
+    return CursorCodec(bytes(key), db.fetchval("SELECT lanes FROM dnd_log_layout"))
 
 
 def with_database(url: str, name: str) -> str:
@@ -549,6 +554,8 @@ class Watcher:
         self.stub = dnd_pb2_grpc.DndServiceStub(self.channel)
         self.call = self.stub.WatchChanges(request or pb.WatchChangesRequest(), timeout=timeout)
         self.events: list[Any] = []
+        # The size of each several-event message received (max_events_per_message).
+        self.batches: list[int] = []
         self.bookmarks: list[str] = []
         self.error: grpc.RpcError | None = None
         self.done = threading.Event()
@@ -564,6 +571,10 @@ class Watcher:
                     if message.HasField("event"):
                         self.events.append(message.event)
                         self._last = message.event.cursor
+                    elif message.HasField("events"):
+                        self.batches.append(len(message.events.events))
+                        self.events.extend(message.events.events)
+                        self._last = message.events.events[-1].cursor
                     else:
                         self.bookmarks.append(message.bookmark.cursor)
                         self._last = message.bookmark.cursor
@@ -612,8 +623,11 @@ class Watcher:
                 self._cond.wait(left)
             return list(self.events)
 
-    def _reached(self, target: int, codec: Any) -> bool:
-        return bool(self._last) and codec.decode_cursor(self._last) >= target
+    def _reached(self, target: tuple[int, ...], codec: Any) -> bool:
+        if not self._last:
+            return False
+        position = codec.decode_cursor(self._last)
+        return all(t <= p for t, p in zip(target, position, strict=True))
 
     def wait_done(self, timeout: float = 20) -> grpc.RpcError | None:
         self.done.wait(timeout)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dnd.v1 import dnd_pb2, dnd_pb2_grpc
 
-from dnd_client._requests import DndAction
+from dnd_client._requests import DndAction, bulk_item, language_keywords, reply_texts
 from dnd_client.aio import AsyncDndClient
 from dnd_client.errors import (
     ClearNotPermitted,
@@ -72,6 +72,9 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "VersionMismatch",
+    "bulk_item",
     "dnd_pb2",
     "dnd_pb2_grpc",
+    "language_keywords",
+    "reply_texts",
 ]

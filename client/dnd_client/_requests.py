@@ -40,7 +40,13 @@ READS: tuple[str, ...] = (
     "ListHistory",
     "GetKeywordSettings",
     "GetConsentPolicy",
+    "ListBlocks",
+    "ListSuppressions",
+    "GetDeliveryEventMappings",
+    "GetQuietHoursSettings",
     "GetServerInfo",
+    "GetBlockExpirySettings",
+    "GetComplianceReplies",
 )
 
 # Writes that replace a whole value: applying one twice is applying it once, so the client
@@ -48,6 +54,10 @@ READS: tuple[str, ...] = (
 REPLACES: tuple[str, ...] = (
     "UpdateKeywordSettings",
     "UpdateConsentPolicy",
+    "UpdateDeliveryEventMappings",
+    "UpdateBlockExpirySettings",
+    "UpdateQuietHoursSettings",
+    "UpdateComplianceReplies",
 )
 
 
@@ -196,11 +206,15 @@ def check_send(
     purpose: Purpose | None = None,
     min_cursor: str = "",
     fully_consistent: bool = False,
+    time_zone: str = "",
+    send_at: dt.datetime | None = None,
     timeout: float | None = None,
 ) -> Prepared[pb.CheckSendResponse]:
     """May a message go to (or come from) the contact on ``channel``? With a ``purpose``
     marketing-only opt-outs, the consent policy and the compliance allowance apply; without
-    one, DND only."""
+    one, DND only. A MARKETING call or text is judged by quiet hours too, at ``send_at``
+    (None: now) in the recipient's ``time_zone`` (IANA; "": the number's): the answer is
+    then ``deferred`` with ``not_before`` when it may not go yet."""
     request = pb.CheckSendRequest(
         location_id=location_id,
         contact_id=contact_id,
@@ -211,6 +225,8 @@ def check_send(
         min_cursor=min_cursor,
         fully_consistent=fully_consistent,
         purpose=purpose.value if purpose is not None else pb.PURPOSE_UNSPECIFIED,
+        time_zone=time_zone,
+        send_at=_timestamp("send_at", send_at),
     )
     return Prepared("CheckSend", request, _same, timeout)
 
@@ -218,7 +234,7 @@ def check_send(
 def batch_check_send(
     location_id: str,
     channel: Channel,
-    targets: Iterable[str | tuple[str, str]],
+    targets: Iterable[str | tuple[str, str] | tuple[str, str, str]],
     *,
     direction: Direction = Direction.OUTBOUND,
     send_kind: SendKind | None = None,
@@ -226,11 +242,14 @@ def batch_check_send(
     min_cursor: str = "",
     fully_consistent: bool = False,
     include_details: bool = False,
+    time_zone: str = "",
+    send_at: dt.datetime | None = None,
     timeout: float | None = None,
 ) -> Prepared[pb.BatchCheckSendResponse]:
-    """Up to 1,000 checks at once; ``targets`` are contact ids or (contact id, address).
-    Denied results are compact unless ``include_details`` (which needs the read scope).
-    ``purpose`` as for check_send (not COMPLIANCE_REPLY: one contact's answer)."""
+    """Up to 1,000 checks at once; ``targets`` are contact ids, (contact id, address) or
+    (contact id, address, time zone). Denied results are compact unless ``include_details``
+    (which needs the read scope). ``purpose``, ``time_zone`` (of targets without their own)
+    and ``send_at`` as for check_send (not COMPLIANCE_REPLY: one contact's answer)."""
     request = pb.BatchCheckSendRequest(
         location_id=location_id,
         channel=channel.value,
@@ -241,13 +260,18 @@ def batch_check_send(
         fully_consistent=fully_consistent,
         include_details=include_details,
         purpose=purpose.value if purpose is not None else pb.PURPOSE_UNSPECIFIED,
+        time_zone=time_zone,
+        send_at=_timestamp("send_at", send_at),
     )
     return Prepared("BatchCheckSend", request, _same, timeout)
 
 
-def _target(target: str | tuple[str, str]) -> pb.CheckTarget:
+def _target(target: str | tuple[str, str] | tuple[str, str, str]) -> pb.CheckTarget:
     if isinstance(target, str):
         return pb.CheckTarget(contact_id=target)
+    if len(target) == 3:
+        contact_id, address, time_zone = target
+        return pb.CheckTarget(contact_id=contact_id, address=address, time_zone=time_zone)
     contact_id, address = target
     return pb.CheckTarget(contact_id=contact_id, address=address)
 
@@ -361,18 +385,81 @@ def update_keyword_settings(
     extra_opt_out_words: Iterable[str] = (),
     extra_opt_in_words: Iterable[str] = (),
     detect_revocation_phrases: bool = False,
+    languages: Iterable[str] = (),
+    default_language: str = "",
+    language_words: Iterable[pb.LanguageKeywords] = (),
+    share_rcs_sms_opt_outs: bool = False,
     timeout: float | None = None,
 ) -> Prepared[pb.KeywordSettings]:
-    """Replace the location's keyword settings (a replace: safe to retry)."""
+    """Replace the location's keyword settings (a replace: safe to retry). ``languages``: the
+    built-in keyword languages beyond English ("es", "fr"); ``language_words``: extra words
+    of a named language (``language_keywords`` builds one)."""
     request = pb.UpdateKeywordSettingsRequest(
         location_id=location_id,
         settings=pb.KeywordSettings(
             extra_opt_out_words=list(extra_opt_out_words),
             extra_opt_in_words=list(extra_opt_in_words),
             detect_revocation_phrases=detect_revocation_phrases,
+            languages=list(languages),
+            default_language=default_language,
+            language_words=list(language_words),
+            share_rcs_sms_opt_outs=share_rcs_sms_opt_outs,
         ),
     )
     return Prepared("UpdateKeywordSettings", request, _settings_of, timeout, retry=True)
+
+
+def language_keywords(
+    language: str, *, opt_out_words: Iterable[str] = (), opt_in_words: Iterable[str] = ()
+) -> pb.LanguageKeywords:
+    """A location's extra keywords of one language (for ``update_keyword_settings``)."""
+    return pb.LanguageKeywords(
+        language=language, opt_out_words=list(opt_out_words), opt_in_words=list(opt_in_words)
+    )
+
+
+def get_compliance_replies(
+    location_id: str, *, timeout: float | None = None
+) -> Prepared[pb.GetComplianceRepliesResponse]:
+    """The location's compliance replies per language, as they are sent."""
+    request = pb.GetComplianceRepliesRequest(location_id=location_id)
+    return Prepared("GetComplianceReplies", request, _same, timeout)
+
+
+def update_compliance_replies(
+    location_id: str,
+    *,
+    brand_name: str = "",
+    support_contact: str = "",
+    texts: Iterable[pb.ComplianceReplyTexts] = (),
+    timeout: float | None = None,
+) -> Prepared[pb.UpdateComplianceRepliesResponse]:
+    """Replace the location's brand name, support contact and reply texts (a replace: safe to
+    retry; both names are required by the server); ``reply_texts`` builds one language's
+    texts."""
+    request = pb.UpdateComplianceRepliesRequest(
+        location_id=location_id,
+        brand_name=brand_name,
+        support_contact=support_contact,
+        texts=list(texts),
+    )
+    return Prepared("UpdateComplianceReplies", request, _same, timeout, retry=True)
+
+
+def reply_texts(
+    language: str,
+    *,
+    opt_out_confirmation: str = "",
+    opt_in_confirmation: str = "",
+    help: str = "",
+) -> pb.ComplianceReplyTexts:
+    """One language's reply texts ("" keeps the language's default)."""
+    return pb.ComplianceReplyTexts(
+        language=language,
+        opt_out_confirmation=opt_out_confirmation,
+        opt_in_confirmation=opt_in_confirmation,
+        help=help,
+    )
 
 
 def _settings_of(answer: pb.UpdateKeywordSettingsResponse) -> pb.KeywordSettings:
@@ -547,6 +634,7 @@ def watch_changes(
     kinds: Iterable[ChangeKind] = (),
     after_cursor: str | None = None,
     bookmarks: bool = False,
+    max_events_per_message: int = 0,
 ) -> WatchPlan:
     """Every change after ``after_cursor`` (None: from now), for ever.
 
@@ -555,6 +643,8 @@ def watch_changes(
     server no longer has the changes after the cursor. With ``bookmarks`` the stream's
     bookmarks are yielded too (their ``cursor`` is a resume point). ``kinds`` narrows the
     stream to changes of blocks, of consents or compliance replies (empty: every change).
+    ``max_events_per_message`` (up to 1,000) lets the server send the events that are ready
+    together in one message when the stream is behind (they are still yielded one by one).
     """
     filters = pb.WatchChangesRequest(
         location_ids=list(location_ids),
@@ -562,5 +652,324 @@ def watch_changes(
         directions=[d.value for d in directions],
         sources=[s.value for s in sources],
         kinds=[k.value for k in kinds],
+        max_events_per_message=max_events_per_message,
     )
     return WatchPlan(filters, after_cursor, bookmarks)
+
+
+def get_quiet_hours_settings(
+    location_id: str, *, timeout: float | None = None
+) -> Prepared[pb.QuietHoursSettings]:
+    """The location's quiet-hours settings (none by default: the legal rules alone)."""
+    request = pb.GetQuietHoursSettingsRequest(location_id=location_id)
+    return Prepared("GetQuietHoursSettings", request, _quiet_settings_of, timeout)
+
+
+def update_quiet_hours_settings(
+    location_id: str,
+    *,
+    informational: bool = False,
+    default_time_zone: str = "",
+    window_start: str = "",
+    window_end: str = "",
+    timeout: float | None = None,
+) -> Prepared[pb.QuietHoursSettings]:
+    """Replace the location's quiet-hours settings (a replace: safe to retry): judge
+    ``informational`` sends too; ``default_time_zone`` (IANA) for recipients of no known
+    zone; a daily window "HH:MM" to "HH:MM" that narrows the law's (never widens it)."""
+    request = pb.UpdateQuietHoursSettingsRequest(
+        location_id=location_id,
+        settings=pb.QuietHoursSettings(
+            informational=informational,
+            default_time_zone=default_time_zone,
+            window_start=window_start,
+            window_end=window_end,
+        ),
+    )
+    return Prepared("UpdateQuietHoursSettings", request, _quiet_settings_of, timeout, retry=True)
+
+
+def _quiet_settings_of(
+    answer: pb.GetQuietHoursSettingsResponse | pb.UpdateQuietHoursSettingsResponse,
+) -> pb.QuietHoursSettings:
+    return answer.settings
+
+
+def erase_contact(
+    location_id: str,
+    contact_id: str,
+    *,
+    reference: str,
+    phone_numbers: Iterable[str] = (),
+    email_addresses: Iterable[str] = (),
+    idempotency_key: str | None = None,
+    timeout: float | None = None,
+) -> Prepared[pb.EraseContactResponse]:
+    """Erase the contact's personal data (GDPR Art. 17); ``reference`` is the erasure
+    request's ticket id (no email address or phone number: it is kept). Phone numbers and
+    email addresses known to the caller are erased too. The opt-outs stay, by keyed hash.
+    Needs the ``erase`` scope."""
+    request = pb.EraseContactRequest(
+        location_id=location_id,
+        contact_id=contact_id,
+        phone_numbers=list(phone_numbers),
+        email_addresses=list(email_addresses),
+        reference=reference,
+        idempotency_key=idempotency_key or "",
+    )
+    return Prepared("EraseContact", request, _same, timeout, retry=bool(idempotency_key))
+
+
+def get_block_expiry_settings(
+    location_id: str, *, timeout: float | None = None
+) -> Prepared[pb.BlockExpirySettings]:
+    """The location's lifetime of temporary carrier blocks (0: they never expire)."""
+    request = pb.GetBlockExpirySettingsRequest(location_id=location_id)
+    return Prepared("GetBlockExpirySettings", request, _expiry_of, timeout)
+
+
+def update_block_expiry_settings(
+    location_id: str, *, sms_carrier_temporary_seconds: int = 0, timeout: float | None = None
+) -> Prepared[pb.BlockExpirySettings]:
+    """Replace the location's lifetime of SMS_CARRIER_TEMPORARY blocks, in seconds (0: never;
+    a replace: safe to retry)."""
+    request = pb.UpdateBlockExpirySettingsRequest(
+        location_id=location_id,
+        settings=pb.BlockExpirySettings(
+            sms_carrier_temporary_seconds=sms_carrier_temporary_seconds
+        ),
+    )
+    return Prepared("UpdateBlockExpirySettings", request, _expiry_of, timeout, retry=True)
+
+
+def _expiry_of(
+    answer: pb.GetBlockExpirySettingsResponse | pb.UpdateBlockExpirySettingsResponse,
+) -> pb.BlockExpirySettings:
+    return answer.settings
+
+
+def get_delivery_event_mappings(
+    location_id: str, *, provider: str | None = None, timeout: float | None = None
+) -> Prepared[pb.GetDeliveryEventMappingsResponse]:
+    """The location's overrides of the provider code tables and the built-in tables (of one
+    provider when ``provider`` is given)."""
+    request = pb.GetDeliveryEventMappingsRequest(location_id=location_id, provider=provider or "")
+    return Prepared("GetDeliveryEventMappings", request, _same, timeout)
+
+
+def update_delivery_event_mappings(
+    location_id: str,
+    *,
+    overrides: Iterable[pb.DeliveryEventOverride] = (),
+    timeout: float | None = None,
+) -> Prepared[pb.UpdateDeliveryEventMappingsResponse]:
+    """Replace the location's overrides of the provider code tables (a replace: safe to
+    retry), e.g. ``pb.DeliveryEventOverride(provider="telnyx", code="40008",
+    channel=pb.CHANNEL_SMS, reason=pb.REASON_SMS_CARRIER_TEMPORARY)``; no override weakens a
+    built-in opt-out (INVALID_ARGUMENT)."""
+    request = pb.UpdateDeliveryEventMappingsRequest(
+        location_id=location_id, overrides=list(overrides)
+    )
+    return Prepared("UpdateDeliveryEventMappings", request, _same, timeout, retry=True)
+
+
+# -- bulk writes, listings and the export ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPlan:
+    """A restartable ExportSuppressions: the request, restarted after the last message's
+    resume token when the stream breaks."""
+
+    request: pb.ExportSuppressionsRequest
+
+    def resumed(self, token: str) -> pb.ExportSuppressionsRequest:
+        request = pb.ExportSuppressionsRequest()
+        request.CopyFrom(self.request)
+        request.resume_token = token
+        return request
+
+
+def bulk_item(
+    contact_id: str,
+    *,
+    action: DndAction,
+    source: Source,
+    direction: Direction = Direction.OUTBOUND,
+    channel: Channel | None = None,
+    all_channels: bool = False,
+    marketing_only: bool = False,
+    reason: Reason | None = None,
+    actor_id: str = "",
+    note: str = "",
+    evidence: str = "",
+    provider_detail: str = "",
+    suppression_removal_confirmed: bool = False,
+    expected_version: int | None = None,
+    address: str | None = None,
+) -> pb.SetDndRequest:
+    """One item of ``bulk_set_dnd``: what ``set_dnd`` takes for one contact (the call names
+    the location and the idempotency key)."""
+    item = set_dnd(
+        "",
+        contact_id,
+        action=action,
+        source=source,
+        direction=direction,
+        channel=channel,
+        all_channels=all_channels,
+        marketing_only=marketing_only,
+        reason=reason,
+        actor_id=actor_id,
+        note=note,
+        evidence=evidence,
+        provider_detail=provider_detail,
+        suppression_removal_confirmed=suppression_removal_confirmed,
+        expected_version=expected_version,
+        address=address,
+    ).request
+    assert isinstance(item, pb.SetDndRequest)
+    return item
+
+
+def bulk_set_dnd(
+    location_id: str,
+    items: Iterable[pb.SetDndRequest],
+    *,
+    idempotency_key: str | None = None,
+    timeout: float | None = None,
+) -> Prepared[pb.BulkSetDndResponse]:
+    """Up to 10,000 SetDnd items (``bulk_item``) of one location, answered per item in
+    order. With an ``idempotency_key`` the client retries UNAVAILABLE (also after part of
+    the call was written): the retry finishes the call and answers every item."""
+    request = pb.BulkSetDndRequest(
+        location_id=location_id, items=list(items), idempotency_key=idempotency_key or ""
+    )
+    return Prepared("BulkSetDnd", request, _same, timeout, retry=bool(idempotency_key))
+
+
+def suppression_filter(
+    *,
+    channel: Channel | None = None,
+    direction: Direction | None = None,
+    reason: Reason | None = None,
+    source: Source | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    contact_id: str = "",
+    address: str = "",
+) -> pb.SuppressionFilter:
+    return pb.SuppressionFilter(
+        channel=channel.value if channel is not None else pb.CHANNEL_UNSPECIFIED,
+        direction=direction.value if direction is not None else pb.DIRECTION_UNSPECIFIED,
+        reason=reason.value if reason is not None else pb.REASON_UNSPECIFIED,
+        source=source.value if source is not None else pb.SOURCE_UNSPECIFIED,
+        since=_timestamp("since", since),
+        until=_timestamp("until", until),
+        contact_id=contact_id,
+        address=address,
+    )
+
+
+def list_blocks(
+    location_id: str,
+    *,
+    channel: Channel | None = None,
+    direction: Direction | None = None,
+    reason: Reason | None = None,
+    source: Source | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    contact_id: str = "",
+    address: str = "",
+    page_size: int = 0,
+    page_token: str = "",
+    timeout: float | None = None,
+) -> Prepared[pb.ListBlocksResponse]:
+    """A page of the location's active blocks (filtered); pass ``next_page_token`` on."""
+    request = pb.ListBlocksRequest(
+        location_id=location_id,
+        filter=suppression_filter(
+            channel=channel,
+            direction=direction,
+            reason=reason,
+            source=source,
+            since=since,
+            until=until,
+            contact_id=contact_id,
+            address=address,
+        ),
+        page_size=page_size,
+        page_token=page_token,
+    )
+    return Prepared("ListBlocks", request, _same, timeout)
+
+
+def list_suppressions(
+    location_id: str,
+    *,
+    channel: Channel | None = None,
+    direction: Direction | None = None,
+    reason: Reason | None = None,
+    source: Source | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    contact_id: str = "",
+    address: str = "",
+    page_size: int = 0,
+    page_token: str = "",
+    timeout: float | None = None,
+) -> Prepared[pb.ListSuppressionsResponse]:
+    """A page of the location's address suppressions (filtered)."""
+    request = pb.ListSuppressionsRequest(
+        location_id=location_id,
+        filter=suppression_filter(
+            channel=channel,
+            direction=direction,
+            reason=reason,
+            source=source,
+            since=since,
+            until=until,
+            contact_id=contact_id,
+            address=address,
+        ),
+        page_size=page_size,
+        page_token=page_token,
+    )
+    return Prepared("ListSuppressions", request, _same, timeout)
+
+
+def export_suppressions(
+    location_id: str,
+    *,
+    channel: Channel | None = None,
+    direction: Direction | None = None,
+    reason: Reason | None = None,
+    source: Source | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    contact_id: str = "",
+    address: str = "",
+    suppressions_only: bool = False,
+    resume_token: str = "",
+) -> ExportPlan:
+    """The location's blocks, then its address suppressions, as stream messages of up to
+    1,000 rows. Restarts after the last message received when the stream breaks (server
+    restart, lost connection), so no row is yielded twice; ``resume_token`` (of a message)
+    continues an earlier export."""
+    request = pb.ExportSuppressionsRequest(
+        location_id=location_id,
+        filter=suppression_filter(
+            channel=channel,
+            direction=direction,
+            reason=reason,
+            source=source,
+            since=since,
+            until=until,
+            contact_id=contact_id,
+            address=address,
+        ),
+        suppressions_only=suppressions_only,
+        resume_token=resume_token,
+    )
+    return ExportPlan(request)

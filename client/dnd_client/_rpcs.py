@@ -15,7 +15,7 @@ import grpc
 from dnd.v1 import dnd_pb2 as pb
 
 from dnd_client import _requests as rq
-from dnd_client._requests import Prepared, WatchPlan
+from dnd_client._requests import ExportPlan, Prepared, WatchPlan
 from dnd_client._watch import Backoff, resumable
 from dnd_client.errors import Unavailable, translate
 
@@ -79,6 +79,59 @@ class Stream(Generic[_P]):
         return call
 
 
+class ExportStream(Stream[_P]):
+    """A restartable export as a method: an iterator (or async iterator) of its messages."""
+
+    def __init__(self, build: Callable[_P, ExportPlan]) -> None:
+        self.build = build  # type: ignore[assignment]
+        self.__doc__ = build.__doc__
+
+    @overload  # type: ignore[override]
+    def __get__(self, client: None, owner: type) -> Self: ...
+    @overload
+    def __get__(
+        self, client: Blocking, owner: type
+    ) -> Callable[_P, Iterator[pb.ExportSuppressionsResponse]]: ...
+    @overload
+    def __get__(
+        self, client: Asynchronous, owner: type
+    ) -> Callable[_P, AsyncIterator[pb.ExportSuppressionsResponse]]: ...
+    def __get__(self, client: object, owner: type) -> Any:
+        if client is None:
+            return self
+        build = self.build
+        export = client._export  # type: ignore[attr-defined]
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return export(build(*args, **kwargs))
+
+        call.__doc__ = build.__doc__
+        return call
+
+
+class Restart:
+    """What both export loops share: the request to (re)open after the last message, and
+    the delay before restarting after a failure a restart cures."""
+
+    def __init__(self, plan: ExportPlan) -> None:
+        self._plan = plan
+        self._token = plan.request.resume_token
+        self._backoff = Backoff()
+
+    def request(self) -> pb.ExportSuppressionsRequest:
+        return self._plan.resumed(self._token)
+
+    def accept(self, message: pb.ExportSuppressionsResponse) -> None:
+        self._backoff.reset()
+        self._token = message.resume_token
+
+    def failed(self, error: grpc.RpcError) -> float:
+        translated = translate(error)
+        if not resumable(translated):
+            raise translated from None
+        return self._backoff.next()
+
+
 class Methods:
     """Every RPC of dnd.v1.DndService, once (the parity test holds this list to the proto)."""
 
@@ -92,13 +145,26 @@ class Methods:
     list_history = Unary(rq.list_history)
     get_keyword_settings = Unary(rq.get_keyword_settings)
     update_keyword_settings = Unary(rq.update_keyword_settings)
+    get_compliance_replies = Unary(rq.get_compliance_replies)
+    update_compliance_replies = Unary(rq.update_compliance_replies)
     report_delivery_event = Unary(rq.report_delivery_event)
     record_consent = Unary(rq.record_consent)
     revoke_consent = Unary(rq.revoke_consent)
     get_consent_policy = Unary(rq.get_consent_policy)
     update_consent_policy = Unary(rq.update_consent_policy)
+    get_delivery_event_mappings = Unary(rq.get_delivery_event_mappings)
+    update_delivery_event_mappings = Unary(rq.update_delivery_event_mappings)
     get_server_info = Unary(rq.get_server_info)
+    get_quiet_hours_settings = Unary(rq.get_quiet_hours_settings)
+    update_quiet_hours_settings = Unary(rq.update_quiet_hours_settings)
+    erase_contact = Unary(rq.erase_contact)
+    get_block_expiry_settings = Unary(rq.get_block_expiry_settings)
+    update_block_expiry_settings = Unary(rq.update_block_expiry_settings)
     watch = Stream(rq.watch_changes)
+    bulk_set_dnd = Unary(rq.bulk_set_dnd)
+    list_blocks = Unary(rq.list_blocks)
+    list_suppressions = Unary(rq.list_suppressions)
+    export_suppressions = ExportStream(rq.export_suppressions)
 
 
 class Blocking:
@@ -138,14 +204,20 @@ class Resume:
     def request(self) -> pb.WatchChangesRequest:
         return self._plan.request(self._cursor)
 
-    def accept(self, message: pb.WatchChangesResponse) -> WatchItem | None:
-        """The item to yield for ``message`` (None for a bookmark not asked for)."""
+    def accept(self, message: pb.WatchChangesResponse) -> list[WatchItem]:
+        """The items to yield for ``message``: its event, its events (several sent together),
+        or its bookmark when asked for."""
         self._backoff.reset()
         if message.HasField("event"):
             self._cursor = message.event.cursor
-            return message.event
+            return [message.event]
+        if message.HasField("events"):
+            events = list(message.events.events)
+            if events:
+                self._cursor = events[-1].cursor
+            return list(events)
         self._cursor = message.bookmark.cursor
-        return message.bookmark if self._plan.bookmarks else None
+        return [message.bookmark] if self._plan.bookmarks else []
 
     def failed(self, error: grpc.RpcError) -> float:
         """The delay before resuming after ``error``; raises when a resume cannot help."""

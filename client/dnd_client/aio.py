@@ -9,11 +9,12 @@ from types import TracebackType
 from typing import TypeVar, Unpack
 
 import grpc
+from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 
 from dnd_client._channel import ChannelOptions, ChannelSettings
-from dnd_client._requests import Prepared, WatchPlan
-from dnd_client._rpcs import Asynchronous, Attempts, Methods, Resume, WatchItem
+from dnd_client._requests import ExportPlan, Prepared, WatchPlan
+from dnd_client._rpcs import Asynchronous, Attempts, Methods, Restart, Resume, WatchItem
 
 _R = TypeVar("_R")
 
@@ -60,8 +61,7 @@ class AsyncDndClient(Methods, Asynchronous):
             call = self._stub.WatchChanges(resume.request(), metadata=self._settings.metadata)
             try:
                 async for message in call:
-                    item = resume.accept(message)
-                    if item is not None:
+                    for item in resume.accept(message):
                         yield item
                 delay = resume.ended()
             except grpc.aio.AioRpcError as error:
@@ -71,6 +71,26 @@ class AsyncDndClient(Methods, Asynchronous):
                     # CANCELLED: stop, never resume.
                     raise asyncio.CancelledError from None
                 delay = resume.failed(error)
+            finally:
+                call.cancel()
+            await asyncio.sleep(delay)
+
+    async def _export(self, plan: ExportPlan) -> AsyncIterator[pb.ExportSuppressionsResponse]:
+        restart = Restart(plan)
+        while True:
+            call = self._stub.ExportSuppressions(
+                restart.request(), metadata=self._settings.metadata
+            )
+            try:
+                async for message in call:
+                    restart.accept(message)
+                    yield message
+                return
+            except grpc.aio.AioRpcError as error:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None
+                delay = restart.failed(error)
             finally:
                 call.cancel()
             await asyncio.sleep(delay)

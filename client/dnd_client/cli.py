@@ -8,6 +8,7 @@
     dndctl history LOC CONTACT
     dndctl watch [--location LOC]... [--kind CONSENT]...
     dndctl import FORMAT FILE --location LOC
+    dndctl export LOC --format csv --file out.csv   blocks and suppressions, as import reads
     dndctl consent record LOC CONTACT --channel SMS --purpose MARKETING --method WEB_FORM
     dndctl consent revoke LOC CONTACT --channel SMS
     dndctl consent show LOC CONTACT       the contact's consents
@@ -30,8 +31,10 @@ import asyncio
 import datetime as dt
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Coroutine, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ from dnd_client._requests import DndAction
 from dnd_client._tracing import continue_trace
 from dnd_client.aio import AsyncDndClient
 from dnd_client.errors import DeadlineExceeded, DndError, Unavailable
+from dnd_client.exporting import EXPORT_FORMATS, Counter, write_export
 from dnd_client.importing import FORMATS, Progress, count_rows, run_import
 from dnd_client.sync import DndClient
 from dnd_client.types import (
@@ -206,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_enum_arg(Purpose),
         help="MARKETING, INFORMATIONAL, TRANSACTIONAL or COMPLIANCE_REPLY (default: DND only)",
     )
+    check.add_argument(
+        "--send-at",
+        type=_time_arg,
+        help="quiet hours: when the message would go, ISO 8601 with zone (default now); "
+        "a deferred answer exits 1 and says from when it may go",
+    )
+    check.add_argument("--time-zone", default="", help="quiet hours: the recipient's IANA zone")
 
     history = commands.add_parser("history", help="every change, newest first")
     _contact(history)
@@ -219,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         type=_enum_arg(ChangeKind),
-        help="BLOCK, CONSENT or COMPLIANCE_REPLY (default: every change)",
+        help="BLOCK, CONSENT, COMPLIANCE_REPLY or ERASURE (default: every change)",
     )
     watch.add_argument("--after", help="resume after this cursor")
     watch.add_argument("--limit", type=int, help="stop after this many events")
@@ -230,6 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--location", default="", help="location of the list's rows")
     imp.add_argument("--concurrency", type=int, default=16)
     imp.add_argument("--actor", default="dndctl-import")
+    imp.add_argument(
+        "--batch-size", type=int, default=1000, help="rows per BulkSetDnd call (1 to 10000)"
+    )
+
+    exp = commands.add_parser(
+        "export", help="write a location's blocks and suppressions (the shapes import reads)"
+    )
+    exp.add_argument("location_id")
+    exp.add_argument("--format", choices=EXPORT_FORMATS, default="csv")
+    exp.add_argument("--file", type=Path, help="write here (default: standard output)")
+    exp.add_argument("--channel", type=_enum_arg(Channel), help="only this channel")
+    exp.add_argument("--reason", type=_enum_arg(Reason), help="only this reason")
+    exp.add_argument("--source", type=_enum_arg(Source), help="only this source")
+    exp.add_argument("--contact", default="", help="only this contact's")
 
     consent = commands.add_parser("consent", help="a contact's consents: record, revoke, show")
     consents = consent.add_subparsers(dest="consent_command", required=True)
@@ -495,6 +520,8 @@ def _change(kind: int, enabled: bool) -> str:
         return "consent"
     if kind == pb.CHANGE_KIND_COMPLIANCE_REPLY:
         return "reply"
+    if kind == pb.CHANGE_KIND_ERASURE:
+        return "erased"
     return "enabled" if enabled else "cleared"
 
 
@@ -764,6 +791,41 @@ def _certificate(args: argparse.Namespace) -> _doctor.Finding:
     return _doctor.certificate_finding(expiry, _now())
 
 
+# After Ctrl-C, the seconds a command has to close its calls before the process just exits.
+_INTERRUPT_GRACE = 5.0
+
+
+def _until_interrupted(command: Coroutine[Any, Any, int]) -> int:
+    """Run ``command`` until it ends or Ctrl-C cancels it (exit code 130). Ctrl-C is taken by
+    the event loop (delivered even while it waits on sockets); should closing the calls then
+    hang, the process exits anyway after ``_INTERRUPT_GRACE`` seconds."""
+
+    async def interruptible() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        interrupted = False
+
+        def on_interrupt() -> None:
+            nonlocal interrupted
+            if interrupted:
+                os._exit(130)  # a second Ctrl-C: now
+            interrupted = True
+            watchdog = threading.Timer(_INTERRUPT_GRACE, os._exit, args=(130,))
+            watchdog.daemon = True
+            watchdog.start()
+            task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, on_interrupt)
+        try:
+            return await command
+        except asyncio.CancelledError:
+            if interrupted:
+                return 130
+            raise
+
+    return asyncio.run(interruptible())
+
+
 def run(args: argparse.Namespace, out: Any) -> int:
     if args.command == "completion":
         parser = build_parser()
@@ -775,9 +837,11 @@ def run(args: argparse.Namespace, out: Any) -> int:
     if args.command == "doctor":
         return doctor(args, out)
     if args.command == "import":
-        return asyncio.run(_import(args, out))
+        return _until_interrupted(_import(args, out))
+    if args.command == "export":
+        return _export(args, out)
     if args.command == "watch":
-        return asyncio.run(_watch(args, out))
+        return _until_interrupted(_watch(args, out))
     with DndClient(args.addr, **_client_options(args)) as client:
         if args.command == "status":
             status = client.get_status(
@@ -806,6 +870,8 @@ def run(args: argparse.Namespace, out: Any) -> int:
                 send_kind=SendKind.AUTOMATED if args.automated else SendKind.MANUAL,
                 address=args.address,
                 purpose=args.purpose,
+                time_zone=args.time_zone,
+                send_at=args.send_at,
             )
             print(json.dumps(_json(check)) if args.json else show_check(check), file=out)
             return 0 if check.allowed else EXIT_DENIED
@@ -850,6 +916,7 @@ async def _import(args: argparse.Namespace, out: Any) -> int:
             actor=args.actor,
             concurrency=args.concurrency,
             progress=progress,
+            batch_size=args.batch_size,
         )
     if args.json:
         print(json.dumps(summary.as_dict()), file=out)
@@ -862,6 +929,38 @@ async def _import(args: argparse.Namespace, out: Any) -> int:
         for line, error in summary.rejected:
             print(f"  line {line}: {error}", file=out)
     return 0 if not summary.rejected else EXIT_DENIED
+
+
+def _export(args: argparse.Namespace, out: Any) -> int:
+    """Write the export to ``--file`` (or ``out``); with a file the rows count goes to
+    ``out``, and a progress line (rows and rate) to a terminal's stderr."""
+    fmt = args.format
+    only = fmt in ("twilio",) or fmt.startswith("mailgun-")
+    channel = args.channel
+    if fmt == "twilio":
+        channel = Channel.SMS
+    elif fmt.startswith("mailgun-"):
+        channel = Channel.EMAIL
+    with DndClient(args.addr, **_client_options(args)) as client:
+        messages = client.export_suppressions(
+            args.location_id,
+            channel=channel,
+            reason=args.reason,
+            source=args.source,
+            contact_id=args.contact,
+            suppressions_only=only,
+        )
+        counter = Counter()
+        if args.file is None:
+            write_export(messages, fmt, args.location_id, out, counter)
+            return EXIT_OK
+        with args.file.open("w", encoding="utf-8", newline="") as target:
+            done = write_export(messages, fmt, args.location_id, target, counter)
+    if args.json:
+        print(json.dumps({"rows": done, "file": str(args.file)}), file=out)
+    else:
+        print(f"exported {done} rows to {args.file}", file=out)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

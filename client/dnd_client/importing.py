@@ -1,29 +1,41 @@
 """Loading opt-out lists into dnd-service: Twilio opt-out exports, Mailgun bounce /
-unsubscribe / complaint exports, and plain CSV. Each row becomes one write that is naturally
-idempotent (adding an active block changes nothing), so re-running a file changes nothing."""
+unsubscribe / complaint exports, plain CSV and JSON lines (the shapes ``dndctl export``
+writes). Each row becomes one BulkSetDnd item that is naturally idempotent (adding an active
+block changes nothing), so re-running a file changes nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
 import io
+import json
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO, TypeVar
 
-from dnd_client._requests import DndAction
-from dnd_client.aio import AsyncDndClient
-from dnd_client.errors import DndError, Unavailable
-from dnd_client.types import Channel, EmailEvent, Reason, Source
+from dnd.v1 import dnd_pb2 as pb
 
-FORMATS = ("twilio", "mailgun-bounces", "mailgun-unsubscribes", "mailgun-complaints", "csv")
+from dnd_client._requests import DndAction, bulk_item
+from dnd_client.aio import AsyncDndClient
+from dnd_client.errors import DndError
+from dnd_client.types import Channel, Direction, Reason, Source
+
+FORMATS = (
+    "twilio",
+    "mailgun-bounces",
+    "mailgun-unsubscribes",
+    "mailgun-complaints",
+    "csv",
+    "jsonl",
+)
+# The most items one BulkSetDnd takes.
+BULK_ITEMS_MAX = 10_000
 
 _PHONE_COLUMNS = ("phone_number", "phone number", "phonenumber", "phone", "number", "to", "from")
 _EMAIL_COLUMNS = ("address", "email", "email_address", "recipient")
-
-Write = Callable[[AsyncDndClient], Awaitable[bool]]
 
 
 class RowError(ValueError):
@@ -52,6 +64,9 @@ def _rows(text: str, fmt: str) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row with lower-cased keys) for each data row. A Twilio list may come
     without a header (one number per line); fields beyond the header (an unquoted comma in an
     error text) are joined back into the last column."""
+    if fmt == "jsonl":
+        yield from _json_rows(text)
+        return
     fieldnames = ["phone_number"] if fmt == "twilio" and not _has_header(text) else None
     reader = csv.DictReader(io.StringIO(text), fieldnames=fieldnames)
     if reader.fieldnames is None:
@@ -68,6 +83,28 @@ def _rows(text: str, fmt: str) -> Iterator[tuple[int, dict[str, str]]]:
         yield line, cleaned
 
 
+def _json_rows(text: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row with lower-cased keys) of each JSON object line; a line that is not
+    one becomes a row that plan_row rejects."""
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            yield line, {"": "not a JSON object"}
+            continue
+        yield (
+            line,
+            {
+                str(k).strip().lower(): str(v if v is not None else "").strip()
+                for k, v in value.items()
+            },
+        )
+
+
 def _pick(row: dict[str, str], names: tuple[str, ...], what: str) -> str:
     for name in names:
         if row.get(name):
@@ -75,86 +112,100 @@ def _pick(row: dict[str, str], names: tuple[str, ...], what: str) -> str:
     raise RowError(f"no {what} column ({', '.join(names)}) or it is empty")
 
 
-def plan_row(fmt: str, row: dict[str, str], location_id: str, actor: str) -> Write:
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """The write one row asks for: a BulkSetDnd item of ``location_id``."""
+
+    location_id: str
+    item: pb.SetDndRequest
+
+
+# Reasons whose blocks are marketing-only opt-outs (set with scope.marketing_only).
+_MARKETING_ONLY = frozenset(
+    {
+        Reason.MARKETING_OPT_OUT,
+        Reason.WHATSAPP_MARKETING_OPT_OUT,
+        Reason.EMAIL_MARKETING_UNSUBSCRIBE,
+    }
+)
+
+_MAILGUN_EFFECTS = {
+    # As ReportEmailEvent applies them (the provider's event, by the source it acts as).
+    "mailgun-bounces": (Reason.EMAIL_HARD_BOUNCE, Source.SYSTEM),
+    "mailgun-unsubscribes": (Reason.EMAIL_UNSUBSCRIBE_LINK, Source.CONTACT),
+    "mailgun-complaints": (Reason.EMAIL_SPAM_COMPLAINT, Source.SYSTEM),
+}
+
+
+def plan_row(fmt: str, row: dict[str, str], location_id: str, actor: str) -> Planned:
     """The write one row asks for; RowError when the row is unusable."""
     if fmt == "twilio":
         phone = _pick(row, _PHONE_COLUMNS, "phone number")
-
-        async def opt_out(client: AsyncDndClient) -> bool:
-            answer = await client.set_dnd(
-                location_id,
-                phone,
-                action=_enable(),
-                source=Source.CONTACT,
-                channel=Channel.SMS,
-                reason=Reason.SMS_OPT_OUT_KEYWORD,
-                actor_id=actor,
-                note="imported from a Twilio opt-out export",
-                provider_detail="import:twilio",
-                address=phone,
-            )
-            return answer.changed
-
-        return opt_out
+        item = bulk_item(
+            phone,
+            action=DndAction.ENABLE,
+            source=Source.CONTACT,
+            channel=Channel.SMS,
+            reason=Reason.SMS_OPT_OUT_KEYWORD,
+            actor_id=actor,
+            note="imported from a Twilio opt-out export",
+            provider_detail="import:twilio",
+            address=phone,
+        )
+        return Planned(location_id, item)
     if fmt.startswith("mailgun-"):
         email = _pick(row, _EMAIL_COLUMNS, "email address")
-        event = {
-            "mailgun-bounces": EmailEvent.BOUNCE,
-            "mailgun-unsubscribes": EmailEvent.UNSUBSCRIBE_LINK,
-            "mailgun-complaints": EmailEvent.SPAM_COMPLAINT,
-        }[fmt]
+        reason, source = _MAILGUN_EFFECTS[fmt]
         detail = " ".join(x for x in (row.get("code", ""), row.get("error", "")) if x)[:180]
-
-        async def email_event(client: AsyncDndClient) -> bool:
-            answer = await client.report_email_event(
-                location_id,
-                email,
-                provider="mailgun",
-                event=event,
-                to_address=email,
-                provider_detail=detail,
-            )
-            return answer.changed
-
-        return email_event
-    if fmt == "csv":
+        item = bulk_item(
+            email,
+            action=DndAction.ENABLE,
+            source=source,
+            channel=Channel.EMAIL,
+            reason=reason,
+            actor_id="mailgun",
+            provider_detail=detail,
+            address=email,
+        )
+        return Planned(location_id, item)
+    if fmt in ("csv", "jsonl"):
         location = row.get("location_id") or row.get("location") or location_id
         contact = _pick(row, ("contact_id", "contact"), "contact id")
-        channel = _enum(Channel, _pick(row, ("channel",), "channel"), "channel")
+        direction = _enum(Direction, row.get("direction") or "OUTBOUND", "direction")
+        named = _pick(row, ("channel",), "channel") if direction is Direction.OUTBOUND else ""
+        every = named.strip().upper() in ("ALL", "ALL_CHANNELS")
+        channel = None if every or not named else _enum(Channel, named, "channel")
         reason = _enum(Reason, row.get("reason") or "MANUAL", "reason")
         source = _enum(Source, row.get("source") or "USER", "source")
         address = row.get("address") or None
         if not location:
             raise RowError("no location_id column and no --location given")
-
-        async def enable(client: AsyncDndClient) -> bool:
-            answer = await client.set_dnd(
-                location,
+        try:
+            item = bulk_item(
                 contact,
-                action=_enable(),
+                action=DndAction.ENABLE,
                 source=source,
+                direction=direction,
                 channel=channel,
+                all_channels=every,
+                marketing_only=reason in _MARKETING_ONLY,
                 reason=reason,
-                actor_id=actor,
-                note=row.get("note", "")[:1000] or "imported from CSV",
+                actor_id=row.get("actor_id") or actor,
+                note=row.get("note", "")[:1000] or f"imported from {fmt.upper()}",
                 address=address,
             )
-            return answer.changed
-
-        return enable
+        except ValueError as error:
+            raise RowError(str(error)) from None
+        return Planned(location, item)
     raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
 
 
-def _enable() -> DndAction:
-    return DndAction.ENABLE
-
-
-_E = TypeVar("_E", Channel, Reason, Source)
+_E = TypeVar("_E", Channel, Direction, Reason, Source)
 
 
 def _enum(cls: type[_E], value: str, what: str) -> _E:
     name = value.strip().upper()
-    for prefix in ("CHANNEL_", "REASON_", "SOURCE_"):
+    for prefix in ("CHANNEL_", "DIRECTION_", "REASON_", "SOURCE_"):
         name = name.removeprefix(prefix)
     try:
         return cls[name]
@@ -203,49 +254,82 @@ async def run_import(
     concurrency: int = 16,
     progress: Progress | None = None,
     attempts: int = 3,
+    batch_size: int = 1000,
 ) -> Summary:
-    """Apply every usable row with at most ``concurrency`` calls in flight; a bad row is
-    recorded with its line number and never stops the others."""
+    """Apply every usable row through BulkSetDnd, ``batch_size`` rows a call: a location's
+    batches one after another (its rows apply in file order), up to ``concurrency``
+    locations at once. Each call has an idempotency key of its own, so the client's retries
+    after UNAVAILABLE (``attempts``) finish it without applying a row twice. A bad row, a
+    refused or invalid item is recorded with its line number and never stops the others."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    if not 1 <= batch_size <= BULK_ITEMS_MAX:
+        raise ValueError(f"--batch-size must be between 1 and {BULK_ITEMS_MAX}")
     summary = Summary()
-    queue: asyncio.Queue[tuple[int, dict[str, str]] | None] = asyncio.Queue(concurrency * 2)
-    done = 0
+    by_location: dict[str, list[tuple[int, pb.SetDndRequest]]] = {}
+    for line, row in _rows(text, fmt):
+        try:
+            planned = plan_row(fmt, row, location_id, actor)
+        except RowError as error:
+            summary.rejected.append((line, str(error)))
+            continue
+        by_location.setdefault(planned.location_id, []).append((line, planned.item))
+    done = len(summary.rejected)
+    run = uuid.uuid4().hex[:16]
+    slots = asyncio.Semaphore(max(1, concurrency))
 
-    async def worker() -> None:
+    async def load(location: str, rows: list[tuple[int, pb.SetDndRequest]]) -> None:
         nonlocal done
-        while (item := await queue.get()) is not None:
-            line, row = item
-            try:
-                write = plan_row(fmt, row, location_id, actor)
-                for attempt in range(1, attempts + 1):
-                    try:
-                        changed = await write(client)
-                        break
-                    except Unavailable:
-                        if attempt == attempts:
-                            raise
-                        await asyncio.sleep(0.2 * attempt)
-                if changed:
-                    summary.applied += 1
-                else:
-                    summary.unchanged += 1
-            except (RowError, DndError) as error:
-                summary.rejected.append((line, str(error)))
-            done += 1
-            if progress:
-                progress.update(done)
+        async with slots:
+            for number, at in enumerate(range(0, len(rows), batch_size)):
+                batch = rows[at : at + batch_size]
+                await _send(client, location, batch, f"import-{run}-{location}-{number}", summary)
+                done += len(batch)
+                if progress:
+                    progress.update(done)
 
-    workers = [asyncio.create_task(worker()) for _ in range(max(1, concurrency))]
-    for item in _rows(text, fmt):
-        await queue.put(item)
-    for _ in workers:
-        await queue.put(None)
-    await asyncio.gather(*workers)
+    await asyncio.gather(*(load(loc, rows) for loc, rows in by_location.items()))
     if progress:
         progress.finish(done)
     summary.rejected.sort()
     return summary
+
+
+async def _send(
+    client: AsyncDndClient,
+    location: str,
+    batch: list[tuple[int, pb.SetDndRequest]],
+    key: str,
+    summary: Summary,
+) -> None:
+    try:
+        answer = await client.bulk_set_dnd(location, [i for _, i in batch], idempotency_key=key)
+    except DndError as error:
+        summary.rejected.extend((line, str(error)) for line, _ in batch)
+        return
+    for (line, _), result in zip(batch, answer.results, strict=True):
+        outcome = result.outcome
+        if outcome == pb.BULK_ITEM_OUTCOME_CHANGED:
+            summary.applied += 1
+        elif outcome == pb.BULK_ITEM_OUTCOME_UNCHANGED:
+            summary.unchanged += 1
+        else:
+            summary.rejected.append((line, _item_error(result)))
+
+
+def _item_error(result: pb.BulkItemResult) -> str:
+    """A refused or invalid item's error, as SetDnd's status would read."""
+    if result.outcome == pb.BULK_ITEM_OUTCOME_REFUSED:
+        found = "; ".join(
+            f"{Reason(r.reason).name} on {r.subject}: {r.description}" for r in result.refusals
+        )
+        return f"FAILED_PRECONDITION: clear refused, nothing was changed: {found}"
+    if result.outcome == pb.BULK_ITEM_OUTCOME_VERSION_MISMATCH:
+        return f"ABORTED: the contact is at version {result.version}"
+    found = "; ".join(
+        f"{v.field.partition('].')[2] or v.field}: {v.description}" for v in result.violations
+    )
+    return f"INVALID_ARGUMENT: invalid request: {found}"
 
 
 def _has_header(text: str) -> bool:

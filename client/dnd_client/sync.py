@@ -8,11 +8,12 @@ from types import TracebackType
 from typing import TypeVar, Unpack
 
 import grpc
+from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 
 from dnd_client._channel import ChannelOptions, ChannelSettings
-from dnd_client._requests import Prepared, WatchPlan
-from dnd_client._rpcs import Attempts, Blocking, Methods, Resume, WatchItem
+from dnd_client._requests import ExportPlan, Prepared, WatchPlan
+from dnd_client._rpcs import Attempts, Blocking, Methods, Restart, Resume, WatchItem
 
 _R = TypeVar("_R")
 
@@ -59,12 +60,27 @@ class DndClient(Methods, Blocking):
             call = self._stub.WatchChanges(resume.request(), metadata=self._settings.metadata)
             try:
                 for message in call:
-                    item = resume.accept(message)
-                    if item is not None:
-                        yield item
+                    yield from resume.accept(message)
                 delay = resume.ended()
             except grpc.RpcError as error:
                 delay = resume.failed(error)
+            finally:
+                call.cancel()
+            time.sleep(delay)
+
+    def _export(self, plan: ExportPlan) -> Iterator[pb.ExportSuppressionsResponse]:
+        restart = Restart(plan)
+        while True:
+            call = self._stub.ExportSuppressions(
+                restart.request(), metadata=self._settings.metadata
+            )
+            try:
+                for message in call:
+                    restart.accept(message)
+                    yield message
+                return
+            except grpc.RpcError as error:
+                delay = restart.failed(error)
             finally:
                 call.cancel()
             time.sleep(delay)

@@ -16,6 +16,8 @@ class Channel(enum.IntEnum):
     WHATSAPP = pb.CHANNEL_WHATSAPP
     FACEBOOK = pb.CHANNEL_FACEBOOK
     GMB = pb.CHANNEL_GMB
+    # RCS business messaging.
+    RCS = pb.CHANNEL_RCS
 
 
 class Direction(enum.IntEnum):
@@ -39,6 +41,8 @@ class Reason(enum.IntEnum):
     MARKETING_OPT_OUT = pb.REASON_MARKETING_OPT_OUT
     WHATSAPP_MARKETING_OPT_OUT = pb.REASON_WHATSAPP_MARKETING_OPT_OUT
     EMAIL_MARKETING_UNSUBSCRIBE = pb.REASON_EMAIL_MARKETING_UNSUBSCRIBE
+    # An opt-out keyword on WhatsApp or RCS.
+    KEYWORD_OPT_OUT = pb.REASON_KEYWORD_OPT_OUT
 
 
 class Source(enum.IntEnum):
@@ -129,6 +133,7 @@ class ChangeKind(enum.IntEnum):
     BLOCK = pb.CHANGE_KIND_BLOCK
     CONSENT = pb.CHANGE_KIND_CONSENT
     COMPLIANCE_REPLY = pb.CHANGE_KIND_COMPLIANCE_REPLY
+    ERASURE = pb.CHANGE_KIND_ERASURE
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,8 @@ from grpc_reflection.v1alpha import reflection
 
 from dnd_server.auth import TokensFileError, TokenTable, file_signature
 from dnd_server.config import Config
-from dnd_server.domain.errors import Unavailable
+from dnd_server.domain.errors import DndError, Unavailable
+from dnd_server.lanes import LogLayoutMismatch, Position, behind
 from dnd_server.metrics import LiveValues, Metrics
 from dnd_server.readiness import FeedDelay
 from dnd_server.rpc.decoding import add_dnd_service
@@ -87,8 +88,11 @@ class App:
         # Set once the database is reachable and migrated.
         self.runtime: Runtime | None = None
         self.metrics: Metrics | None = None
-        # The change log's head at the last health check.
-        self.head_seq = 0
+        # The change log's head (every lane's) at the last health check.
+        self.heads: Position = ()
+        # Why the server cannot start, found once the database answered (it then stops).
+        self.failure = ""
+        self.failed = asyncio.Event()
         self.feed_delay = FeedDelay()
         self.metrics_port = 0
         self.port: int = 0
@@ -170,28 +174,37 @@ class App:
     def _register_readiness_metrics(self, live: LiveValues) -> None:
         live.feed_delay = lambda: self.feed_delay.seconds
         live.feed_lag = lambda: (
-            float(max(0, self.head_seq - self.runtime.feed.position)) if self.runtime else 0.0
+            float(behind(self.heads, self.runtime.feed.position))
+            if self.runtime and self.heads
+            else 0.0
         )
 
     async def _connect_and_monitor(self) -> None:
         """Open the runtime (once the database answers) and hand it to the servicer, then
         keep health in step with the database: SERVING only while it answers."""
-        runtime = await open_runtime(self.config, self.url, revive=self._revive_embedded)
+        try:
+            runtime = await open_runtime(self.config, self.url, revive=self._revive_embedded)
+        except LogLayoutMismatch as error:
+            self.failure = str(error)
+            self.failed.set()
+            return
         self.runtime = runtime
         if self.metrics is not None:
             runtime.register_metrics(self.metrics.live)
         self.servicer.runtime = runtime
         self._tasks.append(asyncio.create_task(self._maintain(runtime.store)))
+        if self.config.block_expiry_interval_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._expire_blocks(runtime)))
         serving: bool | None = None
         while not self._stopping.is_set():
             try:
-                self.head_seq = await runtime.store.head_seq()
+                self.heads = await runtime.store.heads()
                 healthy, reason = True, ""
             except Unavailable:
                 healthy, reason = False, "database unreachable"
             else:
                 behind = self.feed_delay.observe(
-                    self.head_seq, runtime.feed.position, time.monotonic()
+                    self.heads, runtime.feed.position, time.monotonic()
                 )
                 if behind > self.config.ready_max_feed_delay_seconds:
                     healthy, reason = False, f"change feed {behind:.1f} s behind the log"
@@ -272,6 +285,20 @@ class App:
             except Unavailable:
                 pass
             await wait_event(self._stopping, self.config.maintenance_interval_seconds)
+
+    async def _expire_blocks(self, runtime: Runtime) -> None:
+        """Clear the temporary carrier blocks past their location's lifetime, every
+        DND_BLOCK_EXPIRY_INTERVAL_SECONDS. Every replica runs it: each clear is decided again
+        under the contact's lock, so a block is cleared once whichever replica gets there."""
+        interval = self.config.block_expiry_interval_seconds
+        while not await wait_event(self._stopping, interval):
+            try:
+                cleared = await runtime.service.expire_blocks()
+            except DndError as error:
+                log.warning("block_expiry_failed", error=str(error))
+                continue
+            if cleared:
+                log.info("blocks_expired", count=cleared)
 
     async def stop(self) -> None:
         """Graceful stop: NOT_SERVING, refuse new calls, let in-flight ones finish."""
@@ -407,9 +434,13 @@ async def serve(config: Config) -> None:
     # not fit is lost. Python runs this handler in the main thread whatever the pipe holds.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    await stop.wait()
+    failed = asyncio.create_task(app.failed.wait())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
     try:
         await app.stop()
+        if failed.done():
+            raise StartupError(app.failure)
     finally:
         if tracing is not None:
             # Export the spans still buffered (off the loop: it waits for the exporter).

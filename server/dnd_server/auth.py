@@ -19,12 +19,14 @@ the next call on. A new file that cannot be read or is invalid is not used: the 
 before stay in force and the error is logged (``tokens_reload_failed``).
 
 Permissions, as the tokens file's ``scopes`` name them: ``check`` (CheckSend,
-BatchCheckSend), ``read`` (GetStatus, ListHistory, GetKeywordSettings, GetConsentPolicy),
-``write`` (SetDnd and event RPCs as USER / WORKFLOW / SYSTEM, UpdateKeywordSettings,
-UpdateConsentPolicy), ``contact`` (act as source CONTACT: inbound keywords, unsubscribe
-events), ``support`` (act as SUPPORT: the only way to lift a permanent opt-out or a spam
-lock), ``watch`` (WatchChanges, limited to the token's locations), ``consent`` (RecordConsent,
-RevokeConsent, whatever source they name).
+BatchCheckSend), ``read`` (GetStatus, ListHistory, GetKeywordSettings, GetConsentPolicy,
+GetBlockExpirySettings), ``write`` (SetDnd and event RPCs as USER / WORKFLOW / SYSTEM,
+UpdateKeywordSettings, UpdateConsentPolicy, UpdateBlockExpirySettings), ``contact`` (act as
+source CONTACT: inbound keywords, unsubscribe events), ``support`` (act as SUPPORT: the only
+way to lift a permanent opt-out or a spam lock), ``watch`` (WatchChanges, limited to the
+token's locations), ``consent`` (RecordConsent, RevokeConsent, whatever source they name),
+``erase`` (EraseContact: erasing a contact's personal data; no other permission includes it,
+so give it only to the token of whoever handles erasure requests).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class Permission(enum.StrEnum):
     SUPPORT = "support"
     WATCH = "watch"
     CONSENT = "consent"
+    # EraseContact (GDPR Art. 17): no other permission grants it.
+    ERASE = "erase"
 
 
 # The permission a write needs, by the source it acts as.

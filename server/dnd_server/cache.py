@@ -16,11 +16,13 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import structlog
 
 from dnd_server.domain.consent import ConsentPolicy
-from dnd_server.domain.model import AddressSuppression, Channel, ContactState
+from dnd_server.domain.model import AddressSuppression, ChangeKind, Channel, ContactState
+from dnd_server.lanes import Position, count, lane_of
 from dnd_server.metrics import LiveValues
 from dnd_server.records import ChangeRow
 
@@ -28,11 +30,13 @@ log = structlog.get_logger("dnd_server.cache")
 
 ContactKey = tuple[str, str]  # (location, contact)
 AddressKey = tuple[str, Channel, str]  # (location, channel, address)
+LocationKey = tuple[str]  # (location,): every address of the location
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     state: ContactState  # without suppressions
+    # The contact's last change, in its location's lane.
     last_seq: int
 
 
@@ -44,14 +48,16 @@ class ContactCache:
         self.misses = 0
         self._contacts: OrderedDict[ContactKey, Entry] = OrderedDict()
         self._addresses: OrderedDict[AddressKey, tuple[AddressSuppression, ...]] = OrderedDict()
-        # Invalidations newer than the oldest read in flight: key -> sequence number.
-        self._recent: dict[ContactKey | AddressKey, int] = {}
-        self._reads: Counter[int] = Counter()
-        self._position = 0
+        # Invalidations newer than the oldest read in flight: key -> (lane, sequence number).
+        # A key is of one location, so of one lane: its numbers compare with its changes'.
+        self._recent: dict[ContactKey | AddressKey | LocationKey, tuple[int, int]] = {}
+        self._reads: Counter[Position] = Counter()
+        self._position: Position = ()
 
     @property
-    def position(self) -> int:
-        """The feed position every invalidation up to which has been applied."""
+    def position(self) -> Position:
+        """The feed position (every lane's) every invalidation up to which has been
+        applied."""
         return self._position
 
     def __len__(self) -> int:
@@ -65,7 +71,7 @@ class ContactCache:
 
     # -- feed side ---------------------------------------------------------------------------
 
-    def feed_ready(self, position: int) -> None:
+    def feed_ready(self, position: Position) -> None:
         """The feed is listening and caught up to ``position``: trust the cache (from empty)."""
         self._position = position
         if not self.enabled:
@@ -80,29 +86,49 @@ class ContactCache:
         self._contacts.clear()
         self._addresses.clear()
 
-    def apply(self, changes: Iterable[ChangeRow], position: int) -> None:
+    def apply(self, changes: Iterable[ChangeRow], position: Position) -> None:
         for change in changes:
             key: ContactKey = (change.location_id, change.contact_id)
             self._contacts.pop(key, None)
-            self._recent[key] = change.seq
+            self._recent[key] = (change.lane, change.seq)
             if change.address and change.scope is not None:
                 akey: AddressKey = (change.location_id, change.scope, change.address)
                 self._addresses.pop(akey, None)
-                self._recent[akey] = change.seq
+                self._recent[akey] = (change.lane, change.seq)
+            if change.kind is ChangeKind.ERASURE:
+                # The change names no address (it holds no personal data).
+                self.forget_addresses(change.location_id, change.seq)
         self._position = position
         self._prune_recent()
 
+    def forget_addresses(self, location_id: str, seq: int) -> None:
+        """Drop every cached suppression of the location, and refuse those read before
+        ``seq``: an erasure (change ``seq``) replaced some by keyed-hash ones without naming
+        their addresses. Erasures are rare; the location's addresses are read again."""
+        for key in [k for k in self._addresses if k[0] == location_id]:
+            del self._addresses[key]
+        lane = lane_of(location_id, count())
+        self._recent[(location_id,)] = (lane, max(seq, self._invalidated((location_id,))))
+
     def _prune_recent(self) -> None:
         # A read in flight started at a feed position it is at least as fresh as: changes at
-        # or below the oldest such position can no longer make a read stale.
-        floor = min(self._reads) if self._reads else self._position
-        if self._recent:
-            self._recent = {k: s for k, s in self._recent.items() if s > floor}
+        # or below the oldest such position (lane by lane) can no longer make a read stale.
+        if not self._recent or not self._position:
+            return
+        floor = self._position
+        if self._reads:
+            floor = tuple(min(lane) for lane in zip(*self._reads, strict=True))
+        self._recent = {k: ls for k, ls in self._recent.items() if ls[1] > floor[ls[0]]}
+
+    def _invalidated(self, key: ContactKey | AddressKey | LocationKey) -> int:
+        """The sequence number (in the key's lane) of the last change of ``key`` seen lately."""
+        found = self._recent.get(key)
+        return found[1] if found is not None else 0
 
     # -- read side ---------------------------------------------------------------------------
 
     @contextmanager
-    def reading(self) -> Iterator[int]:
+    def reading(self) -> Iterator[Position]:
         """Bracket a database read whose result may be stored: yields the feed position the
         read is at least as fresh as."""
         start = self._position
@@ -139,7 +165,7 @@ class ContactCache:
     def put(self, key: ContactKey, entry: Entry) -> None:
         """Store a state read from the database (or just written), unless the feed has since
         seen a change of the contact newer than the state's last change."""
-        if not self.enabled or self._recent.get(key, 0) > entry.last_seq:
+        if not self.enabled or self._invalidated(key) > entry.last_seq:
             return
         current = self._contacts.get(key)
         if current is not None and current.last_seq > entry.last_seq:
@@ -149,12 +175,22 @@ class ContactCache:
         self._trim()
 
     def put_address(
-        self, key: AddressKey, suppressions: tuple[AddressSuppression, ...], read_from: int
+        self,
+        key: AddressKey,
+        suppressions: tuple[AddressSuppression, ...],
+        read_from: Position | int,
     ) -> None:
-        """Store an address's suppressions read at feed position ``read_from``, unless a
-        change of the address was seen since the read began."""
-        if not self.enabled or self._recent.get(key, 0) > read_from:
+        """Store an address's suppressions read at feed position ``read_from`` (or as of the
+        change ``read_from`` of its location's lane), unless a change of the address was seen
+        since the read began."""
+        if not self.enabled:
             return
+        if isinstance(read_from, tuple):
+            read_from = read_from[lane_of(key[0], count())] if read_from else 0
+        if self._invalidated(key) > read_from:
+            return
+        if self._invalidated((key[0],)) > read_from:
+            return  # an erasure of the location since the read began
         self._addresses[key] = suppressions
         self._addresses.move_to_end(key)
         self._trim()
@@ -204,3 +240,38 @@ class PolicyCache:
         self._policies.move_to_end(location_id)
         while len(self._policies) > self.max_entries:
             self._policies.popitem(last=False)
+
+
+_V = TypeVar("_V")
+
+
+class SettingsCache(Generic[_V]):
+    """Locations' settings of one kind (quiet hours...) as last read, each reused for ``ttl``
+    seconds (0: never reused), like ``PolicyCache``: an update through this replica replaces
+    its entry at once, other replicas read the new settings once their entry is ``ttl`` old."""
+
+    def __init__(
+        self, ttl: float, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, _V]] = OrderedDict()
+
+    def get(self, location_id: str) -> _V | None:
+        found = self._entries.get(location_id)
+        if found is None:
+            return None
+        read_at, value = found
+        if self._clock() - read_at >= self.ttl:
+            del self._entries[location_id]
+            return None
+        return value
+
+    def put(self, location_id: str, value: _V) -> None:
+        if self.ttl <= 0:
+            return
+        self._entries[location_id] = (self._clock(), value)
+        self._entries.move_to_end(location_id)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)

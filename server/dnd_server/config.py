@@ -36,12 +36,17 @@ class Config:
     default_phone_region: str = "US"
     # How often expired idempotency keys and old change-log rows are pruned.
     maintenance_interval_seconds: float = 300.0
+    # How often each server clears the temporary carrier blocks past their location's lifetime
+    # (off unless a location sets one); 0: never (this server runs no expiry pass).
+    block_expiry_interval_seconds: float = 60.0
     # Change stream: bookmark interval, how far back a cursor may resume, mailbox size.
     watch_bookmark_seconds: float = 5.0
     watch_retention_seconds: float = 7 * 86400.0
     watch_buffer_events: int = 1000
     # Polling backstop of the change feed (LISTEN/NOTIFY wakes it sooner).
     feed_poll_seconds: float = 0.5
+    # Lanes of the change log (fixed once the log has a change; the database keeps it).
+    change_lanes: int = 16
     # Change-log rows (the audit history) are deleted after this long.
     history_retention_seconds: float = 4 * 365 * 86400.0
     # The contact state cache serving CheckSend / GetStatus.
@@ -116,6 +121,9 @@ class Config:
             maintenance_interval_seconds=_float(
                 env, "DND_MAINTENANCE_INTERVAL_SECONDS", d.maintenance_interval_seconds, 0.1
             ),
+            block_expiry_interval_seconds=_float(
+                env, "DND_BLOCK_EXPIRY_INTERVAL_SECONDS", d.block_expiry_interval_seconds
+            ),
             watch_bookmark_seconds=_float(
                 env, "DND_WATCH_BOOKMARK_SECONDS", d.watch_bookmark_seconds, 0.05
             ),
@@ -124,6 +132,7 @@ class Config:
             ),
             watch_buffer_events=_int(env, "DND_WATCH_BUFFER_EVENTS", d.watch_buffer_events, 1),
             feed_poll_seconds=_float(env, "DND_FEED_POLL_SECONDS", d.feed_poll_seconds, 0.01),
+            change_lanes=_change_lanes(env, d.change_lanes),
             history_retention_seconds=_float(
                 env, "DND_HISTORY_RETENTION_SECONDS", d.history_retention_seconds, 1.0
             ),
@@ -307,3 +316,10 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
             f"{name} must be one of {', '.join(c for c in choices if c)}, got {raw!r}"
         )
     return raw
+
+
+def _change_lanes(env: Mapping[str, str], default: int) -> int:
+    value = _int(env, "DND_CHANGE_LANES", default, 1)
+    if value > 256:
+        raise ConfigError(f"DND_CHANGE_LANES must be between 1 and 256, got {value}")
+    return value

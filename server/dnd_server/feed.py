@@ -4,14 +4,16 @@ streams. The cache is trusted only while the feed is listening and caught up.
 
 PostgreSQL LISTEN/NOTIFY is only a wake-up: the feed polls the log on a timer too, so a lost
 listening connection (or a lost notification) delays delivery by at most one poll interval
-and loses nothing. The log's sequence numbers commit in order, so reading "after the last
-sequence seen" is gapless.
+and loses nothing. The feed reads every lane of the log after its position (one sequence
+number per lane) in one statement and merges them (``lanes.merge``); each lane's sequence
+numbers commit in order, so reading "after the last sequence seen" is gapless in every lane.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,10 +21,13 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
+from dnd_server import lanes
 from dnd_server.cache import ContactCache
 from dnd_server.domain.errors import Unavailable
+from dnd_server.lanes import Position
 from dnd_server.metrics import LiveValues
 from dnd_server.records import ChangeRow
+from dnd_server.storage.sql import QUERIES
 from dnd_server.storage.store import Store
 from dnd_server.waiting import wait_event, within
 
@@ -31,36 +36,46 @@ log = structlog.get_logger("dnd_server.feed")
 CHANNEL = "dnd_changes"
 _BATCH = 1000
 _LISTENER_PING_SECONDS = 10.0
+# Between two wake-ups of the other replicas (each a NOTIFY, which PostgreSQL serialises).
+_NOTIFY_GAP_SECONDS = 0.002
+# How long a woken feed waits for more commits before reading the log.
+_GATHER_SECONDS = 0.003
+
+
+# A change as the feed dispatches it, with the feed's position right after it.
+Dispatched = tuple[ChangeRow, Position]
 
 
 class Subscription:
     """A watch stream's bounded mailbox of matching changes."""
 
-    def __init__(self, start_seq: int, matches: Callable[[ChangeRow], bool], limit: int) -> None:
+    def __init__(self, start: Position, matches: Callable[[ChangeRow], bool], limit: int) -> None:
         # The feed position when the subscription began: later changes arrive here.
-        self.start_seq = start_seq
-        # The last sequence dispatched to this subscription (matching or not).
-        self.position = start_seq
+        self.start = start
+        # The feed position after the last change dispatched here (matching or not).
+        self.position = start
         self.matches = matches
         self.limit = limit
-        self.queue: deque[ChangeRow] = deque()
+        self.queue: deque[Dispatched] = deque()
         self.overflowed = False
         self.closed_reason = ""
         self.wakeup = asyncio.Event()
 
-    def offer(self, changes: list[ChangeRow]) -> None:
+    def offer(self, changes: list[Dispatched]) -> None:
         """Queue the matching changes. A subscriber that still holds ``limit`` undelivered
         changes and is offered more is cut off; one that has caught up takes any batch (at
-        most the feed's batch size), so a burst after a stall does not cut off everyone."""
+        most the feed's batch size per lane), so a burst after a stall does not cut off
+        everyone."""
         if self.overflowed or self.closed_reason:
             return
-        matching = [c for c in changes if self.matches(c)]
+        matches = self.matches
+        matching = [item for item in changes if matches(item[0])]
         if self.queue and len(self.queue) + len(matching) > self.limit:
             self.overflowed = True
             self.queue.clear()
             self.wakeup.set()
             return
-        self.position = changes[-1].seq
+        self.position = changes[-1][1]
         if matching:
             self.queue.extend(matching)
             self.wakeup.set()
@@ -88,19 +103,25 @@ class ChangeFeed:
         self._task: asyncio.Task[None] | None = None
         self._last_ping = 0.0
         self._closing = False
-        # The last sequence read from the log and dispatched.
-        self.position = 0
+        # The position (every lane's) read from the log and dispatched.
+        self.position: Position = ()
         # Whether LISTEN is up (False: delivery falls back to polling).
         self.listening = False
         # Subscriptions cut off so far for falling behind (their mailbox overflowed).
         self.cut_off = 0
+        # The other replicas' wake-up after this process's writes: one NOTIFY in flight.
+        self._notifier: asyncio.Task[None] | None = None
+        self._notify_again = False
+        # The listening connection runs one statement at a time (a ping or a NOTIFY).
+        self._listener_busy = asyncio.Lock()
 
     def register_metrics(self, live: LiveValues) -> None:
         live.feed_listening = lambda: 1.0 if self.listening else 0.0
         live.watch_cut_off = lambda: float(self.cut_off)
 
     async def start(self) -> None:
-        self.position = await self._store.head_seq()
+        self.position = await self._store.heads()
+        self._store.committed = self._committed
         self._task = asyncio.create_task(self._run())
         log.info("feed_started", position=self.position)
 
@@ -114,6 +135,7 @@ class ChangeFeed:
 
     async def close(self) -> None:
         self._closing = True
+        self._store.committed = lambda: None
         for subscription in list(self._subscriptions):
             subscription.close("the server is shutting down")
         if self._task is not None:
@@ -137,31 +159,70 @@ class ChangeFeed:
                     else:
                         self._cache.feed_lost()
             await wait_event(self._wake, self._poll_interval)
+            # Woken: let the writes committing right now join this read (one read, one
+            # dispatch to every stream, for all of them).
+            await asyncio.sleep(_GATHER_SECONDS)
             self._wake.clear()
 
     async def _catch_up(self) -> None:
+        every = frozenset(range(len(self.position)))
         while True:
-            changes = await self._store.changes_after(self.position, _BATCH)
-            if changes:
-                self.position = changes[-1].seq
+            by_lane = await self._store.changes_after(sorted(every), self.position, _BATCH)
+            read = [by_lane[lane] for lane in sorted(every)]
+            complete = [len(found) < _BATCH for found in read]
+            dispatched: list[Dispatched] = []
+            position = self.position
+            for change in lanes.merge(read, complete):
+                position = lanes.advance(position, change, every)
+                dispatched.append((change, position))
+            if dispatched:
+                self.position = position
                 if self._cache is not None:
-                    self._cache.apply(changes, self.position)
+                    self._cache.apply([change for change, _ in dispatched], self.position)
                 for subscription in list(self._subscriptions):
                     if not subscription.overflowed:
-                        subscription.offer(changes)
+                        subscription.offer(dispatched)
                         if subscription.overflowed:
                             self.cut_off += 1
-            if len(changes) < _BATCH:
+            if all(complete):
                 return
 
     def _notified(self, *_args: object) -> None:
         self._wake.set()
 
+    def _committed(self) -> None:
+        """A write of this process committed: read the log now, and wake the other replicas'
+        feeds with one NOTIFY (another after it when more writes committed meanwhile)."""
+        self._wake.set()
+        if self._closing:
+            return
+        if self._notifier is not None and not self._notifier.done():
+            self._notify_again = True
+            return
+        # In a context of its own: the NOTIFY serves every write of the process, not the
+        # request whose commit started it (its trace, its log fields).
+        self._notifier = asyncio.create_task(self._notify_others(), context=contextvars.Context())
+
+    async def _notify_others(self) -> None:
+        while True:
+            self._notify_again = False
+            try:
+                await self._notify()
+            except Unavailable as error:
+                # The others find the changes by polling.
+                log.warning("feed_notify_failed", error=str(error))
+                return
+            if not self._notify_again:
+                return
+            # Writes committed meanwhile: one more, a moment later, for all of them.
+            await asyncio.sleep(_NOTIFY_GAP_SECONDS)
+
     async def _ensure_listener(self) -> None:
         if self._listener is not None and not self._listener.is_closed():
             if time.monotonic() - self._last_ping > _LISTENER_PING_SECONDS:
                 try:
-                    await within(self._listener.fetchval("SELECT 1"), 5)
+                    async with self._listener_busy:
+                        await within(self._listener.fetchval("SELECT 1"), 5)
                     self._last_ping = time.monotonic()
                 except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                     await self._drop_listener()
@@ -184,6 +245,19 @@ class ChangeFeed:
         log.info("feed_listening")
         # Changes committed while nobody listened are picked up by the poll that follows.
         self._wake.set()
+
+    async def _notify(self) -> None:
+        """One NOTIFY: on the listening connection (so no pooled connection a write needs is
+        taken), or through the pool while there is none."""
+        listener = self._listener
+        if listener is None or listener.is_closed():
+            await self._store.notify_changes()
+            return
+        try:
+            async with self._listener_busy:
+                await within(listener.execute(QUERIES["notify_changes"]), 5)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self._store.notify_changes()
 
     def _listener_lost(self, *_args: object) -> None:
         self.listening = False

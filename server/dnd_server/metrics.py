@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dnd_server.domain.provider_events import DELIVERY_PROVIDERS
+from dnd_server.domain.provider_events import KNOWN_PROVIDERS, normalise_provider
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -85,8 +85,9 @@ class Metrics:
         )
         self.ignored_events = Counter(
             "dnd_provider_events_ignored",
-            "ReportDeliveryEvent reports of an unknown provider or code (changing nothing), "
-            "by provider (a provider the service does not know counts as 'other').",
+            "ReportDeliveryEvent and ReportSmsDeliveryFailure reports of an unknown provider "
+            "or code (changing nothing), by provider (a provider the service does not know "
+            "counts as 'other'; the code is never a label: see the delivery_code_unknown log).",
             ["provider"],
             registry=self.registry,
         )
@@ -94,8 +95,8 @@ class Metrics:
         self.registry.register(_LiveCollector(self.live))
 
     def provider_event_ignored(self, provider: str) -> None:
-        known = provider.lower()
-        self.ignored_events.labels(known if known in DELIVERY_PROVIDERS else "other").inc()
+        known = normalise_provider(provider)
+        self.ignored_events.labels(known if known in KNOWN_PROVIDERS else "other").inc()
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         self.requests.labels(method, code).inc()

@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from collections import deque
 
+from dnd_server.lanes import Position, reached
+
 _SAMPLES = 4096
+# A log position: one sequence number per lane (or one number).
+_At = Position | int
+
+
+def _reached(target: _At, position: _At) -> bool:
+    if isinstance(target, int) or isinstance(position, int):
+        return int(sum(position) if isinstance(position, tuple) else position) >= int(
+            sum(target) if isinstance(target, tuple) else target
+        )
+    return reached(target, position)
 
 
 class FeedDelay:
@@ -22,13 +34,15 @@ class FeedDelay:
 
     def __init__(self) -> None:
         # (when read, head then), oldest first: only heads the feed has not reached yet.
-        self._pending: deque[tuple[float, int]] = deque(maxlen=_SAMPLES)
+        self._pending: deque[tuple[float, _At]] = deque(maxlen=_SAMPLES)
         self.seconds = 0.0
 
-    def observe(self, head: int, position: int, now: float) -> float:
-        if head > position and (not self._pending or head > self._pending[-1][1]):
+    def observe(self, head: _At, position: _At, now: float) -> float:
+        if not _reached(head, position) and (
+            not self._pending or not _reached(head, self._pending[-1][1])
+        ):
             self._pending.append((now, head))
-        while self._pending and self._pending[0][1] <= position:
+        while self._pending and _reached(self._pending[0][1], position):
             self._pending.popleft()
         self.seconds = now - self._pending[0][0] if self._pending else 0.0
         return self.seconds

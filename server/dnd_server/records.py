@@ -10,8 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dnd_server.domain.consent import Consent
+from dnd_server.domain.errors import DndError
 from dnd_server.domain.model import (
     AddressSuppression,
+    Block,
     ChangeKind,
     Channel,
     ContactState,
@@ -20,6 +22,8 @@ from dnd_server.domain.model import (
     Source,
     Step,
 )
+from dnd_server.domain.replies import ReplyMark
+from dnd_server.lanes import Position
 
 # (channel, normalised address) pairs a read or write involves.
 Addresses = Sequence[tuple[Channel, str]]
@@ -45,6 +49,9 @@ class Decision:
 
     steps: Sequence[Step]
     detail: object = None
+    # Reply marks to keep in the same transaction (domain/replies.py ReplyMark): not changes
+    # (no version, no change-log row).
+    marks: Sequence[ReplyMark] = ()
 
 
 # A plan decides, from the locked current state and the database's clock, which steps to take.
@@ -59,6 +66,8 @@ class WriteResult:
     last_seq: int
     # What the plan decided beside its steps (see Decision).
     detail: object = None
+    # The position in the whole log of that change (its cursor; see dnd_server/lanes.py).
+    position: Position = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +113,8 @@ class HistoryRow:
     kind: ChangeKind = ChangeKind.BLOCK
     # On a CONSENT row: the consent after the change (with its evidence).
     consent: Consent | None = None
+    # The change's position in the whole log (see ChangeRow.heads).
+    heads: Position = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +143,10 @@ class ChangeRow:
     # On a CONSENT row: the consent after the change, without its evidence (the stream never
     # carries evidence).
     consent: Consent | None = None
+    # The change's lane (its location's) and its position in the whole log (its own lane's
+    # entry being ``seq``).
+    lane: int = 0
+    heads: Position = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +158,82 @@ class ContactsRead:
 
 @dataclass(frozen=True, slots=True)
 class CursorPosition:
-    head: int
-    pruned_below: int
-    # Whether the change right after the cursor is older than the stream's retention.
-    next_expired: bool
+    """Where a position stands in the lanes it was asked about (per lane, by lane)."""
+
+    head: dict[int, int]
+    pruned_below: dict[int, int]
+    # The lanes whose change right after the position is older than the stream's retention.
+    expired: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class BulkItem:
+    """One contact's write in a bulk write: its plan, as ``Store.write`` takes it."""
+
+    contact_id: str
+    plan: Plan
+    meta: ChangeMeta
+    addresses: Addresses = ()
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    """What one item of a bulk write did: its result, or the domain error that refused it
+    (the clear policy's, a version mismatch); nothing of a refused item is written."""
+
+    result: WriteResult | None = None
+    error: DndError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkClaim:
+    """The idempotency key of a bulk write, which keeps the answer so far after each chunk:
+    a retry resumes after the items it answers, and a finished call replays it."""
+
+    key: str
+    method: str
+    request_hash: bytes
+    # How many items (from the first) a kept progress answers.
+    done: Callable[[bytes], int]
+    # The progress after a chunk: the kept one (None at first), the chunk's first index and
+    # its outcomes (None for an item that was not written: invalid).
+    record: Callable[[bytes | None, int, Sequence[ItemOutcome | None]], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class BulkChunk:
+    """One chunk of a bulk write as committed: its first index, its outcomes, and the kept
+    progress (with a claim)."""
+
+    start: int
+    outcomes: Sequence[ItemOutcome | None]
+    progress: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    """What a listing or an export of blocks and suppressions keeps (None / "": any)."""
+
+    channel: Channel | None = None
+    direction: Direction | None = None
+    reason: Reason | None = None
+    source: Source | None = None
+    # Set at or after ``since`` and before ``until``.
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    contact_id: str = ""
+    # Normalised.
+    address: str = ""
+
+
+# A block's key in its location: (contact, direction, scope, reason).
+BlockKey = tuple[str, str, str, str]
+# A suppression's key in its location: (channel, address, reason).
+SuppressionKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ListedBlock:
+    contact_id: str
+    block: Block

@@ -5,6 +5,7 @@ settings, the cursor key), opened in one step and handed whole to the servicer."
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import structlog
 from dnd_server import cursor
 from dnd_server.cache import ContactCache, PolicyCache
 from dnd_server.config import Config
+from dnd_server.domain.erasure import KEY_BYTES as ERASURE_KEY_BYTES
 from dnd_server.domain.errors import Unavailable
 from dnd_server.feed import ChangeFeed
 from dnd_server.metrics import LiveValues
@@ -78,6 +80,9 @@ async def open_runtime(
             idempotency_ttl=config.idempotency_ttl_seconds,
         )
         await install_cursor_key(config, store)
+        # The log's lane count: the database's (LogLayoutMismatch when the setting differs).
+        cursor.install_lanes(await store.open_log(config.change_lanes))
+        erasure_key = await load_erasure_key(store)
         cache = ContactCache(config.cache_max_entries) if config.cache else None
         feed = ChangeFeed(store, url, config.feed_poll_seconds, cache)
         await feed.start()
@@ -90,7 +95,10 @@ async def open_runtime(
         cache=cache,
         feed=feed,
         service=DndService(
-            store=store, cache=cache, policies=PolicyCache(config.policy_cache_seconds)
+            store=store,
+            cache=cache,
+            policies=PolicyCache(config.policy_cache_seconds),
+            erasure_key=erasure_key,
         ),
         watch=WatchSettings(
             bookmark_interval=config.watch_bookmark_seconds,
@@ -141,6 +149,22 @@ async def install_cursor_key(config: Config, store: Store) -> None:
         return
 
 
+async def load_erasure_key(store: Store) -> bytes:
+    """The key of erased addresses' hashes, the database's (one per deployment, made by the
+    first server to start), loaded before any call is served."""
+    delay = 0.2
+    while True:
+        try:
+            key = await store.erasure_key(secrets.token_bytes(ERASURE_KEY_BYTES))
+        except (Unavailable, asyncpg.PostgresError) as exc:
+            log.warning("erasure_key_unavailable", error=type(exc).__name__, retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        log.info("erasure_key_loaded")
+        return key
+
+
 async def _keep_session(_connection: asyncpg.Connection) -> None:
     """Pool release: asyncpg still rolls back an open transaction; the default extra round trip
     (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) is skipped, as pooled connections take
@@ -154,6 +178,9 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
         max_size=config.db_pool_max,
         timeout=config.db_timeout_seconds,
         reset=_keep_session,
+        # Idle connections are kept (not closed after 5 minutes): no inactivity timer is set
+        # and cancelled around every statement.
+        max_inactive_connection_lifetime=0,
         server_settings={"application_name": "dnd-service"},
     )
     assert pool is not None

@@ -48,6 +48,12 @@ def insert_block_behind_the_feed(db: Database, loc: str, contact: str) -> None:
         loc,
         contact,
     )
+    db.fetch(
+        "UPDATE dnd_contacts SET state = dnd_contact_state(location_id, contact_id) "
+        "WHERE location_id = $1 AND contact_id = $2",
+        loc,
+        contact,
+    )
 
 
 def test_cache_serves_reads_and_fully_consistent_bypasses_it(replicas: Any) -> None:
@@ -90,6 +96,38 @@ def test_min_cursor_reads_a_write_of_another_replica_at_once(replicas: Any) -> N
             pb.GetStatusRequest(location_id=loc, contact_id=contact, min_cursor=cursor)
         )
         assert status.status.version == 1
+
+
+def test_replicas_across_lanes_invalidate_and_honour_min_cursor(replicas: Any) -> None:
+    """Locations in eight lanes, each contact cached on B: a write on A to each location
+    invalidates B's entry through B's feed, and B answers a read with the write's cursor (or
+    the cursor of a later write of another lane) at once."""
+    from dnd_server.lanes import lane_of
+
+    a, b, _ = replicas
+    by_lane: dict[int, str] = {}
+    while len(by_lane) < 8:
+        loc = new_id("loc")
+        by_lane.setdefault(lane_of(loc, 16), loc)
+    locs = list(by_lane.values())
+    for loc in locs:
+        assert b.CheckSend(check(loc, "c")).allowed and b.CheckSend(check(loc, "d")).allowed
+    cursors = [a.SetDnd(enable(loc, "c")).cursor for loc in locs]
+    for loc, cursor in zip(locs, cursors, strict=True):
+        answer = b.CheckSend(check(loc, "c", min_cursor=cursor))
+        assert not answer.allowed and answer.version == 1
+    # The last write's cursor holds every lane's head it saw: it covers the earlier writes.
+    for loc in locs:
+        assert not b.CheckSend(check(loc, "c", min_cursor=cursors[-1])).allowed
+    # Without a cursor, B's feed evicts the entries of every lane.
+    for loc in locs:
+        a.SetDnd(enable(loc, "d"))
+    deadline = time.monotonic() + 5
+    stale = set(locs)
+    while stale and time.monotonic() < deadline:
+        stale = {loc for loc in stale if b.CheckSend(check(loc, "d")).allowed}
+        time.sleep(0.01)
+    assert not stale, "B's cache must be invalidated in every lane"
 
 
 def test_writes_update_their_own_replica_before_returning(replicas: Any) -> None:

@@ -233,18 +233,19 @@ def answers_unavailable(fresh_database: Any) -> Iterator[tuple[ServerProcess, st
     process.stop()
 
 
-class BlocksLocked:
-    """An ACCESS EXCLUSIVE lock on dnd_blocks held by another connection: the server's reads
-    and writes time out and answer UNAVAILABLE until ``release``."""
+class ContactsLocked:
+    """An ACCESS EXCLUSIVE lock on dnd_contacts (every read and write goes through it) held
+    by another connection: the server's reads and writes time out and answer UNAVAILABLE until
+    ``release``."""
 
     def __init__(self, url: str) -> None:
         self.url = url
 
-    async def __aenter__(self) -> BlocksLocked:
+    async def __aenter__(self) -> ContactsLocked:
         self._conn = await asyncpg.connect(self.url)
         self._transaction = self._conn.transaction()
         await self._transaction.start()
-        await self._conn.execute("LOCK TABLE dnd_blocks IN ACCESS EXCLUSIVE MODE")
+        await self._conn.execute("LOCK TABLE dnd_contacts IN ACCESS EXCLUSIVE MODE")
         self._released = False
         return self
 
@@ -280,7 +281,7 @@ async def test_retries_counted_while_the_server_answers_unavailable(
         await dnd.get_status(new_id("loc"), "warm")
         # A read meeting UNAVAILABLE is retried by the gRPC retry policy: the caller only
         # sees the answer once the database is back.
-        async with BlocksLocked(url) as lock:
+        async with ContactsLocked(url) as lock:
             release = asyncio.ensure_future(lock.release(after=0.9))
             status = await dnd.get_status(read_loc, "c", timeout=20)
             await release
@@ -290,7 +291,7 @@ async def test_retries_counted_while_the_server_answers_unavailable(
         assert 2 <= len(codes) <= 5, codes
 
         # A keyed write is retried by the client and applied once.
-        async with BlocksLocked(url) as lock:
+        async with ContactsLocked(url) as lock:
             release = asyncio.ensure_future(lock.release(after=0.9))
             answer = await dnd.set_dnd(
                 keyed_loc, "c", **enable(channel=Channel.SMS), idempotency_key="keyed-1"
@@ -302,7 +303,7 @@ async def test_retries_counted_while_the_server_answers_unavailable(
         assert db.changes(keyed_loc) == 1
 
         # A write without a key is tried once and raises Unavailable; nothing is written.
-        async with BlocksLocked(url):
+        async with ContactsLocked(url):
             with pytest.raises(Unavailable) as caught:
                 await dnd.set_dnd(plain_loc, "c", **enable(channel=Channel.SMS), timeout=10)
         assert caught.value.reason == "DATABASE_UNAVAILABLE"
@@ -312,7 +313,7 @@ async def test_retries_counted_while_the_server_answers_unavailable(
     # Reads give up when the attempts are spent.
     async with Client(kind, process.addr, max_attempts=3) as dnd:
         await dnd.get_status(new_id("loc"), "warm")
-        async with BlocksLocked(url):
+        async with ContactsLocked(url):
             with pytest.raises(Unavailable) as caught:
                 await dnd.get_status(bounded_loc, "c", timeout=20)
         assert caught.value.reason == "DATABASE_UNAVAILABLE"
@@ -351,7 +352,12 @@ async def test_watch_resumes_across_a_restart_without_loss_or_repeat(
                 codec = cursor_codec(same_port.url)
                 last = codec.decode_cursor(written[-1])
                 await follow.until(
-                    lambda: any(codec.decode_cursor(b.cursor) >= last for b in follow.bookmarks)
+                    lambda: any(
+                        all(
+                            p >= t for p, t in zip(codec.decode_cursor(b.cursor), last, strict=True)
+                        )
+                        for b in follow.bookmarks
+                    )
                 )
             finally:
                 await follow.close()

@@ -135,9 +135,9 @@ def test_readiness_follows_the_change_feed(fresh_database: Any) -> None:
             int(e["port"]) for e in process.logs if e.get("event") == "metrics_listening"
         )
         assert healthcheck(process.port).returncode == 0
-        # The log head moves past every change the feed can read, as when the feed stops
+        # A lane's head moves past every change the feed can read, as when the feed stops
         # following the log while the database still answers.
-        Database(url).fetch("UPDATE dnd_log_head SET seq = seq + 3")
+        Database(url).fetch("UPDATE dnd_log_lanes SET seq = seq + 3 WHERE lane = 0")
         wait_health(process.addr, "", "NOT_SERVING")
         assert health_of(process.addr, LIVENESS_SERVICE) == "SERVING"
         assert healthcheck(process.port).returncode == 1
@@ -151,7 +151,7 @@ def test_readiness_follows_the_change_feed(fresh_database: Any) -> None:
         with grpc.insecure_channel(process.addr) as channel:
             dnd_pb2_grpc.DndServiceStub(channel).SetDnd(
                 pb.SetDndRequest(
-                    location_id=new_id("loc-ready"),
+                    location_id=in_lane_zero(),
                     contact_id="c1",
                     action=pb.DND_ACTION_ENABLE,
                     direction=pb.DIRECTION_OUTBOUND,
@@ -164,6 +164,15 @@ def test_readiness_follows_the_change_feed(fresh_database: Any) -> None:
         assert scraped(metrics_port, "dnd_feed_delay_seconds") == 0
     finally:
         process.stop()
+
+
+def in_lane_zero() -> str:
+    """A new location whose changes go to the log's lane 0."""
+    from dnd_server.lanes import DEFAULT_LANES, lane_of
+
+    while lane_of(loc := new_id("loc-ready"), DEFAULT_LANES) != 0:
+        pass
+    return loc
 
 
 def scraped(port: int, name: str) -> float:

@@ -172,9 +172,14 @@ def assert_exactly_once_in_order(
     ]
     # Once the watch has reached the head of the log, nothing more (no duplicate) can come.
     codec = cursor_codec(db.url)
-    head = int(db.fetchval("SELECT seq FROM dnd_log_head"))
+    head = db.heads()
     wait_until(
-        lambda: watcher.position and codec.decode_cursor(watcher.position) >= head,
+        lambda: (
+            watcher.position
+            and all(
+                p >= h for p, h in zip(codec.decode_cursor(watcher.position), head, strict=True)
+            )
+        ),
         30,
         f"the watch reaching the head of the log ({head})",
     )

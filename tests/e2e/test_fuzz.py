@@ -135,8 +135,10 @@ class Sealed:
 
     def resolve(self) -> str:
         codec = FOREIGN_CODEC if self.foreign else CODEC[0]
-        seal = codec.encode_cursor if self.kind == "cursor" else codec.encode_page_token
-        text: str = seal(self.value)
+        if self.kind == "cursor":
+            text: str = codec.encode_cursor((self.value,) * codec.lanes)
+        else:
+            text = codec.encode_page_token(self.value)
         return text
 
 
@@ -356,7 +358,7 @@ def resolve(value: Any) -> Any:
     if isinstance(value, Fresh | Sealed):
         return value.resolve()
     if isinstance(value, Head):
-        return CODEC[0].encode_cursor(max(0, HEAD_SEQ[0]() - value.back))
+        return CODEC[0].encode_cursor(tuple(max(0, h - value.back) for h in HEAD_SEQ[0]()))
     if isinstance(value, dict):
         return {k: resolve(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -960,7 +962,7 @@ class Probe:
 
 
 SNAPSHOT = """
-SELECT (SELECT seq FROM dnd_log_head) AS head,
+SELECT (SELECT array_agg(seq ORDER BY lane) FROM dnd_log_lanes) AS head,
        (SELECT count(*) FROM dnd_changes WHERE location_id = $1) AS changes,
        (SELECT count(*) FROM dnd_blocks WHERE location_id = $1) AS blocks,
        (SELECT count(*) FROM dnd_address_suppressions WHERE location_id = $1) AS suppressions,
@@ -1003,8 +1005,9 @@ class Harness:
         HEAD_SEQ[:] = [self.head]
         CODEC[:] = [CursorCodec(bytes(probe.fetch("SELECT key FROM dnd_cursor_key")[0][0]))]
 
-    def head(self) -> int:
-        return int(self.probe.fetch("SELECT seq FROM dnd_log_head")[0][0])
+    def head(self) -> tuple[int, ...]:
+        found = self.probe.fetch("SELECT array_agg(seq ORDER BY lane) FROM dnd_log_lanes")
+        return tuple(found[0][0])
 
     def snapshot(self, locations: list[str]) -> list[dict[str, Any]]:
         # PostgreSQL text cannot hold NUL: no row of such a location can exist.
@@ -1163,12 +1166,13 @@ INT64_MAX = 2**63 - 1
 
 
 def cursor_seq(text: str) -> int | None:
-    """The sequence number the server reads in a cursor (dnd_server.cursor), None if none."""
+    """The highest sequence number the server reads in a cursor (dnd_server.cursor), None if
+    none."""
     try:
-        seq: int = CODEC[0].decode_cursor(text)
+        position: tuple[int, ...] = CODEC[0].decode_cursor(text)
     except InvalidArgument:
         return None
-    return seq
+    return max(position)
 
 
 def email_addresses(request: Any) -> list[str]:
@@ -1538,7 +1542,8 @@ def test_many_violations_fit_in_the_status(stub: Any) -> None:
 
 
 def test_watch_from_the_last_possible_cursor(isolated_server: ServerProcess) -> None:
-    last = cursor_codec(isolated_server.database_url).encode_cursor(INT64_MAX)
+    codec = cursor_codec(isolated_server.database_url)
+    last = codec.encode_cursor((INT64_MAX,) * codec.lanes)
     request = pb.WatchChangesRequest(after_cursor=last)
     with grpc.insecure_channel(isolated_server.addr) as channel:
         _, error = first_message(pb_grpc.DndServiceStub(channel), request)

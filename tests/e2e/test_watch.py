@@ -230,7 +230,7 @@ def test_gapless_under_concurrent_writers_committing_out_of_order(own_server: An
         expected = committed(db, loc)
         # Past the head of the log once every writer is done: nothing more can come.
         codec = cursor_codec(url)
-        head = codec.encode_cursor(db.fetchval("SELECT seq FROM dnd_log_head"))
+        head = codec.encode_cursor(db.heads())
         events = watcher.wait_past(head, codec, timeout=30)
     assert grpc.StatusCode.OK in codes and grpc.StatusCode.INTERNAL in codes  # some rolled back
     assert len(expected) > 50
@@ -240,6 +240,136 @@ def test_gapless_under_concurrent_writers_committing_out_of_order(own_server: An
     by_contact: dict[str, list[int]] = {}
     for e in events:
         by_contact.setdefault(e.contact_id, []).append(e.version)
+    for versions in by_contact.values():
+        assert versions == list(range(1, len(versions) + 1))
+
+
+def locations_in_distinct_lanes(count: int, lanes: int = 16) -> list[str]:
+    """``count`` new locations, each writing to a lane of its own."""
+    from dnd_server.lanes import lane_of
+
+    found: dict[int, str] = {}
+    while len(found) < count:
+        loc = new_id("loc")
+        found.setdefault(lane_of(loc, lanes), loc)
+    return list(found.values())
+
+
+def install_chaos(url: str) -> None:
+    """Every change-log row is followed by a random delay before its transaction commits; a
+    write by actor ``doomed`` is rolled back there."""
+
+    async def go() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(
+                """
+                CREATE FUNCTION chaos() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    PERFORM pg_sleep(random() * 0.03);
+                    IF NEW.actor_id = 'doomed' THEN
+                        RAISE EXCEPTION 'rolled back on purpose';
+                    END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER chaos AFTER INSERT ON dnd_changes
+                    FOR EACH ROW EXECUTE FUNCTION chaos();
+                """
+            )
+        finally:
+            await conn.close()
+
+    run_async(go())
+
+
+def test_gapless_across_lanes_under_concurrent_writers(own_server: Any) -> None:
+    """Concurrent writers on six locations in six lanes, committing out of order (and some
+    rolled back): an unfiltered watcher, a watcher of two of the locations and one that
+    disconnects midway and resumes from its last cursor each get exactly what committed, once,
+    every lane in commit order, every contact's versions gapless, and each change after every
+    change its position includes."""
+    process = own_server()
+    url = own_server.url
+    install_chaos(url)
+    locs = locations_in_distinct_lanes(6)
+    db = Database(url)
+    everything = Watcher(process.addr, pb.WatchChangesRequest(max_events_per_message=50))
+    some = Watcher(process.addr, pb.WatchChangesRequest(location_ids=locs[:2]))
+    quitter = Watcher(process.addr, pb.WatchChangesRequest())
+    with everything, some:
+        for watcher in (everything, some, quitter):
+            watcher.wait_bookmarks(1)
+
+        async def writers() -> list[grpc.StatusCode]:
+            async with grpc.aio.insecure_channel(process.addr) as channel:
+                stub = dnd_pb2_grpc.DndServiceStub(channel)
+
+                async def one(i: int) -> list[grpc.StatusCode]:
+                    codes = []
+                    for n in range(6):
+                        await asyncio.sleep(random.random() * 0.01)
+                        request = set_dnd(
+                            locs[(i + n) % len(locs)],
+                            f"c{i % 5}",
+                            action=random.choice([ENABLE, DISABLE]),
+                            channel=random.choice([pb.CHANNEL_SMS, pb.CHANNEL_EMAIL, None]),
+                        )
+                        request.actor_id = "doomed" if (i + n) % 7 == 0 else f"w{i}"
+                        try:
+                            await stub.SetDnd(request, timeout=30)
+                            codes.append(grpc.StatusCode.OK)
+                        except grpc.aio.AioRpcError as error:
+                            codes.append(error.code())
+                    return codes
+
+                results = await asyncio.gather(*(one(i) for i in range(24)))
+                return [c for codes in results for c in codes]
+
+        async def write_and_quit() -> list[grpc.StatusCode]:
+            task = asyncio.create_task(writers())
+            # The quitter's events arrive on its reading thread: polled.
+            while len(quitter.events) < 20 and not task.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            quitter.close()
+            return await task
+
+        codes = asyncio.run(write_and_quit())
+        codec = cursor_codec(url)
+        head = codec.encode_cursor(db.heads())
+        events = everything.wait_past(head, codec, timeout=30)
+        filtered = some.wait_past(head, codec, timeout=30)
+        first_part = list(quitter.events)
+        with Watcher(
+            process.addr, pb.WatchChangesRequest(after_cursor=quitter.last_cursor)
+        ) as resumed:
+            rest = resumed.wait_past(head, codec, timeout=30)
+    rows = db.fetch(
+        "SELECT lane, seq, heads, location_id, contact_id, version FROM dnd_changes "
+        "ORDER BY lane, seq"
+    )
+    expected = {(r["location_id"], r["contact_id"], r["version"]) for r in rows}
+    assert grpc.StatusCode.OK in codes and grpc.StatusCode.INTERNAL in codes  # some rolled back
+    assert len(expected) > 60 and len({r["lane"] for r in rows}) == 6
+    for got in (events, first_part + rest):
+        assert len(got) == len(expected) and set(keys(got)) == expected, "each change once"
+    assert max(everything.batches, default=1) > 1, "a subscriber behind gets several at once"
+    assert keys(filtered) == [k for k in keys(events) if k[0] in locs[:2]]
+    assert all(e.actor_id != "doomed" for e in events)
+    # Every lane in commit (sequence) order; each change after what its position includes.
+    by_key = {(r["location_id"], r["contact_id"], r["version"]): r for r in rows}
+    seen: dict[int, int] = {}
+    for event in events:
+        row = by_key[(event.location_id, event.contact_id, event.version)]
+        assert row["seq"] > seen.get(row["lane"], 0), "lane order"
+        for lane, head_seen in enumerate(row["heads"]):
+            if lane != row["lane"]:
+                assert seen.get(lane, 0) >= min(
+                    head_seen, max((r["seq"] for r in rows if r["lane"] == lane), default=0)
+                ), "after every change its position includes"
+        seen[row["lane"]] = row["seq"]
+    by_contact: dict[tuple[str, str], list[int]] = {}
+    for e in events:
+        by_contact.setdefault((e.location_id, e.contact_id), []).append(e.version)
     for versions in by_contact.values():
         assert versions == list(range(1, len(versions) + 1))
 
@@ -442,6 +572,7 @@ def test_client_disconnect_mid_stream_frees_the_subscription(
         (pb.WatchChangesRequest(channels=[99]), "channels[0]"),  # type: ignore[list-item]
         (pb.WatchChangesRequest(directions=[0]), "directions[0]"),
         (pb.WatchChangesRequest(sources=[42]), "sources[0]"),  # type: ignore[list-item]
+        (pb.WatchChangesRequest(max_events_per_message=1001), "max_events_per_message"),
     ],
 )
 def test_bad_watch_requests(server: ServerProcess, request_: Any, field: str) -> None:
@@ -453,7 +584,8 @@ def test_bad_watch_requests(server: ServerProcess, request_: Any, field: str) ->
 
 
 def test_cursor_ahead_of_the_log_is_refused(server: ServerProcess, database_url: str) -> None:
-    ahead = cursor_codec(database_url).encode_cursor(10**12)
+    codec = cursor_codec(database_url)
+    ahead = codec.encode_cursor((10**12,) * codec.lanes)
     with Watcher(server.addr, pb.WatchChangesRequest(after_cursor=ahead)) as w:
         error = w.wait_done()
     assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -42,6 +42,7 @@ EVERY_CHANNEL = [
     pb.CHANNEL_WHATSAPP,
     pb.CHANNEL_FACEBOOK,
     pb.CHANNEL_GMB,
+    pb.CHANNEL_RCS,
 ]
 PROOF = "signed opt-in form, 2024-03-01"
 BLANK = "  \n\t "
@@ -64,6 +65,7 @@ CLEARERS: dict[int, set[str]] = {
     R.REASON_MARKETING_OPT_OUT: {"USER", "WORKFLOW", "CONTACT", "SUPPORT"},
     R.REASON_WHATSAPP_MARKETING_OPT_OUT: {"USER", "CONTACT", "SUPPORT"},
     R.REASON_EMAIL_MARKETING_UNSUBSCRIBE: {"USER", "CONTACT", "SUPPORT"},
+    R.REASON_KEYWORD_OPT_OUT: {"CONTACT", "SUPPORT"},
 }
 
 # (reason, channel, source, evidence, suppression_removal_confirmed, expected)
@@ -92,6 +94,17 @@ for _reason in (R.REASON_SMS_OPT_OUT_KEYWORD, R.REASON_SMS_CARRIER_PERMANENT):
         (_reason, SMS, USER, PROOF, True, REFUSED),
         (_reason, SMS, WORKFLOW, PROOF, True, REFUSED),
         (_reason, SMS, SYSTEM, PROOF, True, REFUSED),
+    ]
+
+# KEYWORD_OPT_OUT (STOP on WhatsApp or RCS): CONTACT, or SUPPORT with non-empty evidence.
+for _channel in (WHATSAPP, pb.CHANNEL_RCS):
+    ROWS += [
+        (R.REASON_KEYWORD_OPT_OUT, _channel, CONTACT, "", False, ALLOWED),
+        (R.REASON_KEYWORD_OPT_OUT, _channel, SUPPORT, PROOF, False, ALLOWED),
+        (R.REASON_KEYWORD_OPT_OUT, _channel, SUPPORT, BLANK, True, REFUSED),
+        (R.REASON_KEYWORD_OPT_OUT, _channel, USER, PROOF, True, REFUSED),
+        (R.REASON_KEYWORD_OPT_OUT, _channel, WORKFLOW, PROOF, True, REFUSED),
+        (R.REASON_KEYWORD_OPT_OUT, _channel, SYSTEM, PROOF, True, REFUSED),
     ]
 
 # EMAIL_SPAM_COMPLAINT: SUPPORT with non-empty evidence only.
@@ -641,14 +654,14 @@ def test_version_grows_by_one_per_block_added_or_removed(
     assert status(stub, loc, contact).version == 7
 
 
-def test_six_channel_blocks_are_on_and_clearing_one_is_partial(
+def test_every_channel_blocked_is_on_and_clearing_one_is_partial(
     stub: Any, loc: str, contact: str
 ) -> None:
     for channel in EVERY_CHANNEL:
         last = enable(stub, loc, contact, R.REASON_MANUAL, channel, source=USER)
     assert last.status.outbound == pb.DND_STATUS_ON
     assert list(last.status.blocked_channels) == EVERY_CHANNEL
-    answer = clear(stub, loc, contact, pb.CHANNEL_GMB, source=USER)
+    answer = clear(stub, loc, contact, pb.CHANNEL_RCS, source=USER)
     assert answer.status.outbound == pb.DND_STATUS_PARTIAL
     assert list(answer.status.blocked_channels) == EVERY_CHANNEL[:-1]
 

@@ -357,23 +357,23 @@ async def test_keyword_settings(kind: str, server: ServerProcess, loc: str) -> N
         assert "START" in before.default_opt_in_words and "HELP" in before.help_words
         assert "stop texting me" in before.revocation_phrases
 
-        ignored = await dnd.process_inbound_message(loc, "c1", "arret")
+        ignored = await dnd.process_inbound_message(loc, "c1", "basta")
         assert ignored.action == pb.KEYWORD_ACTION_NONE
 
         updated = await dnd.update_keyword_settings(
             loc,
-            extra_opt_out_words=["arret", "Alto"],
+            extra_opt_out_words=["basta", "Fini"],
             extra_opt_in_words=["oui"],
             detect_revocation_phrases=True,
         )
         assert isinstance(updated, pb.KeywordSettings)
-        assert list(updated.extra_opt_out_words) == ["ALTO", "ARRET"]
+        assert list(updated.extra_opt_out_words) == ["BASTA", "FINI"]
         assert list(updated.extra_opt_in_words) == ["OUI"]
         after = await dnd.get_keyword_settings(loc)
         assert after.settings == updated
 
-        out = await dnd.process_inbound_message(loc, "c1", "Arret")
-        assert out.action == pb.KEYWORD_ACTION_OPTED_OUT and out.matched_keyword == "ARRET"
+        out = await dnd.process_inbound_message(loc, "c1", "Basta")
+        assert out.action == pb.KEYWORD_ACTION_OPTED_OUT and out.matched_keyword == "BASTA"
         back = await dnd.process_inbound_message(loc, "c1", "oui")
         assert back.action == pb.KEYWORD_ACTION_OPTED_IN
         phrase = await dnd.process_inbound_message(loc, "c2", "please stop texting me, thanks")
@@ -381,7 +381,7 @@ async def test_keyword_settings(kind: str, server: ServerProcess, loc: str) -> N
 
         reset = await dnd.update_keyword_settings(loc)
         assert reset == pb.KeywordSettings()
-        assert (await dnd.process_inbound_message(loc, "c3", "arret")).action == (
+        assert (await dnd.process_inbound_message(loc, "c3", "basta")).action == (
             pb.KEYWORD_ACTION_NONE
         )
 
@@ -763,6 +763,27 @@ async def test_watch_replays_and_filters(kind: str, server: ServerProcess) -> No
         assert by_source.cursor == email.cursor
         resumed = await first_events(dnd, 2, location_ids=[loc], after_cursor=sms)
         assert [e.cursor for e in resumed] == [email.cursor, inbound]
+
+
+async def test_watch_with_several_events_per_message(kind: str, server: ServerProcess) -> None:
+    """Catching up with batching asked for, the server sends the ready events together; the
+    client still yields them one by one, in order, each with its own cursor, and resumes
+    after the last."""
+    loc = new_id("loc")
+    async with Client(kind, server.addr) as dnd:
+        marker = (await dnd.set_dnd(loc, "c0", **enable(channel=Channel.SMS))).cursor
+        cursors = [
+            (await dnd.set_dnd(loc, f"c{i}", **enable(channel=Channel.EMAIL))).cursor
+            for i in range(1, 6)
+        ]
+        batched = await first_events(
+            dnd, 5, location_ids=[loc], after_cursor=marker, max_events_per_message=3
+        )
+        assert [e.cursor for e in batched] == cursors
+        resumed = await first_events(
+            dnd, 2, location_ids=[loc], after_cursor=cursors[2], max_events_per_message=1000
+        )
+        assert [e.cursor for e in resumed] == cursors[3:]
 
 
 async def test_watch_from_now_with_bookmarks(kind: str, server: ServerProcess, loc: str) -> None:

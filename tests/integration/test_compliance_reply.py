@@ -84,11 +84,17 @@ def reply(
 
 
 def age(db: Database, loc: str, minutes: int) -> None:
-    """Move the location's opt-outs ``minutes`` into the past, in the database."""
+    """Move the location's opt-outs ``minutes`` into the past, in the database (the blocks'
+    rows, then the contacts' state documents rebuilt from them)."""
     db.execute(
         "UPDATE dnd_blocks SET since = since - make_interval(mins => $2) WHERE location_id = $1",
         loc,
         minutes,
+    )
+    db.execute(
+        "UPDATE dnd_contacts SET state = dnd_contact_state(location_id, contact_id) "
+        "WHERE location_id = $1",
+        loc,
     )
     db.execute(
         "UPDATE dnd_address_suppressions SET since = since - make_interval(mins => $2) "

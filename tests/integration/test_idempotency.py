@@ -102,7 +102,7 @@ def snapshot(db: Database, loc: str) -> dict[str, Any]:
                 loc,
             )
         ],
-        "head": db.fetchval("SELECT seq FROM dnd_log_head"),
+        "head": db.heads(),
     }
 
 

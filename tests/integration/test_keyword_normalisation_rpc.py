@@ -310,12 +310,12 @@ def test_inbound_revocation_variant(
 def test_a_locations_accented_word_matches_unaccented_texts(
     stub: Any, db: Database, loc: str
 ) -> None:
-    answer = update(stub, loc, ["Arrêt"], ["Sí"])
-    assert list(answer.settings.extra_opt_out_words) == ["ARRÊT"]
+    answer = update(stub, loc, ["Terminé"], ["Sí"])
+    assert list(answer.settings.extra_opt_out_words) == ["TERMINÉ"]
     assert list(answer.settings.extra_opt_in_words) == ["SÍ"]
     contact = new_id("contact")
-    out = inbound(stub, loc, contact, "arret 🛑")
-    assert out.action == pb.KEYWORD_ACTION_OPTED_OUT and out.matched_keyword == "ARRÊT"
+    out = inbound(stub, loc, contact, "termine 🛑")
+    assert out.action == pb.KEYWORD_ACTION_OPTED_OUT and out.matched_keyword == "TERMINÉ"
     back = inbound(stub, loc, contact, "ＳＩ")
     assert back.action == pb.KEYWORD_ACTION_OPTED_IN and back.matched_keyword == "SÍ"
     assert block_rows(db, loc, contact) == []

@@ -169,7 +169,7 @@ def test_update_replaces_settings_and_words_are_normalised(
     assert list(replaced.settings.extra_opt_in_words) == []
     assert replaced.settings.detect_revocation_phrases is False
     assert get(stub, loc).settings == replaced.settings
-    assert text(stub, loc, "ARRET").action == pb.KEYWORD_ACTION_NONE
+    assert text(stub, loc, "no more").action == pb.KEYWORD_ACTION_NONE
     assert text(stub, loc, "stop texting me").action == pb.KEYWORD_ACTION_NONE
     assert text(stub, loc, "Basta!").action == pb.KEYWORD_ACTION_OPTED_OUT
     cleared = stub.UpdateKeywordSettings(
@@ -192,14 +192,14 @@ def test_defaults_still_apply_with_extra_words(stub: Any, loc: str) -> None:
 
 def test_settings_are_per_location(stub: Any, db: Database) -> None:
     loc_a, loc_b = new_id("loc"), new_id("loc")
-    update(stub, loc_a, outs=["ARRET"], detect=True)
+    update(stub, loc_a, outs=["FINI"], detect=True)
     assert get(stub, loc_b).settings == pb.KeywordSettings()
-    assert text(stub, loc_b, "arret").action == pb.KEYWORD_ACTION_NONE
+    assert text(stub, loc_b, "fini").action == pb.KEYWORD_ACTION_NONE
     assert text(stub, loc_b, "please stop texting me").action == pb.KEYWORD_ACTION_NONE
     assert db.changes(loc_b) == 0
-    assert text(stub, loc_a, "arret").action == pb.KEYWORD_ACTION_OPTED_OUT
+    assert text(stub, loc_a, "fini").action == pb.KEYWORD_ACTION_OPTED_OUT
     update(stub, loc_b, outs=["ALTO"])
-    assert list(get(stub, loc_a).settings.extra_opt_out_words) == ["ARRET"]
+    assert list(get(stub, loc_a).settings.extra_opt_out_words) == ["FINI"]
     assert get(stub, loc_a).settings.detect_revocation_phrases is True
     assert list(get(stub, loc_b).settings.extra_opt_out_words) == ["ALTO"]
 

@@ -34,10 +34,10 @@ OPTED_OUT = pb.KEYWORD_ACTION_OPTED_OUT
 OPTED_IN = pb.KEYWORD_ACTION_OPTED_IN
 HELP = pb.KEYWORD_ACTION_HELP
 NONE = pb.KEYWORD_ACTION_NONE
+# Keywords are processed on SMS, WhatsApp and RCS (tests/integration/test_keyword_channels.py).
 NON_SMS_CHANNELS = [
     pb.CHANNEL_CALL,
     pb.CHANNEL_EMAIL,
-    pb.CHANNEL_WHATSAPP,
     pb.CHANNEL_FACEBOOK,
     pb.CHANNEL_GMB,
 ]
@@ -617,27 +617,27 @@ def test_extra_words_of_a_location(stub: Any, loc: str, db: Database) -> None:
 def test_extra_words_do_not_leak_to_other_locations(
     stub: Any, loc: str, contact: str, db: Database
 ) -> None:
-    update_settings(stub, loc, ["ARRET"], ["COMENZAR"], revocation=True)
+    update_settings(stub, loc, ["BASTA"], ["COMENZAR"], revocation=True)
     other = new_id("loc")
     assert get_settings(stub, other).settings == pb.KeywordSettings()
-    for body in ("ARRET", "comenzar", "please stop texting me"):
+    for body in ("BASTA", "comenzar", "please stop texting me"):
         answer = inbound(stub, other, contact, body)
         assert answer.action == NONE, body
         assert not answer.changed
     assert db.changes(other) == 0
     assert_untouched(stub, db, other, contact)
     # The same contact id in the configured location does opt out.
-    assert inbound(stub, loc, contact, "ARRET").action == OPTED_OUT
+    assert inbound(stub, loc, contact, "BASTA").action == OPTED_OUT
     assert db.changes(loc) == 1
 
 
 def test_updating_settings_replaces_them(stub: Any, loc: str, db: Database) -> None:
-    update_settings(stub, loc, ["ARRET"])
-    update_settings(stub, loc, ["ALTO"])
-    assert list(get_settings(stub, loc).settings.extra_opt_out_words) == ["ALTO"]
+    update_settings(stub, loc, ["BASTA"])
+    update_settings(stub, loc, ["FINI"])
+    assert list(get_settings(stub, loc).settings.extra_opt_out_words) == ["FINI"]
     first, second = new_id("contact"), new_id("contact")
-    assert inbound(stub, loc, first, "ARRET").action == NONE
-    assert inbound(stub, loc, second, "ALTO").action == OPTED_OUT
+    assert inbound(stub, loc, first, "BASTA").action == NONE
+    assert inbound(stub, loc, second, "FINI").action == OPTED_OUT
     assert db.changes(loc) == 1
     assert block_rows(db, loc, first) == []
     assert block_rows(db, loc, second) == [STOP_BLOCK]

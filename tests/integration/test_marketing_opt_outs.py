@@ -25,6 +25,7 @@ import grpc
 import pytest
 from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
+from dnd_server.domain.provider_events import KNOWN_PROVIDERS
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import factories
@@ -620,14 +621,55 @@ def test_ignored_delivery_events_are_counted_by_provider(
     process, sstub = secured
     before = ignored_counts(process)
     admin = bearer("admin")
-    delivery(sstub, loc, contact, "131026", metadata=admin)
-    delivery(sstub, loc, contact, "131026", provider="Meta", metadata=admin)
+    delivery(sstub, loc, contact, "139999", metadata=admin)
+    delivery(sstub, loc, contact, "139999", provider="Meta", metadata=admin)
+    delivery(sstub, loc, contact, "131026", metadata=admin)  # known, changes nothing: not counted
     delivery(sstub, loc, contact, "131050", provider=f"acme-{uuid.uuid4().hex}", metadata=admin)
     delivery(sstub, loc, contact, "131050", metadata=admin)  # known: not counted
     after = ignored_counts(process)
     assert after.get("meta", 0) - before.get("meta", 0) == 2
     assert after.get("other", 0) - before.get("other", 0) == 1
-    assert set(after) <= {"meta", "other"}  # provider names never become labels of their own
+    # Provider names never become labels of their own: the known providers, or "other".
+    assert set(after) <= KNOWN_PROVIDERS | {"other"}
+
+
+@pytest.mark.parametrize(
+    ("provider", "code", "overridden"),
+    [
+        ("sendgrid", "unsubscribe", False),  # built-in: the recipient's own unsubscribe
+        ("postmark", "Unsubscribe", False),
+        ("acme-mail", "optout-1", True),  # the location's override of an unknown code
+    ],
+)
+def test_a_contact_s_own_unsubscribe_needs_the_contact_permission(
+    secured: tuple[ServerProcess, Stub],
+    loc: str,
+    contact: str,
+    provider: str,
+    code: str,
+    overridden: bool,
+) -> None:
+    _, sstub = secured
+    if overridden:
+        sstub.UpdateDeliveryEventMappings(
+            factories.update_mappings(
+                loc, factories.override(provider, code, EMAIL, R.REASON_EMAIL_UNSUBSCRIBE_LINK)
+            ),
+            timeout=T,
+            metadata=bearer("admin"),
+        )
+    fields = {"provider": provider, "channel": EMAIL}
+    error = refused(
+        lambda: delivery(sstub, loc, contact, code, metadata=bearer("writer"), **fields),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    assert "'contact'" in (error.details() or "")
+    answer = delivery(sstub, loc, contact, code, metadata=bearer("contact"), **fields)
+    assert answer.reason == R.REASON_EMAIL_UNSUBSCRIBE_LINK
+    assert answer.mapping.source == CONTACT
+    assert answer.mapping.origin == (
+        pb.MAPPING_ORIGIN_LOCATION if overridden else pb.MAPPING_ORIGIN_BUILT_IN
+    )
 
 
 def test_a_refused_clear_never_disables_anything(

@@ -55,6 +55,7 @@ CALLERS: dict[str, tuple[Any, list[str]]] = {
     "tenant-b": ([LOC_B], ALL_SCOPES),
     "admin": ("*", ALL_SCOPES),
     "no-locations": ([], ALL_SCOPES),
+    "all-but-erase": ([LOC_A], [p.value for p in Permission if p is not Permission.ERASE]),
 }
 # The plaintext tokens: only the test knows them, the server's file holds their hashes.
 TOKENS = {name: f"secret-{name}-{uuid.uuid4().hex}" for name in [*CALLERS, "cli-made"]}
@@ -190,6 +191,20 @@ def revoke_consent(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
     return stub.RevokeConsent(request, metadata=md, timeout=T)
 
 
+def get_compliance_replies(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    return stub.GetComplianceReplies(
+        pb.GetComplianceRepliesRequest(location_id=loc), metadata=md, timeout=T
+    )
+
+
+def update_compliance_replies(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    """A brand name unique to one call of UpdateComplianceReplies (the contact's id)."""
+    request = pb.UpdateComplianceRepliesRequest(
+        location_id=loc, brand_name=contact, support_contact="+14155550100"
+    )
+    return stub.UpdateComplianceReplies(request, metadata=md, timeout=T)
+
+
 def get_consent_policy(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
     return stub.GetConsentPolicy(
         pb.GetConsentPolicyRequest(location_id=loc), metadata=md, timeout=T
@@ -206,6 +221,98 @@ def update_consent_policy(stub: Stub, md: Metadata, loc: str, contact: str) -> o
     return stub.UpdateConsentPolicy(
         pb.UpdateConsentPolicyRequest(location_id=loc, policy=policy), metadata=md, timeout=T
     )
+
+
+def get_delivery_mappings(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    return stub.GetDeliveryEventMappings(
+        pb.GetDeliveryEventMappingsRequest(location_id=loc), metadata=md, timeout=T
+    )
+
+
+def update_delivery_mappings(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    override = pb.DeliveryEventOverride(
+        provider="acme", code=contact, channel=pb.CHANNEL_SMS, ignore=True
+    )
+    return stub.UpdateDeliveryEventMappings(
+        pb.UpdateDeliveryEventMappingsRequest(location_id=loc, overrides=[override]),
+        metadata=md,
+        timeout=T,
+    )
+
+
+def quiet_window_for(contact: str) -> tuple[str, str]:
+    """A quiet-hours window unique (enough) to one call of UpdateQuietHoursSettings."""
+    number = int(contact[-6:], 16)
+    start, end = number % 720, 721 + number // 720 % 719
+
+    def clock(minutes: int) -> str:
+        return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+    return clock(start), clock(end)
+
+
+def get_quiet_hours(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    return stub.GetQuietHoursSettings(
+        pb.GetQuietHoursSettingsRequest(location_id=loc), metadata=md, timeout=T
+    )
+
+
+def update_quiet_hours(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    start, end = quiet_window_for(contact)
+    settings = pb.QuietHoursSettings(window_start=start, window_end=end)
+    return stub.UpdateQuietHoursSettings(
+        pb.UpdateQuietHoursSettingsRequest(location_id=loc, settings=settings),
+        metadata=md,
+        timeout=T,
+    )
+
+
+def erase_contact(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    return stub.EraseContact(
+        pb.EraseContactRequest(location_id=loc, contact_id=contact, reference="GDPR-1"),
+        metadata=md,
+        timeout=T,
+    )
+
+
+def get_block_expiry(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    return stub.GetBlockExpirySettings(
+        pb.GetBlockExpirySettingsRequest(location_id=loc), metadata=md, timeout=T
+    )
+
+
+def update_block_expiry(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    settings = pb.BlockExpirySettings(sms_carrier_temporary_seconds=window_for(contact))
+    return stub.UpdateBlockExpirySettings(
+        pb.UpdateBlockExpirySettingsRequest(location_id=loc, settings=settings),
+        metadata=md,
+        timeout=T,
+    )
+
+
+def bulk_set_dnd_as(source: int) -> Call:
+    def bulk(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+        items = [factories.enable("", contact, source=source), factories.enable("", contact + "0")]
+        return stub.BulkSetDnd(
+            pb.BulkSetDndRequest(location_id=loc, items=items), metadata=md, timeout=T
+        )
+
+    return bulk
+
+
+def list_blocks(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    request = pb.ListBlocksRequest(location_id=loc, filter=pb.SuppressionFilter(contact_id=contact))
+    return stub.ListBlocks(request, metadata=md, timeout=T)
+
+
+def list_suppressions(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    request = pb.ListSuppressionsRequest(location_id=loc)
+    return stub.ListSuppressions(request, metadata=md, timeout=T)
+
+
+def export_suppressions(stub: Stub, md: Metadata, loc: str, contact: str) -> object:
+    request = pb.ExportSuppressionsRequest(location_id=loc)
+    return list(stub.ExportSuppressions(request, metadata=md, timeout=T))
 
 
 def watch(explicit: bool) -> Call:
@@ -278,7 +385,20 @@ CASES = [
     Case("RecordConsent/CONTACT", Permission.CONSENT, record_consent_as(pb.SOURCE_CONTACT)),
     Case("RevokeConsent", Permission.CONSENT, revoke_consent),
     Case("GetConsentPolicy", Permission.READ, get_consent_policy),
+    Case("GetQuietHoursSettings", Permission.READ, get_quiet_hours),
+    Case("UpdateQuietHoursSettings", Permission.WRITE, update_quiet_hours),
+    Case("GetComplianceReplies", Permission.READ, get_compliance_replies),
+    Case("UpdateComplianceReplies", Permission.WRITE, update_compliance_replies),
     Case("UpdateConsentPolicy", Permission.WRITE, update_consent_policy),
+    Case("EraseContact", Permission.ERASE, erase_contact),
+    Case("GetBlockExpirySettings", Permission.READ, get_block_expiry),
+    Case("UpdateBlockExpirySettings", Permission.WRITE, update_block_expiry),
+    Case("GetDeliveryEventMappings", Permission.READ, get_delivery_mappings),
+    Case("UpdateDeliveryEventMappings", Permission.WRITE, update_delivery_mappings),
+    Case("BulkSetDnd/USER", Permission.WRITE, bulk_set_dnd_as(pb.SOURCE_USER)),
+    Case("ListBlocks", Permission.READ, list_blocks),
+    Case("ListSuppressions", Permission.READ, list_suppressions),
+    Case("ExportSuppressions", Permission.READ, export_suppressions),
     Case("WatchChanges", Permission.WATCH, watch(explicit=True)),
     Case("WatchChanges/empty-filter", Permission.WATCH, watch(explicit=False), targeted=False),
 ]
@@ -365,6 +485,14 @@ def assert_untouched(db: Database, stub: Stub, loc: str, contacts: list[str]) ->
         pb.GetConsentPolicyRequest(location_id=loc), metadata=bearer("admin"), timeout=T
     ).policy
     assert policy.double_opt_in_window_seconds not in {window_for(c) for c in contacts}
+    replies = stub.GetComplianceReplies(
+        pb.GetComplianceRepliesRequest(location_id=loc), metadata=bearer("admin"), timeout=T
+    )
+    assert replies.brand_name not in contacts, "compliance replies written by a refused call"
+    quiet = stub.GetQuietHoursSettings(
+        pb.GetQuietHoursSettingsRequest(location_id=loc), metadata=bearer("admin"), timeout=T
+    ).settings
+    assert (quiet.window_start, quiet.window_end) not in {quiet_window_for(c) for c in contacts}
 
 
 class Stream:
@@ -468,6 +596,33 @@ def test_each_rpc_needs_its_permission(case: Case, sstub: Stub, secured_db: Data
     case.call(sstub, bearer("admin"), LOC_A, new_id("contact"))
 
 
+def test_only_the_erase_permission_erases(sstub: Stub, secured_db: Database) -> None:
+    """Neither write nor support (nor every other permission at once but erase) erases, nor
+    a token of another location; the contact's data stays until the erase token comes."""
+    contact = new_id("contact")
+    sstub.SetDnd(
+        pb.SetDndRequest(
+            location_id=LOC_A,
+            contact_id=contact,
+            action=pb.DND_ACTION_ENABLE,
+            direction=pb.DIRECTION_OUTBOUND,
+            scope=pb.Scope(channel=pb.CHANNEL_SMS),
+            source=pb.SOURCE_USER,
+            note="kept until erased",
+        ),
+        metadata=bearer("only-write"),
+        timeout=T,
+    )
+    for caller in ("only-write", "only-support", "tenant-b", "all-but-erase"):
+        error = failure(erase_contact, sstub, bearer(caller), LOC_A, contact)
+        assert error.code() is grpc.StatusCode.PERMISSION_DENIED, caller
+    note = "SELECT note FROM dnd_blocks WHERE location_id = $1 AND contact_id = $2"
+    assert secured_db.fetchval(note, LOC_A, contact) == "kept until erased"
+    answer = erase_contact(sstub, bearer("only-erase"), LOC_A, contact)
+    assert answer.changed  # type: ignore[attr-defined]
+    assert secured_db.fetchval(note, LOC_A, contact) == ""
+
+
 def test_allowed_write_takes_effect(sstub: Stub, secured_db: Database) -> None:
     contact = new_id("contact")
     set_dnd_as(pb.SOURCE_CONTACT)(sstub, bearer("only-contact"), LOC_A, contact)
@@ -478,6 +633,25 @@ def test_allowed_write_takes_effect(sstub: Stub, secured_db: Database) -> None:
         LOC_A,
         contact,
     )
+
+
+def test_bulk_items_need_the_permission_of_their_source(sstub: Stub, secured_db: Database) -> None:
+    """A BulkSetDnd needs write, and an item acting as CONTACT (or SUPPORT) that permission
+    too, as its SetDnd would: without it the whole call is refused and nothing is written."""
+    refused = []
+    for caller, source in (
+        ("only-write", pb.SOURCE_CONTACT),
+        ("only-contact", pb.SOURCE_CONTACT),
+        ("only-write", pb.SOURCE_SUPPORT),
+        ("only-support", pb.SOURCE_SUPPORT),
+    ):
+        contact = new_id("contact")
+        error = failure(bulk_set_dnd_as(source), sstub, bearer(caller), LOC_A, contact)
+        assert error.code() is grpc.StatusCode.PERMISSION_DENIED, (caller, error)
+        refused += [contact, contact + "0"]
+    assert_untouched(secured_db, sstub, LOC_A, refused)
+    answer = bulk_set_dnd_as(pb.SOURCE_CONTACT)(sstub, bearer("tenant-a"), LOC_A, new_id("c"))
+    assert answer.changed == 2  # type: ignore[attr-defined]
 
 
 def test_token_hashed_by_the_cli_is_accepted(sstub: Stub) -> None:

@@ -103,8 +103,9 @@ def test_random_bytes_are_invalid_argument(
     assert len(printed) == 1, f"one log line per call, got {printed}"
     line = json.loads(printed[0])
     assert line["code"] == "INVALID_ARGUMENT"
-    if method == "WatchChanges":
-        assert line["event"] == "watch_ended"
+    streams = {"WatchChanges": "watch_ended", "ExportSuppressions": "export_ended"}
+    if method in streams:
+        assert line["event"] == streams[method]
     else:
         assert (line["event"], line["method"]) == ("rpc", method)
 

@@ -117,7 +117,7 @@ def snapshot(db: Database) -> dict[str, int]:
         "contacts": db.fetchval("SELECT count(*) FROM dnd_contacts"),
         "blocks": db.fetchval("SELECT count(*) FROM dnd_blocks"),
         "changes": db.fetchval("SELECT count(*) FROM dnd_changes"),
-        "head": db.fetchval("SELECT seq FROM dnd_log_head"),
+        "head": db.heads(),
     }
 
 

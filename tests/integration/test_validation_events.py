@@ -103,7 +103,8 @@ def snapshot(db: Database) -> dict[str, int]:
         "dnd_location_settings",
     ]
     counts = ", ".join(f"(SELECT count(*) FROM {t}) AS {t}" for t in tables)
-    [row] = db.fetch(f"SELECT {counts}, (SELECT seq FROM dnd_log_head) AS head")
+    heads = "(SELECT array_agg(seq ORDER BY lane) FROM dnd_log_lanes)"
+    [row] = db.fetch(f"SELECT {counts}, {heads} AS head")
     return dict(row)
 
 

@@ -239,3 +239,51 @@ def test_enums_cover_the_contract(ours: type, prefix: str) -> None:
     contract = pb.DESCRIPTOR.enum_types_by_name[ours.__name__]
     wanted = {v.name.removeprefix(prefix): v.number for v in contract.values if v.number}
     assert {m.name: m.value for m in ours} == wanted  # type: ignore[attr-defined]
+
+
+def test_quiet_hours_requests() -> None:
+    at = dt.datetime(2099, 1, 14, 21, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    check = rq.check_send(
+        "loc", "c", Channel.SMS, purpose=Purpose.MARKETING, time_zone="America/New_York", send_at=at
+    ).request
+    assert isinstance(check, pb.CheckSendRequest)
+    assert (check.time_zone, check.send_at.ToJsonString()) == (
+        "America/New_York",
+        "2099-01-15T02:30:00Z",
+    )
+    plain = rq.check_send("loc", "c", Channel.SMS).request
+    assert isinstance(plain, pb.CheckSendRequest)
+    assert not plain.HasField("send_at") and plain.time_zone == ""
+    with pytest.raises(ValueError, match="send_at"):
+        rq.check_send("loc", "c", Channel.SMS, send_at=dt.datetime(2099, 1, 14, 21, 30))
+    batch = rq.batch_check_send(
+        "loc",
+        Channel.SMS,
+        ["a", ("b", "+13055551234"), ("c", "+13055551234", "Pacific/Honolulu")],
+        time_zone="America/Chicago",
+        send_at=at,
+    ).request
+    assert isinstance(batch, pb.BatchCheckSendRequest)
+    assert [t.time_zone for t in batch.targets] == ["", "", "Pacific/Honolulu"]
+    assert batch.time_zone == "America/Chicago" and batch.HasField("send_at")
+    update = rq.update_quiet_hours_settings(
+        "loc",
+        informational=True,
+        default_time_zone="America/Denver",
+        window_start="09:00",
+        window_end="18:00",
+    )
+    assert update.method == "UpdateQuietHoursSettings" and update.retry
+    assert update.request == pb.UpdateQuietHoursSettingsRequest(
+        location_id="loc",
+        settings=pb.QuietHoursSettings(
+            informational=True,
+            default_time_zone="America/Denver",
+            window_start="09:00",
+            window_end="18:00",
+        ),
+    )
+    read = rq.get_quiet_hours_settings("loc")
+    assert read.method == "GetQuietHoursSettings" and not read.retry
+    answer = pb.GetQuietHoursSettingsResponse(settings=pb.QuietHoursSettings(informational=True))
+    assert read.unwrap(answer) == pb.QuietHoursSettings(informational=True)

@@ -777,7 +777,7 @@ TOPICS = {
     "read replicas": r"read replicas?",
     "partitioning by location": r"partition\w*.{0,80}location|location.{0,80}partition",
     "change feed cache invalidation": r"change feed",
-    "the change-log head as the write ordering point": r"dnd_log_head",
+    "the change log's lanes, each its own write ordering point": r"dnd_log_lanes",
     "DND_WORKERS": r"DND_WORKERS",
     "autoscaling": r"HorizontalPodAutoscaler",
     "make bench": r"make bench",

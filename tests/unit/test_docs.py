@@ -64,6 +64,7 @@ def test_the_pages() -> None:
             "scaling",
             "architecture",
             "consent",
+            "providers",
         )
     } <= set(PAGE_IDS)
 

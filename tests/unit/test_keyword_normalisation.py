@@ -438,12 +438,12 @@ def test_enclosed_letters_nfkc_leaves_alone_are_the_letters_they_enclose() -> No
 
 def test_look_alikes_change_neither_the_words_stored_nor_the_word_reported() -> None:
     # Extra words are stored as normalised: in their own letters.
-    outs, ins = validate_extra_words(["стоп", "АLТО"], ["ΝΑΙ"])
-    assert outs == frozenset({"СТОП", "АLТО"}) and ins == frozenset({"ΝΑΙ"})
+    outs, ins = validate_extra_words(["стоп", "ТАСО"], ["ΝΑΙ"])
+    assert outs == frozenset({"СТОП", "ТАСО"}) and ins == frozenset({"ΝΑΙ"})
     settings = KeywordSettings(outs, ins)
     # The word reported is the one configured, whatever letters the text used.
-    assert classify("ALTO", settings) == Classification(OPT_OUT, "АLТО")
-    assert classify("АLТО", settings) == Classification(OPT_OUT, "АLТО")
+    assert classify("TACO", settings) == Classification(OPT_OUT, "ТАСО")
+    assert classify("ТАСО", settings) == Classification(OPT_OUT, "ТАСО")
     assert classify("ναι", settings) == Classification(OPT_IN, "ΝΑΙ")
     assert classify("NAI", settings) == Classification(OPT_IN, "ΝΑΙ")
 
@@ -476,12 +476,12 @@ def test_an_invisible_character_between_phrase_words_is_read_as_a_space() -> Non
 
 
 def test_accents_do_not_defeat_a_locations_words_and_the_configured_word_is_reported() -> None:
-    settings = KeywordSettings(extra_opt_out_words=frozenset({"ARRÊT"}))
-    for body in ("arret", "ARRÊT", "Arrêt !", "ARRE\u0302T", "ＡＲＲＥＴ"):
-        assert classify(body, settings) == Classification(OPT_OUT, "ARRÊT"), ascii(body)
-    both = KeywordSettings(extra_opt_out_words=frozenset({"ARRÊT", "ARRET"}))
-    assert classify("arrêt", both) == Classification(OPT_OUT, "ARRÊT")
-    assert classify("arret", both) == Classification(OPT_OUT, "ARRET")
+    settings = KeywordSettings(extra_opt_out_words=frozenset({"TERMINÉ"}))
+    for body in ("termine", "TERMINÉ", "Terminé !", "TERMINE\u0301", "ＴＥＲＭＩＮＥ"):
+        assert classify(body, settings) == Classification(OPT_OUT, "TERMINÉ"), ascii(body)
+    both = KeywordSettings(extra_opt_out_words=frozenset({"TERMINÉ", "TERMINE"}))
+    assert classify("terminé", both) == Classification(OPT_OUT, "TERMINÉ")
+    assert classify("termine", both) == Classification(OPT_OUT, "TERMINE")
 
 
 def test_a_symbol_opt_out_word_matches_only_the_symbol() -> None:
@@ -609,17 +609,17 @@ def test_every_offending_word_is_named_at_once() -> None:
 
 
 def test_an_opt_in_word_may_not_be_a_look_alike_of_an_extra_opt_out_word() -> None:
-    # Cyrillic А, Т and О: the location's opt-out word reads as ALTO.
+    # Cyrillic А, Т and О: the location's opt-out word reads as TACO.
     with pytest.raises(InvalidArgument) as caught:
-        validate_extra_words(["АLТО"], ["alto", "COMENZAR"])
+        validate_extra_words(["ТАСО"], ["taco", "COMENZAR"])
     fields = sorted(v.field for v in caught.value.violations)
     assert fields == ["extra_opt_in_words", "extra_opt_out_words"]
     [opt_in] = [v.description for v in caught.value.violations if v.field == "extra_opt_in_words"]
-    assert "'alto'" in opt_in and "extra opt-out word АLТО" in opt_in
-    # Stored so anyway, the opt-in word is ignored and ALTO opts out.
-    stored = KeywordSettings(frozenset({"АLТО"}), frozenset({"ALTO", "COMENZAR"}))
+    assert "'taco'" in opt_in and "extra opt-out word ТАСО" in opt_in
+    # Stored so anyway, the opt-in word is ignored and TACO opts out.
+    stored = KeywordSettings(frozenset({"ТАСО"}), frozenset({"TACO", "COMENZAR"}))
     assert effective_settings(stored).settings.extra_opt_in_words == frozenset({"COMENZAR"})
-    assert classify("alto", stored) == Classification(OPT_OUT, "АLТО")
+    assert classify("taco", stored) == Classification(OPT_OUT, "ТАСО")
 
 
 def test_an_extra_opt_out_word_may_not_be_an_opt_in_or_help_word_in_any_spelling() -> None:

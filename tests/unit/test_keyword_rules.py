@@ -230,10 +230,24 @@ def test_extra_words_add_to_the_defaults() -> None:
 
 
 def test_extra_words_apply_only_with_the_settings_that_name_them() -> None:
-    for body in ("arret", "Alto!", "PARAR", "comenzar"):
+    own = KeywordSettings(
+        extra_opt_out_words=frozenset({"BASTA", "FINI"}),
+        extra_opt_in_words=frozenset({"COMENZAR"}),
+    )
+    for body in ("basta", "Fini!", "comenzar"):
         assert classify(body) == Classification(NONE, "")
         assert classify(body, REVOCATION_ON) == Classification(NONE, "")
+    assert [classify(body, own).kind for body in ("basta", "Fini!", "comenzar")] == [
+        OPT_OUT,
+        OPT_OUT,
+        OPT_IN,
+    ]
     assert classify("alto ahi", EXTRA).kind is NONE
+
+
+def test_every_language_s_built_in_opt_out_words_need_no_settings() -> None:
+    for body in ("arret", "Alto!", "PARAR", "cancelar"):
+        assert classify(body).kind is OPT_OUT, body
 
 
 # --- classify: revocation phrases -------------------------------------------------------------

@@ -48,6 +48,8 @@ SPEC_TABLE: dict[str, tuple[str, str, str, str, str]] = {
     "MARKETING_OPT_OUT": ("free", "free", "free", "never", "free"),
     "WHATSAPP_MARKETING_OPT_OUT": ("free", "never", "free", "never", "free"),
     "EMAIL_MARKETING_UNSUBSCRIBE": ("free", "never", "free", "never", "free"),
+    # The contact's STOP on WhatsApp or RCS: as SMS_OPT_OUT_KEYWORD.
+    "KEYWORD_OPT_OUT": ("never", "never", "free", "never", "evidence"),
 }
 
 EVIDENCE_VARIANTS = ("", "   \n\t ", "opt-in form signed 2024-03-01")
@@ -307,15 +309,16 @@ def test_summarize_all_block_is_on() -> None:
         Channel.WHATSAPP,
         Channel.FACEBOOK,
         Channel.GMB,
+        Channel.RCS,
     )
 
 
-def test_summarize_every_channel_individually_is_on_and_five_is_partial() -> None:
+def test_summarize_every_channel_individually_is_on_and_one_missing_is_partial() -> None:
     six = [block(Reason.MANUAL, c) for c in Channel]
-    assert len(six) == 6
+    assert len(six) == 7
     assert summarize(six).outbound is Summary.ON
-    assert len(summarize(six).blocked_channels) == 6
-    for missing in range(6):
+    assert len(summarize(six).blocked_channels) == 7
+    for missing in range(7):
         five = six[:missing] + six[missing + 1 :]
         assert summarize(five).outbound is Summary.PARTIAL, missing
 
@@ -394,6 +397,8 @@ def shape_is_valid(direction: Direction, scope: Scope, reason: Reason) -> bool:
         return scope is Channel.EMAIL
     if reason.value.startswith("WHATSAPP_"):
         return scope is Channel.WHATSAPP
+    if reason is Reason.KEYWORD_OPT_OUT:
+        return scope in (Channel.WHATSAPP, Channel.RCS)
     raise AssertionError(f"unclassified reason {reason}")
 
 
@@ -418,6 +423,7 @@ def test_validate_block_shape_counts() -> None:
         for d, s, r in itertools.product(Direction, ALL_SCOPES, Reason)
         if shape_is_valid(d, s, r)
     ]
-    # MANUAL: 7 outbound scopes + inbound ALL; MARKETING_OPT_OUT: 7 outbound scopes; 3 SMS
-    # reasons on SMS; 8 EMAIL reasons on EMAIL; 1 WHATSAPP reason on WHATSAPP.
-    assert len(valid) == 8 + 7 + 3 + 8 + 1
+    # MANUAL: 8 outbound scopes + inbound ALL; MARKETING_OPT_OUT: 8 outbound scopes; 3 SMS
+    # reasons on SMS; 8 EMAIL reasons on EMAIL; 1 WHATSAPP reason on WHATSAPP;
+    # KEYWORD_OPT_OUT on WHATSAPP and RCS.
+    assert len(valid) == 9 + 8 + 3 + 8 + 1 + 2

@@ -35,6 +35,11 @@ class _ChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Channel.Value
     """Facebook Messenger."""
     CHANNEL_GMB: _Channel.ValueType  # 6
     """Google Business Profile messaging."""
+    CHANNEL_RCS: _Channel.ValueType  # 7
+    """RCS business messaging (to a phone number). Keywords are processed on it as on SMS;
+    a location may share opt-outs between SMS and RCS for the same number
+    (KeywordSettings.share_rcs_sms_opt_outs).
+    """
 
 class Channel(_Channel, metaclass=_ChannelEnumTypeWrapper):
     """Channel is a messaging channel of the CRM."""
@@ -48,6 +53,11 @@ CHANNEL_FACEBOOK: Channel.ValueType  # 5
 """Facebook Messenger."""
 CHANNEL_GMB: Channel.ValueType  # 6
 """Google Business Profile messaging."""
+CHANNEL_RCS: Channel.ValueType  # 7
+"""RCS business messaging (to a phone number). Keywords are processed on it as on SMS;
+a location may share opt-outs between SMS and RCS for the same number
+(KeywordSettings.share_rcs_sms_opt_outs).
+"""
 Global___Channel: _TypeAlias = Channel  # noqa: Y015
 
 class _Direction:
@@ -116,6 +126,11 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     """The recipient unsubscribed from a marketing stream (ReportEmailEvent with
     marketing_stream). EMAIL only; never cleared by a workflow.
     """
+    REASON_KEYWORD_OPT_OUT: _Reason.ValueType  # 15
+    """The contact sent STOP (or another opt-out keyword, or a revocation phrase) on WHATSAPP
+    or RCS (REASON_SMS_OPT_OUT_KEYWORD is its SMS twin). WHATSAPP and RCS only; cleared only
+    by the contact sending START on the channel, or by support with opt-in evidence.
+    """
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Reason a block exists. SMS_* reasons exist only on the SMS channel,
@@ -152,6 +167,11 @@ error 131050). WHATSAPP only; never cleared by a workflow.
 REASON_EMAIL_MARKETING_UNSUBSCRIBE: Reason.ValueType  # 14
 """The recipient unsubscribed from a marketing stream (ReportEmailEvent with
 marketing_stream). EMAIL only; never cleared by a workflow.
+"""
+REASON_KEYWORD_OPT_OUT: Reason.ValueType  # 15
+"""The contact sent STOP (or another opt-out keyword, or a revocation phrase) on WHATSAPP
+or RCS (REASON_SMS_OPT_OUT_KEYWORD is its SMS twin). WHATSAPP and RCS only; cleared only
+by the contact sending START on the channel, or by support with opt-in evidence.
 """
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
 
@@ -472,6 +492,48 @@ CONSENT_STATUS_EXPIRED: ConsentStatus.ValueType  # 4
 """Past its expiry, or a double opt-in not confirmed in time."""
 Global___ConsentStatus: _TypeAlias = ConsentStatus  # noqa: Y015
 
+class _TimeZoneSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TimeZoneSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimeZoneSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TIME_ZONE_SOURCE_UNSPECIFIED: _TimeZoneSource.ValueType  # 0
+    TIME_ZONE_SOURCE_REQUEST: _TimeZoneSource.ValueType  # 1
+    """The request's time_zone."""
+    TIME_ZONE_SOURCE_NUMBER: _TimeZoneSource.ValueType  # 2
+    """The phone number's (phonenumbers data)."""
+    TIME_ZONE_SOURCE_LOCATION: _TimeZoneSource.ValueType  # 3
+    """The location's default_time_zone."""
+    TIME_ZONE_SOURCE_ASSUMED: _TimeZoneSource.ValueType  # 4
+    """A +1 number whose data tell no zone (toll-free, non-geographic), and no location default:
+    every main US zone (the send must be allowed in each).
+    """
+    TIME_ZONE_SOURCE_UNKNOWN: _TimeZoneSource.ValueType  # 5
+    """Nothing tells where the recipient is (no time_zone, no phone address, no location
+    default_time_zone): quiet hours are not judged (time_zones empty).
+    """
+
+class TimeZoneSource(_TimeZoneSource, metaclass=_TimeZoneSourceEnumTypeWrapper):
+    """TimeZoneSource says where a recipient's time zones came from."""
+
+TIME_ZONE_SOURCE_UNSPECIFIED: TimeZoneSource.ValueType  # 0
+TIME_ZONE_SOURCE_REQUEST: TimeZoneSource.ValueType  # 1
+"""The request's time_zone."""
+TIME_ZONE_SOURCE_NUMBER: TimeZoneSource.ValueType  # 2
+"""The phone number's (phonenumbers data)."""
+TIME_ZONE_SOURCE_LOCATION: TimeZoneSource.ValueType  # 3
+"""The location's default_time_zone."""
+TIME_ZONE_SOURCE_ASSUMED: TimeZoneSource.ValueType  # 4
+"""A +1 number whose data tell no zone (toll-free, non-geographic), and no location default:
+every main US zone (the send must be allowed in each).
+"""
+TIME_ZONE_SOURCE_UNKNOWN: TimeZoneSource.ValueType  # 5
+"""Nothing tells where the recipient is (no time_zone, no phone address, no location
+default_time_zone): quiet hours are not judged (time_zones empty).
+"""
+Global___TimeZoneSource: _TypeAlias = TimeZoneSource  # noqa: Y015
+
 class _ChangeKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -485,6 +547,11 @@ class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind
     """A consent recorded, confirmed, replaced or revoked (consent holds it)."""
     CHANGE_KIND_COMPLIANCE_REPLY: _ChangeKind.ValueType  # 3
     """The one compliance reply after an opt-out was allowed (scope and reason: the opt-out's)."""
+    CHANGE_KIND_ERASURE: _ChangeKind.ValueType  # 4
+    """The contact's personal data was erased (EraseContact): source SUPPORT, the contact's
+    status after it, no address or actor id (its history entry's note is the request's
+    reference).
+    """
 
 class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
     """ChangeKind is what a change is about."""
@@ -496,6 +563,11 @@ CHANGE_KIND_CONSENT: ChangeKind.ValueType  # 2
 """A consent recorded, confirmed, replaced or revoked (consent holds it)."""
 CHANGE_KIND_COMPLIANCE_REPLY: ChangeKind.ValueType  # 3
 """The one compliance reply after an opt-out was allowed (scope and reason: the opt-out's)."""
+CHANGE_KIND_ERASURE: ChangeKind.ValueType  # 4
+"""The contact's personal data was erased (EraseContact): source SUPPORT, the contact's
+status after it, no address or actor id (its history entry's note is the request's
+reference).
+"""
 Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
 
 class _KeywordAction:
@@ -603,6 +675,87 @@ EMAIL_EVENT_LIST_UNSUBSCRIBE_POST: EmailEvent.ValueType  # 8
 EMAIL_EVENT_TEMPORARY_FAILURE: EmailEvent.ValueType  # 9
 """Temporary failure (soft bounce): no change."""
 Global___EmailEvent: _TypeAlias = EmailEvent  # noqa: Y015
+
+class _BulkItemOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BulkItemOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BulkItemOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BULK_ITEM_OUTCOME_UNSPECIFIED: _BulkItemOutcome.ValueType  # 0
+    BULK_ITEM_OUTCOME_CHANGED: _BulkItemOutcome.ValueType  # 1
+    """The item changed the contact's DND."""
+    BULK_ITEM_OUTCOME_UNCHANGED: _BulkItemOutcome.ValueType  # 2
+    """Nothing to do (block already active, nothing to clear)."""
+    BULK_ITEM_OUTCOME_REFUSED: _BulkItemOutcome.ValueType  # 3
+    """The clear policy refused it (SetDnd's FAILED_PRECONDITION): see refusals."""
+    BULK_ITEM_OUTCOME_INVALID: _BulkItemOutcome.ValueType  # 4
+    """The item is malformed (SetDnd's INVALID_ARGUMENT): see violations."""
+    BULK_ITEM_OUTCOME_VERSION_MISMATCH: _BulkItemOutcome.ValueType  # 5
+    """expected_version did not match (SetDnd's ABORTED)."""
+
+class BulkItemOutcome(_BulkItemOutcome, metaclass=_BulkItemOutcomeEnumTypeWrapper): ...
+
+BULK_ITEM_OUTCOME_UNSPECIFIED: BulkItemOutcome.ValueType  # 0
+BULK_ITEM_OUTCOME_CHANGED: BulkItemOutcome.ValueType  # 1
+"""The item changed the contact's DND."""
+BULK_ITEM_OUTCOME_UNCHANGED: BulkItemOutcome.ValueType  # 2
+"""Nothing to do (block already active, nothing to clear)."""
+BULK_ITEM_OUTCOME_REFUSED: BulkItemOutcome.ValueType  # 3
+"""The clear policy refused it (SetDnd's FAILED_PRECONDITION): see refusals."""
+BULK_ITEM_OUTCOME_INVALID: BulkItemOutcome.ValueType  # 4
+"""The item is malformed (SetDnd's INVALID_ARGUMENT): see violations."""
+BULK_ITEM_OUTCOME_VERSION_MISMATCH: BulkItemOutcome.ValueType  # 5
+"""expected_version did not match (SetDnd's ABORTED)."""
+Global___BulkItemOutcome: _TypeAlias = BulkItemOutcome  # noqa: Y015
+
+class _ComplianceReplyKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ComplianceReplyKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ComplianceReplyKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMPLIANCE_REPLY_KIND_UNSPECIFIED: _ComplianceReplyKind.ValueType  # 0
+    COMPLIANCE_REPLY_KIND_OPT_OUT_CONFIRMATION: _ComplianceReplyKind.ValueType  # 1
+    """After an opt-out: confirms it, and nothing else (no marketing)."""
+    COMPLIANCE_REPLY_KIND_OPT_IN_CONFIRMATION: _ComplianceReplyKind.ValueType  # 2
+    """After an opt-in: the programme, how to get help and opt out, that rates may apply."""
+    COMPLIANCE_REPLY_KIND_HELP: _ComplianceReplyKind.ValueType  # 3
+    """The answer to HELP: the programme, the support contact, how to opt out."""
+
+class ComplianceReplyKind(_ComplianceReplyKind, metaclass=_ComplianceReplyKindEnumTypeWrapper):
+    """ComplianceReplyKind is which reply the carriers require."""
+
+COMPLIANCE_REPLY_KIND_UNSPECIFIED: ComplianceReplyKind.ValueType  # 0
+COMPLIANCE_REPLY_KIND_OPT_OUT_CONFIRMATION: ComplianceReplyKind.ValueType  # 1
+"""After an opt-out: confirms it, and nothing else (no marketing)."""
+COMPLIANCE_REPLY_KIND_OPT_IN_CONFIRMATION: ComplianceReplyKind.ValueType  # 2
+"""After an opt-in: the programme, how to get help and opt out, that rates may apply."""
+COMPLIANCE_REPLY_KIND_HELP: ComplianceReplyKind.ValueType  # 3
+"""The answer to HELP: the programme, the support contact, how to opt out."""
+Global___ComplianceReplyKind: _TypeAlias = ComplianceReplyKind  # noqa: Y015
+
+class _MappingOrigin:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MappingOriginEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MappingOrigin.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MAPPING_ORIGIN_UNSPECIFIED: _MappingOrigin.ValueType  # 0
+    MAPPING_ORIGIN_BUILT_IN: _MappingOrigin.ValueType  # 1
+    """The provider's built-in table."""
+    MAPPING_ORIGIN_LOCATION: _MappingOrigin.ValueType  # 2
+    """The location's override (UpdateDeliveryEventMappings)."""
+
+class MappingOrigin(_MappingOrigin, metaclass=_MappingOriginEnumTypeWrapper):
+    """Where a delivery event mapping comes from."""
+
+MAPPING_ORIGIN_UNSPECIFIED: MappingOrigin.ValueType  # 0
+MAPPING_ORIGIN_BUILT_IN: MappingOrigin.ValueType  # 1
+"""The provider's built-in table."""
+MAPPING_ORIGIN_LOCATION: MappingOrigin.ValueType  # 2
+"""The location's override (UpdateDeliveryEventMappings)."""
+Global___MappingOrigin: _TypeAlias = MappingOrigin  # noqa: Y015
 
 @_typing.final
 class Scope(_message.Message):
@@ -830,6 +983,7 @@ class AddressSuppression(_message.Message):
     CONTACT_ID_FIELD_NUMBER: _builtins.int
     PROVIDER_DETAIL_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
+    ERASED_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """E.164 phone number (SMS) or lower-case email address (EMAIL)."""
     channel: Global___Channel.ValueType
@@ -839,6 +993,11 @@ class AddressSuppression(_message.Message):
     contact_id: _builtins.str
     """The contact whose event set it."""
     provider_detail: _builtins.str
+    erased: _builtins.bool
+    """The suppression kept of an erased contact's address (EraseContact): known only by a keyed
+    hash of the address, so it carries channel, reason, source and since, and the address the
+    request named; no contact_id, actor_id or provider_detail.
+    """
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -852,10 +1011,11 @@ class AddressSuppression(_message.Message):
         contact_id: _builtins.str = ...,
         provider_detail: _builtins.str = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
+        erased: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "channel", b"channel", "contact_id", b"contact_id", "provider_detail", b"provider_detail", "reason", b"reason", "since", b"since", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "address", b"address", "channel", b"channel", "contact_id", b"contact_id", "erased", b"erased", "provider_detail", b"provider_detail", "reason", b"reason", "since", b"since", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1136,6 +1296,8 @@ class CheckSendRequest(_message.Message):
     MIN_CURSOR_FIELD_NUMBER: _builtins.int
     FULLY_CONSISTENT_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    SEND_AT_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     contact_id: _builtins.str
     channel: Global___Channel.ValueType
@@ -1156,6 +1318,18 @@ class CheckSendRequest(_message.Message):
     """Read from the database instead of the cache."""
     purpose: Global___Purpose.ValueType
     """What the message is for; unspecified behaves as before purposes existed (DND only)."""
+    time_zone: _builtins.str
+    """Quiet hours (docs/quiet-hours.md): the recipient's IANA time zone, e.g. "America/New_York"
+    (an unknown name is INVALID_ARGUMENT). Empty: the number's zones (all of them when it
+    spans several), else the location's default_time_zone, else every main US zone for a +1
+    number; with none of them quiet hours are not judged.
+    """
+    @_builtins.property
+    def send_at(self) -> _timestamp_pb2.Timestamp:
+        """Quiet hours: when the message would go (unset: now, by the server's clock). A time more
+        than 5 minutes in the past is INVALID_ARGUMENT; within them it counts as now.
+        """
+
     def __init__(
         self,
         *,
@@ -1168,10 +1342,12 @@ class CheckSendRequest(_message.Message):
         min_cursor: _builtins.str = ...,
         fully_consistent: _builtins.bool = ...,
         purpose: Global___Purpose.ValueType = ...,
+        time_zone: _builtins.str = ...,
+        send_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["send_at", b"send_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "channel", b"channel", "contact_id", b"contact_id", "direction", b"direction", "fully_consistent", b"fully_consistent", "location_id", b"location_id", "min_cursor", b"min_cursor", "purpose", b"purpose", "send_kind", b"send_kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "channel", b"channel", "contact_id", b"contact_id", "direction", b"direction", "fully_consistent", b"fully_consistent", "location_id", b"location_id", "min_cursor", b"min_cursor", "purpose", b"purpose", "send_at", b"send_at", "send_kind", b"send_kind", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1188,6 +1364,10 @@ class CheckSendResponse(_message.Message):
     DENIED_BY_ADDRESS_FIELD_NUMBER: _builtins.int
     DENIAL_FIELD_NUMBER: _builtins.int
     CONSENT_FIELD_NUMBER: _builtins.int
+    DEFERRED_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    DEFERRED_BY_FIELD_NUMBER: _builtins.int
+    QUIET_HOURS_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
     version: _builtins.int
     """The contact's version the answer was computed from."""
@@ -1201,6 +1381,10 @@ class CheckSendResponse(_message.Message):
     the explanation names no other contact.
     When denied: what denied it.
     """
+    deferred: _builtins.bool
+    """Quiet hours defer the send (DND allows it): it may go from not_before. allowed stays
+    false and denial unspecified. A send DND denies is denied, never deferred.
+    """
     @_builtins.property
     def denied_by(self) -> _containers.RepeatedCompositeFieldContainer[Global___Block]:
         """When denied: the contact's active blocks that deny the send."""
@@ -1213,6 +1397,20 @@ class CheckSendResponse(_message.Message):
     def consent(self) -> Global___Consent:
         """When allowed by consent (the policy requires it): the consent that counts."""
 
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp:
+        """When deferred: the earliest instant every rule allows in every recipient zone (unset when
+        none is within 14 days).
+        """
+
+    @_builtins.property
+    def deferred_by(self) -> Global___QuietHoursRule:
+        """When deferred: the rule that defers it."""
+
+    @_builtins.property
+    def quiet_hours(self) -> Global___QuietHoursRecipient:
+        """Whenever quiet hours were judged (allowed or deferred): the recipient as judged."""
+
     def __init__(
         self,
         *,
@@ -1223,14 +1421,90 @@ class CheckSendResponse(_message.Message):
         denied_by_address: _abc.Iterable[Global___AddressSuppression] | None = ...,
         denial: Global___Denial.ValueType = ...,
         consent: Global___Consent | None = ...,
+        deferred: _builtins.bool = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
+        deferred_by: Global___QuietHoursRule | None = ...,
+        quiet_hours: Global___QuietHoursRecipient | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "deferred_by", b"deferred_by", "not_before", b"not_before", "quiet_hours", b"quiet_hours"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "consent", b"consent", "denial", b"denial", "denied_by", b"denied_by", "denied_by_address", b"denied_by_address", "explanation", b"explanation", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "consent", b"consent", "deferred", b"deferred", "deferred_by", b"deferred_by", "denial", b"denial", "denied_by", b"denied_by", "denied_by_address", b"denied_by_address", "explanation", b"explanation", "not_before", b"not_before", "quiet_hours", b"quiet_hours", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckSendResponse: _TypeAlias = CheckSendResponse  # noqa: Y015
+
+@_typing.final
+class QuietHoursRule(_message.Message):
+    """QuietHoursRule is one rule of the quiet-hours table (docs/quiet-hours.md)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    CITATION_FIELD_NUMBER: _builtins.int
+    SOURCE_URL_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    """"US-TCPA" (federal), "US-FL" (a state's), "LOCATION" (the location's own window)."""
+    jurisdiction: _builtins.str
+    """e.g. "Florida"."""
+    window: _builtins.str
+    """The local window the rule allows on the day of the send, e.g. "08:00-20:00", or why the
+    day is closed, e.g. "closed on Sundays".
+    """
+    citation: _builtins.str
+    """e.g. "47 CFR 64.1200(c)(1)"."""
+    source_url: _builtins.str
+    time_zone: _builtins.str
+    """The IANA zone the rule was judged in."""
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        window: _builtins.str = ...,
+        citation: _builtins.str = ...,
+        source_url: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citation", b"citation", "jurisdiction", b"jurisdiction", "rule_id", b"rule_id", "source_url", b"source_url", "time_zone", b"time_zone", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuietHoursRule: _TypeAlias = QuietHoursRule  # noqa: Y015
+
+@_typing.final
+class QuietHoursRecipient(_message.Message):
+    """QuietHoursRecipient is where quiet hours took the recipient to be."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_ZONES_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_SOURCE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    time_zone_source: Global___TimeZoneSource.ValueType
+    state: _builtins.str
+    """The US state of the number's area code when a state rule exists for it (e.g. "FL")."""
+    @_builtins.property
+    def time_zones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        time_zones: _abc.Iterable[_builtins.str] | None = ...,
+        time_zone_source: Global___TimeZoneSource.ValueType = ...,
+        state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state", "time_zone_source", b"time_zone_source", "time_zones", b"time_zones"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuietHoursRecipient: _TypeAlias = QuietHoursRecipient  # noqa: Y015
 
 @_typing.final
 class CheckTarget(_message.Message):
@@ -1247,18 +1521,22 @@ class CheckTarget(_message.Message):
 
     CONTACT_ID_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     address: _builtins.str
     """Optional destination address (see CheckSendRequest.address)."""
+    time_zone: _builtins.str
+    """Optional recipient zone (see CheckSendRequest.time_zone); empty: the request's time_zone."""
     def __init__(
         self,
         *,
         contact_id: _builtins.str = ...,
         address: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "contact_id", b"contact_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "contact_id", b"contact_id", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1277,6 +1555,8 @@ class BatchCheckSendRequest(_message.Message):
     FULLY_CONSISTENT_FIELD_NUMBER: _builtins.int
     INCLUDE_DETAILS_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
+    SEND_AT_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     location_id: _builtins.str
     channel: Global___Channel.ValueType
     """Required."""
@@ -1299,9 +1579,15 @@ class BatchCheckSendRequest(_message.Message):
     """See CheckSendRequest.purpose. COMPLIANCE_REPLY is one contact's answer: not in batches
     (INVALID_ARGUMENT).
     """
+    time_zone: _builtins.str
+    """The zone of targets without their own time_zone (see CheckSendRequest.time_zone)."""
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckTarget]:
         """1 to 1,000 contacts."""
+
+    @_builtins.property
+    def send_at(self) -> _timestamp_pb2.Timestamp:
+        """See CheckSendRequest.send_at (one time for every target)."""
 
     def __init__(
         self,
@@ -1315,10 +1601,12 @@ class BatchCheckSendRequest(_message.Message):
         fully_consistent: _builtins.bool = ...,
         include_details: _builtins.bool = ...,
         purpose: Global___Purpose.ValueType = ...,
+        send_at: _timestamp_pb2.Timestamp | None = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["send_at", b"send_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "direction", b"direction", "fully_consistent", b"fully_consistent", "include_details", b"include_details", "location_id", b"location_id", "min_cursor", b"min_cursor", "purpose", b"purpose", "send_kind", b"send_kind", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "direction", b"direction", "fully_consistent", b"fully_consistent", "include_details", b"include_details", "location_id", b"location_id", "min_cursor", b"min_cursor", "purpose", b"purpose", "send_at", b"send_at", "send_kind", b"send_kind", "targets", b"targets", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1349,6 +1637,9 @@ class CheckResult(_message.Message):
     REPEAT_OF_FIELD_NUMBER: _builtins.int
     DETAILS_OMITTED_FIELD_NUMBER: _builtins.int
     DENIAL_FIELD_NUMBER: _builtins.int
+    DEFERRED_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    DEFERRED_BY_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     allowed: _builtins.bool
     version: _builtins.int
@@ -1361,10 +1652,16 @@ class CheckResult(_message.Message):
     """
     denial: Global___Denial.ValueType
     """When denied: what denied it."""
+    deferred: _builtins.bool
+    """See CheckSendResponse.deferred, not_before and deferred_by."""
     @_builtins.property
     def denied_by(self) -> _containers.RepeatedCompositeFieldContainer[Global___Block]: ...
     @_builtins.property
     def denied_by_address(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddressSuppression]: ...
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def deferred_by(self) -> Global___QuietHoursRule: ...
     def __init__(
         self,
         *,
@@ -1377,10 +1674,13 @@ class CheckResult(_message.Message):
         repeat_of: _builtins.int | None = ...,
         details_omitted: _builtins.bool = ...,
         denial: Global___Denial.ValueType = ...,
+        deferred: _builtins.bool = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
+        deferred_by: Global___QuietHoursRule | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_repeat_of", b"_repeat_of", "repeat_of", b"repeat_of"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_repeat_of", b"_repeat_of", "deferred_by", b"deferred_by", "not_before", b"not_before", "repeat_of", b"repeat_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_repeat_of", b"_repeat_of", "allowed", b"allowed", "contact_id", b"contact_id", "denial", b"denial", "denied_by", b"denied_by", "denied_by_address", b"denied_by_address", "details_omitted", b"details_omitted", "explanation", b"explanation", "repeat_of", b"repeat_of", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_repeat_of", b"_repeat_of", "allowed", b"allowed", "contact_id", b"contact_id", "deferred", b"deferred", "deferred_by", b"deferred_by", "denial", b"denial", "denied_by", b"denied_by", "denied_by_address", b"denied_by_address", "details_omitted", b"details_omitted", "explanation", b"explanation", "not_before", b"not_before", "repeat_of", b"repeat_of", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__repeat_of: _TypeAlias = _typing.Literal["repeat_of"]  # noqa: Y015
     _WhichOneofArgType__repeat_of: _TypeAlias = _typing.Literal["_repeat_of", b"_repeat_of"]  # noqa: Y015
@@ -1420,10 +1720,17 @@ class WatchChangesRequest(_message.Message):
     SOURCES_FIELD_NUMBER: _builtins.int
     AFTER_CURSOR_FIELD_NUMBER: _builtins.int
     KINDS_FIELD_NUMBER: _builtins.int
+    MAX_EVENTS_PER_MESSAGE_FIELD_NUMBER: _builtins.int
     after_cursor: _builtins.str
     """Resume after this cursor; empty means from now, "ZG5kMTow" from the start of the log.
     Cursors are sealed (they reveal no position): one this deployment did not hand out, or
     edited, is INVALID_ARGUMENT.
+    """
+    max_events_per_message: _builtins.int
+    """Opt-in batching: up to this many events (1 to 1,000) in one stream message when several
+    are ready together (the subscriber is behind: catching up, or after a burst); they come
+    in WatchChangesResponse.events, in order, each with its own cursor. A lone event still
+    comes as WatchChangesResponse.event. 0 or 1: one event per message.
     """
     @_builtins.property
     def location_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -1456,10 +1763,11 @@ class WatchChangesRequest(_message.Message):
         sources: _abc.Iterable[Global___Source.ValueType] | None = ...,
         after_cursor: _builtins.str = ...,
         kinds: _abc.Iterable[Global___ChangeKind.ValueType] | None = ...,
+        max_events_per_message: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "channels", b"channels", "directions", b"directions", "kinds", b"kinds", "location_ids", b"location_ids", "sources", b"sources"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "channels", b"channels", "directions", b"directions", "kinds", b"kinds", "location_ids", b"location_ids", "max_events_per_message", b"max_events_per_message", "sources", b"sources"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1586,25 +1894,55 @@ class WatchChangesResponse(_message.Message):
 
     EVENT_FIELD_NUMBER: _builtins.int
     BOOKMARK_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> Global___ChangeEvent: ...
     @_builtins.property
     def bookmark(self) -> Global___Bookmark: ...
+    @_builtins.property
+    def events(self) -> Global___ChangeEvents:
+        """Several events at once (see WatchChangesRequest.max_events_per_message)."""
+
     def __init__(
         self,
         *,
         event: Global___ChangeEvent | None = ...,
         bookmark: Global___Bookmark | None = ...,
+        events: Global___ChangeEvents | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["bookmark", b"bookmark", "event", b"event", "message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bookmark", b"bookmark", "event", b"event", "events", b"events", "message", b"message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bookmark", b"bookmark", "event", b"event", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bookmark", b"bookmark", "event", b"event", "events", b"events", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["event", "bookmark"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["event", "bookmark", "events"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___WatchChangesResponse: _TypeAlias = WatchChangesResponse  # noqa: Y015
+
+@_typing.final
+class ChangeEvents(_message.Message):
+    """ChangeEvents are events that were ready together, in stream order. Resume with the cursor
+    of the last one received.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChangeEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___ChangeEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeEvents: _TypeAlias = ChangeEvents  # noqa: Y015
 
 @_typing.final
 class ProcessInboundMessageRequest(_message.Message):
@@ -1619,7 +1957,9 @@ class ProcessInboundMessageRequest(_message.Message):
     location_id: _builtins.str
     contact_id: _builtins.str
     channel: Global___Channel.ValueType
-    """Keywords are processed on CHANNEL_SMS; other channels change nothing."""
+    """Keywords are processed on CHANNEL_SMS, CHANNEL_WHATSAPP and CHANNEL_RCS; other channels
+    change nothing.
+    """
     body: _builtins.str
     """The message text (<= 1600 characters). Never logged."""
     from_address: _builtins.str
@@ -1657,6 +1997,9 @@ class ProcessInboundMessageResponse(_message.Message):
     SMS_BLOCKED_FIELD_NUMBER: _builtins.int
     SMS_BLOCKED_BY_FIELD_NUMBER: _builtins.int
     EXPLANATION_FIELD_NUMBER: _builtins.int
+    REPLY_TEXT_FIELD_NUMBER: _builtins.int
+    REPLY_LANGUAGE_FIELD_NUMBER: _builtins.int
+    REPLY_KIND_FIELD_NUMBER: _builtins.int
     action: Global___KeywordAction.ValueType
     matched_keyword: _builtins.str
     """The keyword or phrase recognised (normalised), empty for NONE."""
@@ -1674,6 +2017,20 @@ class ProcessInboundMessageResponse(_message.Message):
     """
     explanation: _builtins.str
     """One line saying what happened."""
+    reply_text: _builtins.str
+    """The compliance reply to send back (merged with the location's brand name and support
+    contact), empty when none is due: an opt-out confirmation for an opt-out that blocked the
+    channel now (none when one was already due on the channel within the last 24 hours), an
+    opt-in confirmation for an opt-in that lifted the channel's DND, the HELP answer for a
+    help word. Before the location set its brand name and support contact
+    (UpdateComplianceReplies) only the opt-out confirmation is sent, naming no brand. Send it
+    with CheckSend(purpose=PURPOSE_COMPLIANCE_REPLY).
+    """
+    reply_language: _builtins.str
+    """The reply's language ("en", "es", "fr"): the keyword's, or the location's default
+    language for a word of several languages (STOP).
+    """
+    reply_kind: Global___ComplianceReplyKind.ValueType
     @_builtins.property
     def status(self) -> Global___ContactStatus:
         """The contact's state after the message."""
@@ -1692,10 +2049,13 @@ class ProcessInboundMessageResponse(_message.Message):
         sms_blocked: _builtins.bool = ...,
         sms_blocked_by: _abc.Iterable[Global___Block] | None = ...,
         explanation: _builtins.str = ...,
+        reply_text: _builtins.str = ...,
+        reply_language: _builtins.str = ...,
+        reply_kind: Global___ComplianceReplyKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "changed", b"changed", "cursor", b"cursor", "deliver_to_inbox", b"deliver_to_inbox", "explanation", b"explanation", "matched_keyword", b"matched_keyword", "sms_blocked", b"sms_blocked", "sms_blocked_by", b"sms_blocked_by", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "changed", b"changed", "cursor", b"cursor", "deliver_to_inbox", b"deliver_to_inbox", "explanation", b"explanation", "matched_keyword", b"matched_keyword", "reply_kind", b"reply_kind", "reply_language", b"reply_language", "reply_text", b"reply_text", "sms_blocked", b"sms_blocked", "sms_blocked_by", b"sms_blocked_by", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2020,15 +2380,29 @@ Global___ListHistoryResponse: _TypeAlias = ListHistoryResponse  # noqa: Y015
 
 @_typing.final
 class KeywordSettings(_message.Message):
-    """KeywordSettings are a location's additions to the built-in SMS keywords."""
+    """KeywordSettings are a location's additions to the built-in keywords (of SMS, WhatsApp and
+    RCS).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     EXTRA_OPT_OUT_WORDS_FIELD_NUMBER: _builtins.int
     EXTRA_OPT_IN_WORDS_FIELD_NUMBER: _builtins.int
     DETECT_REVOCATION_PHRASES_FIELD_NUMBER: _builtins.int
+    LANGUAGES_FIELD_NUMBER: _builtins.int
+    DEFAULT_LANGUAGE_FIELD_NUMBER: _builtins.int
+    LANGUAGE_WORDS_FIELD_NUMBER: _builtins.int
+    SHARE_RCS_SMS_OPT_OUTS_FIELD_NUMBER: _builtins.int
     detect_revocation_phrases: _builtins.bool
     """Detect natural-language revocations ("please stop texting me"); off by default."""
+    default_language: _builtins.str
+    """The language of extra_opt_out_words and extra_opt_in_words and of replies to a word of
+    several languages (STOP); one of "en" (the default when empty) and languages.
+    """
+    share_rcs_sms_opt_outs: _builtins.bool
+    """Share opt-outs between SMS and RCS for the same number: an opt-out (or opt-in) keyword
+    received on either acts on both channels. Off by default.
+    """
     @_builtins.property
     def extra_opt_out_words(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Extra opt-out words, e.g. ARRET, ALTO, PARAR."""
@@ -2039,16 +2413,34 @@ class KeywordSettings(_message.Message):
         a revocation phrase or one of extra_opt_out_words (INVALID_ARGUMENT names each).
         """
 
+    @_builtins.property
+    def languages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Languages beyond English ("es", "fr") whose built-in opt-in and help words act; English
+        always does. The built-in opt-out words of every language (ARRET, PARAR...) always act,
+        answered in their language.
+        """
+
+    @_builtins.property
+    def language_words(self) -> _containers.RepeatedCompositeFieldContainer[Global___LanguageKeywords]:
+        """Extra words of a named language (replies to them are in that language); each language at
+        most once. The same rules as extra_opt_out_words and extra_opt_in_words, across every
+        language: no opt-in word may overlap opt-out wording of any language.
+        """
+
     def __init__(
         self,
         *,
         extra_opt_out_words: _abc.Iterable[_builtins.str] | None = ...,
         extra_opt_in_words: _abc.Iterable[_builtins.str] | None = ...,
         detect_revocation_phrases: _builtins.bool = ...,
+        languages: _abc.Iterable[_builtins.str] | None = ...,
+        default_language: _builtins.str = ...,
+        language_words: _abc.Iterable[Global___LanguageKeywords] | None = ...,
+        share_rcs_sms_opt_outs: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detect_revocation_phrases", b"detect_revocation_phrases", "extra_opt_in_words", b"extra_opt_in_words", "extra_opt_out_words", b"extra_opt_out_words"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_language", b"default_language", "detect_revocation_phrases", b"detect_revocation_phrases", "extra_opt_in_words", b"extra_opt_in_words", "extra_opt_out_words", b"extra_opt_out_words", "language_words", b"language_words", "languages", b"languages", "share_rcs_sms_opt_outs", b"share_rcs_sms_opt_outs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2082,6 +2474,7 @@ class GetKeywordSettingsResponse(_message.Message):
     DEFAULT_OPT_IN_WORDS_FIELD_NUMBER: _builtins.int
     HELP_WORDS_FIELD_NUMBER: _builtins.int
     REVOCATION_PHRASES_FIELD_NUMBER: _builtins.int
+    BUILT_IN_WORDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def settings(self) -> Global___KeywordSettings: ...
     @_builtins.property
@@ -2096,6 +2489,12 @@ class GetKeywordSettingsResponse(_message.Message):
     def revocation_phrases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The phrases detected when detect_revocation_phrases is on."""
 
+    @_builtins.property
+    def built_in_words(self) -> _containers.RepeatedCompositeFieldContainer[Global___LanguageKeywords]:
+        """The built-in words of every supported language: the opt-out words of all of them act,
+        the opt-in and help words of English and of settings.languages.
+        """
+
     def __init__(
         self,
         *,
@@ -2104,10 +2503,11 @@ class GetKeywordSettingsResponse(_message.Message):
         default_opt_in_words: _abc.Iterable[_builtins.str] | None = ...,
         help_words: _abc.Iterable[_builtins.str] | None = ...,
         revocation_phrases: _abc.Iterable[_builtins.str] | None = ...,
+        built_in_words: _abc.Iterable[Global___LanguageKeywords] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_opt_in_words", b"default_opt_in_words", "default_opt_out_words", b"default_opt_out_words", "help_words", b"help_words", "revocation_phrases", b"revocation_phrases", "settings", b"settings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["built_in_words", b"built_in_words", "default_opt_in_words", b"default_opt_in_words", "default_opt_out_words", b"default_opt_out_words", "help_words", b"help_words", "revocation_phrases", b"revocation_phrases", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2567,14 +2967,28 @@ class ReportDeliveryEventResponse(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
     EXPLANATION_FIELD_NUMBER: _builtins.int
+    MAPPING_FIELD_NUMBER: _builtins.int
+    NORMALIZED_PROVIDER_FIELD_NUMBER: _builtins.int
+    NORMALIZED_CODE_FIELD_NUMBER: _builtins.int
     outcome: Global___EventOutcome.ValueType
     reason: Global___Reason.ValueType
     """The reason of the block the event sets or clears (unspecified when ignored)."""
     changed: _builtins.bool
     cursor: _builtins.str
     explanation: _builtins.str
+    normalized_provider: _builtins.str
+    """The provider and code as matched (normalised: provider in lower case, an alias its
+    provider's name; the code as the provider's table spells it).
+    """
+    normalized_code: _builtins.str
     @_builtins.property
     def status(self) -> Global___ContactStatus: ...
+    @_builtins.property
+    def mapping(self) -> Global___DeliveryEventMapping:
+        """The table entry (or the location's override) that decided the event; unset for an
+        unknown provider or code.
+        """
+
     def __init__(
         self,
         *,
@@ -2584,10 +2998,13 @@ class ReportDeliveryEventResponse(_message.Message):
         status: Global___ContactStatus | None = ...,
         cursor: _builtins.str = ...,
         explanation: _builtins.str = ...,
+        mapping: Global___DeliveryEventMapping | None = ...,
+        normalized_provider: _builtins.str = ...,
+        normalized_code: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["mapping", b"mapping", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "cursor", b"cursor", "explanation", b"explanation", "outcome", b"outcome", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "cursor", b"cursor", "explanation", b"explanation", "mapping", b"mapping", "normalized_code", b"normalized_code", "normalized_provider", b"normalized_provider", "outcome", b"outcome", "reason", b"reason", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2657,3 +3074,1219 @@ class GetServerInfoResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetServerInfoResponse: _TypeAlias = GetServerInfoResponse  # noqa: Y015
+
+@_typing.final
+class BulkSetDndRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    idempotency_key: _builtins.str
+    """Optional (<= 128 chars). A retry with the same key answers the same per-item results
+    (resuming an interrupted call first); the same key with a different request is
+    INVALID_ARGUMENT.
+    """
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SetDndRequest]:
+        """1 to 10,000 items, each what a SetDnd carries for one contact. An item's location_id
+        must be empty or this location_id; its idempotency_key must be empty (the call's key
+        covers every item).
+        """
+
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___SetDndRequest] | None = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "items", b"items", "location_id", b"location_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BulkSetDndRequest: _TypeAlias = BulkSetDndRequest  # noqa: Y015
+
+@_typing.final
+class BulkItemRefusal(_message.Message):
+    """A block the item may not clear, and what would (as SetDnd's PreconditionFailure)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    reason: Global___Reason.ValueType
+    """The block's reason."""
+    subject: _builtins.str
+    """OUTBOUND/SMS for a contact's block, ADDRESS/SMS/+14155552671 for a suppression."""
+    description: _builtins.str
+    def __init__(
+        self,
+        *,
+        reason: Global___Reason.ValueType = ...,
+        subject: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "reason", b"reason", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BulkItemRefusal: _TypeAlias = BulkItemRefusal  # noqa: Y015
+
+@_typing.final
+class BulkItemViolation(_message.Message):
+    """A field problem of an item (as SetDnd's BadRequest), its path from the request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """e.g. items[3].scope.channel"""
+    description: _builtins.str
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "field", b"field"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BulkItemViolation: _TypeAlias = BulkItemViolation  # noqa: Y015
+
+@_typing.final
+class BulkItemResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REFUSALS_FIELD_NUMBER: _builtins.int
+    VIOLATIONS_FIELD_NUMBER: _builtins.int
+    outcome: Global___BulkItemOutcome.ValueType
+    version: _builtins.int
+    """CHANGED / UNCHANGED: the contact's version after the item."""
+    @_builtins.property
+    def refusals(self) -> _containers.RepeatedCompositeFieldContainer[Global___BulkItemRefusal]: ...
+    @_builtins.property
+    def violations(self) -> _containers.RepeatedCompositeFieldContainer[Global___BulkItemViolation]: ...
+    def __init__(
+        self,
+        *,
+        outcome: Global___BulkItemOutcome.ValueType = ...,
+        version: _builtins.int = ...,
+        refusals: _abc.Iterable[Global___BulkItemRefusal] | None = ...,
+        violations: _abc.Iterable[Global___BulkItemViolation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "refusals", b"refusals", "version", b"version", "violations", b"violations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BulkItemResult: _TypeAlias = BulkItemResult  # noqa: Y015
+
+@_typing.final
+class BulkSetDndResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    INVALID_FIELD_NUMBER: _builtins.int
+    VERSION_MISMATCHES_FIELD_NUMBER: _builtins.int
+    DETAILS_TRUNCATED_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Change-stream cursor of the last change the call made (empty when it changed nothing)."""
+    changed: _builtins.int
+    unchanged: _builtins.int
+    refused: _builtins.int
+    invalid: _builtins.int
+    version_mismatches: _builtins.int
+    details_truncated: _builtins.bool
+    """True when refusal and violation details were left off later items to keep the response
+    within the server's response limit (their outcomes are all there).
+    """
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___BulkItemResult]:
+        """One per item, in request order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___BulkItemResult] | None = ...,
+        cursor: _builtins.str = ...,
+        changed: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
+        refused: _builtins.int = ...,
+        invalid: _builtins.int = ...,
+        version_mismatches: _builtins.int = ...,
+        details_truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "cursor", b"cursor", "details_truncated", b"details_truncated", "invalid", b"invalid", "refused", b"refused", "results", b"results", "unchanged", b"unchanged", "version_mismatches", b"version_mismatches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BulkSetDndResponse: _TypeAlias = BulkSetDndResponse  # noqa: Y015
+
+@_typing.final
+class SuppressionFilter(_message.Message):
+    """Filters of ListBlocks, ListSuppressions and ExportSuppressions; unset fields match all."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    channel: Global___Channel.ValueType
+    """A block's scope channel (all-channel blocks are not matched by a channel), a
+    suppression's channel.
+    """
+    direction: Global___Direction.ValueType
+    """Blocks only (suppressions are outbound: INBOUND matches none)."""
+    reason: Global___Reason.ValueType
+    source: Global___Source.ValueType
+    contact_id: _builtins.str
+    """A block's contact, the contact whose event set a suppression."""
+    address: _builtins.str
+    """A block's address (the event's), a suppression's address; normalised like SetDnd's."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Set at or after since, and before until."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        channel: Global___Channel.ValueType = ...,
+        direction: Global___Direction.ValueType = ...,
+        reason: Global___Reason.ValueType = ...,
+        source: Global___Source.ValueType = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        contact_id: _builtins.str = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "channel", b"channel", "contact_id", b"contact_id", "direction", b"direction", "reason", b"reason", "since", b"since", "source", b"source", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuppressionFilter: _TypeAlias = SuppressionFilter  # noqa: Y015
+
+@_typing.final
+class ListedBlock(_message.Message):
+    """A block as listed: the contact it belongs to and the block."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    BLOCK_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    @_builtins.property
+    def block(self) -> Global___Block: ...
+    def __init__(
+        self,
+        *,
+        contact_id: _builtins.str = ...,
+        block: Global___Block | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "contact_id", b"contact_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListedBlock: _TypeAlias = ListedBlock  # noqa: Y015
+
+@_typing.final
+class ListBlocksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    page_size: _builtins.int
+    """1 to 1,000; 0 means 100."""
+    page_token: _builtins.str
+    """From a previous answer of the same request (same location and filter)."""
+    @_builtins.property
+    def filter(self) -> Global___SuppressionFilter: ...
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        filter: Global___SuppressionFilter | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "location_id", b"location_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBlocksRequest: _TypeAlias = ListBlocksRequest  # noqa: Y015
+
+@_typing.final
+class ListBlocksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCKS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListedBlock]:
+        """Ordered by (contact_id, direction, scope, reason)."""
+
+    def __init__(
+        self,
+        *,
+        blocks: _abc.Iterable[Global___ListedBlock] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBlocksResponse: _TypeAlias = ListBlocksResponse  # noqa: Y015
+
+@_typing.final
+class ListSuppressionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    page_size: _builtins.int
+    """1 to 1,000; 0 means 100."""
+    page_token: _builtins.str
+    @_builtins.property
+    def filter(self) -> Global___SuppressionFilter: ...
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        filter: Global___SuppressionFilter | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "location_id", b"location_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSuppressionsRequest: _TypeAlias = ListSuppressionsRequest  # noqa: Y015
+
+@_typing.final
+class ListSuppressionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPRESSIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def suppressions(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddressSuppression]:
+        """Ordered by (channel, address, reason)."""
+
+    def __init__(
+        self,
+        *,
+        suppressions: _abc.Iterable[Global___AddressSuppression] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "suppressions", b"suppressions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSuppressionsResponse: _TypeAlias = ListSuppressionsResponse  # noqa: Y015
+
+@_typing.final
+class ExportSuppressionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    SUPPRESSIONS_ONLY_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    resume_token: _builtins.str
+    """From a message of an earlier export of the same request: continue after it."""
+    suppressions_only: _builtins.bool
+    """Leave out the contacts' blocks (only address suppressions)."""
+    @_builtins.property
+    def filter(self) -> Global___SuppressionFilter: ...
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        filter: Global___SuppressionFilter | None = ...,
+        resume_token: _builtins.str = ...,
+        suppressions_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "location_id", b"location_id", "resume_token", b"resume_token", "suppressions_only", b"suppressions_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportSuppressionsRequest: _TypeAlias = ExportSuppressionsRequest  # noqa: Y015
+
+@_typing.final
+class ExportSuppressionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCKS_FIELD_NUMBER: _builtins.int
+    SUPPRESSIONS_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    resume_token: _builtins.str
+    """Restart the export after this message with it."""
+    @_builtins.property
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListedBlock]: ...
+    @_builtins.property
+    def suppressions(self) -> _containers.RepeatedCompositeFieldContainer[Global___AddressSuppression]: ...
+    def __init__(
+        self,
+        *,
+        blocks: _abc.Iterable[Global___ListedBlock] | None = ...,
+        suppressions: _abc.Iterable[Global___AddressSuppression] | None = ...,
+        resume_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "resume_token", b"resume_token", "suppressions", b"suppressions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportSuppressionsResponse: _TypeAlias = ExportSuppressionsResponse  # noqa: Y015
+
+@_typing.final
+class EraseContactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBERS_FIELD_NUMBER: _builtins.int
+    EMAIL_ADDRESSES_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    contact_id: _builtins.str
+    reference: _builtins.str
+    """Required: the erasure request's reference, e.g. a ticket id (1 to 128 characters, no
+    email address or phone number: it is kept, in the erasure change's note).
+    """
+    idempotency_key: _builtins.str
+    """See SetDndRequest.idempotency_key."""
+    @_builtins.property
+    def phone_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The contact's phone numbers known to the caller (at most 20), which our data may not
+        hold: their suppressions and history are erased too, and each on a phone channel the
+        contact had opted out of is kept as a hashed suppression.
+        """
+
+    @_builtins.property
+    def email_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The contact's email addresses known to the caller (at most 20), likewise."""
+
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        phone_numbers: _abc.Iterable[_builtins.str] | None = ...,
+        email_addresses: _abc.Iterable[_builtins.str] | None = ...,
+        reference: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "email_addresses", b"email_addresses", "idempotency_key", b"idempotency_key", "location_id", b"location_id", "phone_numbers", b"phone_numbers", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseContactRequest: _TypeAlias = EraseContactRequest  # noqa: Y015
+
+@_typing.final
+class ErasureCounts(_message.Message):
+    """ErasureCounts says what an erasure erased."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCKS_SCRUBBED_FIELD_NUMBER: _builtins.int
+    CONSENTS_ERASED_FIELD_NUMBER: _builtins.int
+    SUPPRESSIONS_HASHED_FIELD_NUMBER: _builtins.int
+    HISTORY_ENTRIES_SCRUBBED_FIELD_NUMBER: _builtins.int
+    IDEMPOTENT_ANSWERS_SCRUBBED_FIELD_NUMBER: _builtins.int
+    blocks_scrubbed: _builtins.int
+    """Blocks whose actor id, note, evidence, provider detail and address were cleared."""
+    consents_erased: _builtins.int
+    """Consent records deleted."""
+    suppressions_hashed: _builtins.int
+    """Address suppressions replaced by (or kept as) suppressions of a keyed hash."""
+    history_entries_scrubbed: _builtins.int
+    """History entries whose personal columns were cleared (they stay, so the change log keeps
+    its order and every cursor its place).
+    """
+    idempotent_answers_scrubbed: _builtins.int
+    """Stored idempotent answers whose personal data was cleared."""
+    def __init__(
+        self,
+        *,
+        blocks_scrubbed: _builtins.int = ...,
+        consents_erased: _builtins.int = ...,
+        suppressions_hashed: _builtins.int = ...,
+        history_entries_scrubbed: _builtins.int = ...,
+        idempotent_answers_scrubbed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks_scrubbed", b"blocks_scrubbed", "consents_erased", b"consents_erased", "history_entries_scrubbed", b"history_entries_scrubbed", "idempotent_answers_scrubbed", b"idempotent_answers_scrubbed", "suppressions_hashed", b"suppressions_hashed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErasureCounts: _TypeAlias = ErasureCounts  # noqa: Y015
+
+@_typing.final
+class EraseContactResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_FIELD_NUMBER: _builtins.int
+    ALREADY_ERASED_FIELD_NUMBER: _builtins.int
+    ERASED_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """False when nothing personal was left to erase."""
+    already_erased: _builtins.bool
+    """The contact had been erased before and nothing personal was written since."""
+    cursor: _builtins.str
+    """Cursor of the erasure change (or of the contact's last change when nothing changed)."""
+    explanation: _builtins.str
+    """One line saying what happened."""
+    @_builtins.property
+    def erased(self) -> Global___ErasureCounts: ...
+    @_builtins.property
+    def status(self) -> Global___ContactStatus:
+        """The contact's state after the erasure (its blocks without personal fields, the hashed
+        suppressions of the addresses named).
+        """
+
+    def __init__(
+        self,
+        *,
+        changed: _builtins.bool = ...,
+        already_erased: _builtins.bool = ...,
+        erased: Global___ErasureCounts | None = ...,
+        status: Global___ContactStatus | None = ...,
+        cursor: _builtins.str = ...,
+        explanation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erased", b"erased", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_erased", b"already_erased", "changed", b"changed", "cursor", b"cursor", "erased", b"erased", "explanation", b"explanation", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseContactResponse: _TypeAlias = EraseContactResponse  # noqa: Y015
+
+@_typing.final
+class BlockExpirySettings(_message.Message):
+    """BlockExpirySettings say when the service itself clears a location's temporary blocks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SMS_CARRIER_TEMPORARY_SECONDS_FIELD_NUMBER: _builtins.int
+    sms_carrier_temporary_seconds: _builtins.int
+    """How long an SMS_CARRIER_TEMPORARY block lasts, in seconds: once it is that old the service
+    clears it (a change of source SYSTEM, at the time it is cleared, seen by watchers and every
+    replica's cache). 0, the default: never (the block stays until cleared by hand). Else 1 to
+    31,536,000. Until the clear is made the block denies sends like any other.
+    """
+    def __init__(
+        self,
+        *,
+        sms_carrier_temporary_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sms_carrier_temporary_seconds", b"sms_carrier_temporary_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlockExpirySettings: _TypeAlias = BlockExpirySettings  # noqa: Y015
+
+@_typing.final
+class GetBlockExpirySettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBlockExpirySettingsRequest: _TypeAlias = GetBlockExpirySettingsRequest  # noqa: Y015
+
+@_typing.final
+class GetBlockExpirySettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___BlockExpirySettings: ...
+    def __init__(
+        self,
+        *,
+        settings: Global___BlockExpirySettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBlockExpirySettingsResponse: _TypeAlias = GetBlockExpirySettingsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateBlockExpirySettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    @_builtins.property
+    def settings(self) -> Global___BlockExpirySettings:
+        """Replaces the location's settings."""
+
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        settings: Global___BlockExpirySettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id", "settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBlockExpirySettingsRequest: _TypeAlias = UpdateBlockExpirySettingsRequest  # noqa: Y015
+
+@_typing.final
+class UpdateBlockExpirySettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___BlockExpirySettings: ...
+    def __init__(
+        self,
+        *,
+        settings: Global___BlockExpirySettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBlockExpirySettingsResponse: _TypeAlias = UpdateBlockExpirySettingsResponse  # noqa: Y015
+
+@_typing.final
+class QuietHoursSettings(_message.Message):
+    """QuietHoursSettings are a location's quiet-hours settings. The law applies whatever they say:
+    MARKETING calls and texts are always judged, and a window can only narrow the legal ones.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INFORMATIONAL_FIELD_NUMBER: _builtins.int
+    DEFAULT_TIME_ZONE_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    informational: _builtins.bool
+    """Judge INFORMATIONAL calls and texts too."""
+    default_time_zone: _builtins.str
+    """IANA zone of recipients whose zone neither the request nor the number tells ("": none)."""
+    window_start: _builtins.str
+    """The location's own daily window, local "HH:MM" (e.g. "09:00" to "18:00"; end "24:00" is
+    midnight): sends must fall within it as well as within the law's. Both empty: none.
+    """
+    window_end: _builtins.str
+    def __init__(
+        self,
+        *,
+        informational: _builtins.bool = ...,
+        default_time_zone: _builtins.str = ...,
+        window_start: _builtins.str = ...,
+        window_end: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_time_zone", b"default_time_zone", "informational", b"informational", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuietHoursSettings: _TypeAlias = QuietHoursSettings  # noqa: Y015
+
+@_typing.final
+class GetQuietHoursSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuietHoursSettingsRequest: _TypeAlias = GetQuietHoursSettingsRequest  # noqa: Y015
+
+@_typing.final
+class GetQuietHoursSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___QuietHoursSettings: ...
+    def __init__(
+        self,
+        *,
+        settings: Global___QuietHoursSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuietHoursSettingsResponse: _TypeAlias = GetQuietHoursSettingsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateQuietHoursSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    @_builtins.property
+    def settings(self) -> Global___QuietHoursSettings:
+        """Replaces the location's settings."""
+
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        settings: Global___QuietHoursSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id", "settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateQuietHoursSettingsRequest: _TypeAlias = UpdateQuietHoursSettingsRequest  # noqa: Y015
+
+@_typing.final
+class UpdateQuietHoursSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___QuietHoursSettings: ...
+    def __init__(
+        self,
+        *,
+        settings: Global___QuietHoursSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateQuietHoursSettingsResponse: _TypeAlias = UpdateQuietHoursSettingsResponse  # noqa: Y015
+
+@_typing.final
+class LanguageKeywords(_message.Message):
+    """LanguageKeywords are keywords of one language."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    OPT_OUT_WORDS_FIELD_NUMBER: _builtins.int
+    OPT_IN_WORDS_FIELD_NUMBER: _builtins.int
+    HELP_WORDS_FIELD_NUMBER: _builtins.int
+    language: _builtins.str
+    """"en", "es" or "fr"."""
+    @_builtins.property
+    def opt_out_words(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def opt_in_words(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def help_words(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Built-in words only (GetKeywordSettingsResponse.built_in_words)."""
+
+    def __init__(
+        self,
+        *,
+        language: _builtins.str = ...,
+        opt_out_words: _abc.Iterable[_builtins.str] | None = ...,
+        opt_in_words: _abc.Iterable[_builtins.str] | None = ...,
+        help_words: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["help_words", b"help_words", "language", b"language", "opt_in_words", b"opt_in_words", "opt_out_words", b"opt_out_words"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LanguageKeywords: _TypeAlias = LanguageKeywords  # noqa: Y015
+
+@_typing.final
+class ComplianceReplyTexts(_message.Message):
+    """A location's reply texts of one language; an empty text is the language's default."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    OPT_OUT_CONFIRMATION_FIELD_NUMBER: _builtins.int
+    OPT_IN_CONFIRMATION_FIELD_NUMBER: _builtins.int
+    HELP_FIELD_NUMBER: _builtins.int
+    language: _builtins.str
+    """"en", "es" or "fr"."""
+    opt_out_confirmation: _builtins.str
+    opt_in_confirmation: _builtins.str
+    help: _builtins.str
+    def __init__(
+        self,
+        *,
+        language: _builtins.str = ...,
+        opt_out_confirmation: _builtins.str = ...,
+        opt_in_confirmation: _builtins.str = ...,
+        help: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["help", b"help", "language", b"language", "opt_in_confirmation", b"opt_in_confirmation", "opt_out_confirmation", b"opt_out_confirmation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComplianceReplyTexts: _TypeAlias = ComplianceReplyTexts  # noqa: Y015
+
+@_typing.final
+class ComplianceReply(_message.Message):
+    """One reply as the location sends it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    WARNING_FIELD_NUMBER: _builtins.int
+    language: _builtins.str
+    kind: Global___ComplianceReplyKind.ValueType
+    template: _builtins.str
+    """The text as stored or the default, with its merge fields."""
+    text: _builtins.str
+    """The text once merged with the location's brand name and support contact."""
+    is_default: _builtins.bool
+    """Whether the template is the built-in default."""
+    encoding: _builtins.str
+    """"GSM-7" or "UCS-2": the SMS encoding the text needs."""
+    length: _builtins.int
+    """Its length in the encoding's units (GSM-7 septets, UCS-2 code units)."""
+    segments: _builtins.int
+    """SMS segments it takes."""
+    warning: _builtins.str
+    """Set when the text takes more than one segment (not an error)."""
+    def __init__(
+        self,
+        *,
+        language: _builtins.str = ...,
+        kind: Global___ComplianceReplyKind.ValueType = ...,
+        template: _builtins.str = ...,
+        text: _builtins.str = ...,
+        is_default: _builtins.bool = ...,
+        encoding: _builtins.str = ...,
+        length: _builtins.int = ...,
+        segments: _builtins.int = ...,
+        warning: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "is_default", b"is_default", "kind", b"kind", "language", b"language", "length", b"length", "segments", b"segments", "template", b"template", "text", b"text", "warning", b"warning"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComplianceReply: _TypeAlias = ComplianceReply  # noqa: Y015
+
+@_typing.final
+class GetComplianceRepliesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetComplianceRepliesRequest: _TypeAlias = GetComplianceRepliesRequest  # noqa: Y015
+
+@_typing.final
+class GetComplianceRepliesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRAND_NAME_FIELD_NUMBER: _builtins.int
+    SUPPORT_CONTACT_FIELD_NUMBER: _builtins.int
+    CONFIGURED_FIELD_NUMBER: _builtins.int
+    TEXTS_FIELD_NUMBER: _builtins.int
+    REPLIES_FIELD_NUMBER: _builtins.int
+    brand_name: _builtins.str
+    support_contact: _builtins.str
+    configured: _builtins.bool
+    """Whether the location set its brand name and support contact (replies are due only then)."""
+    @_builtins.property
+    def texts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComplianceReplyTexts]:
+        """The location's own texts (languages it customised)."""
+
+    @_builtins.property
+    def replies(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComplianceReply]:
+        """Every reply of every language, as sent."""
+
+    def __init__(
+        self,
+        *,
+        brand_name: _builtins.str = ...,
+        support_contact: _builtins.str = ...,
+        configured: _builtins.bool = ...,
+        texts: _abc.Iterable[Global___ComplianceReplyTexts] | None = ...,
+        replies: _abc.Iterable[Global___ComplianceReply] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brand_name", b"brand_name", "configured", b"configured", "replies", b"replies", "support_contact", b"support_contact", "texts", b"texts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetComplianceRepliesResponse: _TypeAlias = GetComplianceRepliesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateComplianceRepliesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    BRAND_NAME_FIELD_NUMBER: _builtins.int
+    SUPPORT_CONTACT_FIELD_NUMBER: _builtins.int
+    TEXTS_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    brand_name: _builtins.str
+    """Required: the brand or programme name (1 to 64 characters), merged as {brand}."""
+    support_contact: _builtins.str
+    """Required: how to reach support, e.g. a phone number, an email address or a URL
+    (1 to 100 characters), merged as {support}.
+    """
+    @_builtins.property
+    def texts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComplianceReplyTexts]:
+        """Texts per language, each language at most once; replaces the location's texts."""
+
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        brand_name: _builtins.str = ...,
+        support_contact: _builtins.str = ...,
+        texts: _abc.Iterable[Global___ComplianceReplyTexts] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brand_name", b"brand_name", "location_id", b"location_id", "support_contact", b"support_contact", "texts", b"texts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateComplianceRepliesRequest: _TypeAlias = UpdateComplianceRepliesRequest  # noqa: Y015
+
+@_typing.final
+class UpdateComplianceRepliesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRAND_NAME_FIELD_NUMBER: _builtins.int
+    SUPPORT_CONTACT_FIELD_NUMBER: _builtins.int
+    CONFIGURED_FIELD_NUMBER: _builtins.int
+    TEXTS_FIELD_NUMBER: _builtins.int
+    REPLIES_FIELD_NUMBER: _builtins.int
+    brand_name: _builtins.str
+    support_contact: _builtins.str
+    configured: _builtins.bool
+    @_builtins.property
+    def texts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComplianceReplyTexts]: ...
+    @_builtins.property
+    def replies(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComplianceReply]: ...
+    def __init__(
+        self,
+        *,
+        brand_name: _builtins.str = ...,
+        support_contact: _builtins.str = ...,
+        configured: _builtins.bool = ...,
+        texts: _abc.Iterable[Global___ComplianceReplyTexts] | None = ...,
+        replies: _abc.Iterable[Global___ComplianceReply] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brand_name", b"brand_name", "configured", b"configured", "replies", b"replies", "support_contact", b"support_contact", "texts", b"texts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateComplianceRepliesResponse: _TypeAlias = UpdateComplianceRepliesResponse  # noqa: Y015
+
+@_typing.final
+class DeliveryEventMapping(_message.Message):
+    """DeliveryEventMapping is what one provider code does."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    CLEARS_FIELD_NUMBER: _builtins.int
+    MEANING_FIELD_NUMBER: _builtins.int
+    DOCUMENTATION_URL_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    code: _builtins.str
+    channel: Global___Channel.ValueType
+    reason: Global___Reason.ValueType
+    """The block the code sets (or, with clears, lifts); unspecified: it changes nothing."""
+    source: Global___Source.ValueType
+    """The source the block acts as (SYSTEM for a provider's report, CONTACT for the contact's
+    own choice); the report needs that source's permission.
+    """
+    clears: _builtins.bool
+    meaning: _builtins.str
+    """The provider's own name of the code."""
+    documentation_url: _builtins.str
+    """The page documenting the code."""
+    note: _builtins.str
+    """Why it acts as it does, where that is not plain from the name."""
+    origin: Global___MappingOrigin.ValueType
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        code: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
+        reason: Global___Reason.ValueType = ...,
+        source: Global___Source.ValueType = ...,
+        clears: _builtins.bool = ...,
+        meaning: _builtins.str = ...,
+        documentation_url: _builtins.str = ...,
+        note: _builtins.str = ...,
+        origin: Global___MappingOrigin.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "clears", b"clears", "code", b"code", "documentation_url", b"documentation_url", "meaning", b"meaning", "note", b"note", "origin", b"origin", "provider", b"provider", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryEventMapping: _TypeAlias = DeliveryEventMapping  # noqa: Y015
+
+@_typing.final
+class DeliveryEventOverride(_message.Message):
+    """DeliveryEventOverride is a location's mapping of one provider code."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    IGNORE_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """The provider, e.g. "telnyx" (<= 64 chars; matched in lower case, aliases resolved)."""
+    code: _builtins.str
+    """The provider's code as it reports it (<= 64 chars; normalised as the provider's table
+    spells its codes).
+    """
+    channel: Global___Channel.ValueType
+    """Required: the code's channel (the built-in code's channel when the table lists it)."""
+    reason: Global___Reason.ValueType
+    """The reason the code sets: SMS_CARRIER_PERMANENT or SMS_CARRIER_TEMPORARY on SMS, an
+    EMAIL_* reason on EMAIL, WHATSAPP_MARKETING_OPT_OUT on WHATSAPP. Unspecified with ignore.
+    """
+    ignore: _builtins.bool
+    """The code changes nothing (reason unspecified)."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        code: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
+        reason: Global___Reason.ValueType = ...,
+        ignore: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "code", b"code", "ignore", b"ignore", "provider", b"provider", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryEventOverride: _TypeAlias = DeliveryEventOverride  # noqa: Y015
+
+@_typing.final
+class GetDeliveryEventMappingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    provider: _builtins.str
+    """Optional: only this provider's mappings (any name or alias of it)."""
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        provider: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeliveryEventMappingsRequest: _TypeAlias = GetDeliveryEventMappingsRequest  # noqa: Y015
+
+@_typing.final
+class GetDeliveryEventMappingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    BUILT_IN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryEventOverride]:
+        """The location's overrides (sorted by provider and code)."""
+
+    @_builtins.property
+    def built_in(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryEventMapping]:
+        """The built-in tables (in table order)."""
+
+    def __init__(
+        self,
+        *,
+        overrides: _abc.Iterable[Global___DeliveryEventOverride] | None = ...,
+        built_in: _abc.Iterable[Global___DeliveryEventMapping] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["built_in", b"built_in", "overrides", b"overrides"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeliveryEventMappingsResponse: _TypeAlias = GetDeliveryEventMappingsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateDeliveryEventMappingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    location_id: _builtins.str
+    @_builtins.property
+    def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryEventOverride]:
+        """Replaces the location's overrides (at most 500; none clears them)."""
+
+    def __init__(
+        self,
+        *,
+        location_id: _builtins.str = ...,
+        overrides: _abc.Iterable[Global___DeliveryEventOverride] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id", "overrides", b"overrides"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateDeliveryEventMappingsRequest: _TypeAlias = UpdateDeliveryEventMappingsRequest  # noqa: Y015
+
+@_typing.final
+class UpdateDeliveryEventMappingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryEventOverride]:
+        """The overrides as stored (normalised, sorted by provider and code)."""
+
+    def __init__(
+        self,
+        *,
+        overrides: _abc.Iterable[Global___DeliveryEventOverride] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overrides", b"overrides"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateDeliveryEventMappingsResponse: _TypeAlias = UpdateDeliveryEventMappingsResponse  # noqa: Y015

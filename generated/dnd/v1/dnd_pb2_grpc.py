@@ -129,6 +129,71 @@ class DndServiceStub:
                 request_serializer=dnd_dot_v1_dot_dnd__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=dnd_dot_v1_dot_dnd__pb2.GetServerInfoResponse.FromString,
                 _registered_method=True)
+        self.BulkSetDnd = channel.unary_unary(
+                '/dnd.v1.DndService/BulkSetDnd',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.BulkSetDndRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.BulkSetDndResponse.FromString,
+                _registered_method=True)
+        self.ListBlocks = channel.unary_unary(
+                '/dnd.v1.DndService/ListBlocks',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.ListBlocksRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.ListBlocksResponse.FromString,
+                _registered_method=True)
+        self.ListSuppressions = channel.unary_unary(
+                '/dnd.v1.DndService/ListSuppressions',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.ListSuppressionsRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.ListSuppressionsResponse.FromString,
+                _registered_method=True)
+        self.ExportSuppressions = channel.unary_stream(
+                '/dnd.v1.DndService/ExportSuppressions',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.ExportSuppressionsRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.ExportSuppressionsResponse.FromString,
+                _registered_method=True)
+        self.EraseContact = channel.unary_unary(
+                '/dnd.v1.DndService/EraseContact',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.EraseContactRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.EraseContactResponse.FromString,
+                _registered_method=True)
+        self.GetBlockExpirySettings = channel.unary_unary(
+                '/dnd.v1.DndService/GetBlockExpirySettings',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.GetBlockExpirySettingsRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.GetBlockExpirySettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateBlockExpirySettings = channel.unary_unary(
+                '/dnd.v1.DndService/UpdateBlockExpirySettings',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.UpdateBlockExpirySettingsRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.UpdateBlockExpirySettingsResponse.FromString,
+                _registered_method=True)
+        self.GetComplianceReplies = channel.unary_unary(
+                '/dnd.v1.DndService/GetComplianceReplies',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.GetComplianceRepliesRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.GetComplianceRepliesResponse.FromString,
+                _registered_method=True)
+        self.UpdateComplianceReplies = channel.unary_unary(
+                '/dnd.v1.DndService/UpdateComplianceReplies',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.UpdateComplianceRepliesRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.UpdateComplianceRepliesResponse.FromString,
+                _registered_method=True)
+        self.GetQuietHoursSettings = channel.unary_unary(
+                '/dnd.v1.DndService/GetQuietHoursSettings',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.GetQuietHoursSettingsRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.GetQuietHoursSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateQuietHoursSettings = channel.unary_unary(
+                '/dnd.v1.DndService/UpdateQuietHoursSettings',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.UpdateQuietHoursSettingsRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.UpdateQuietHoursSettingsResponse.FromString,
+                _registered_method=True)
+        self.GetDeliveryEventMappings = channel.unary_unary(
+                '/dnd.v1.DndService/GetDeliveryEventMappings',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.GetDeliveryEventMappingsRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.GetDeliveryEventMappingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateDeliveryEventMappings = channel.unary_unary(
+                '/dnd.v1.DndService/UpdateDeliveryEventMappings',
+                request_serializer=dnd_dot_v1_dot_dnd__pb2.UpdateDeliveryEventMappingsRequest.SerializeToString,
+                response_deserializer=dnd_dot_v1_dot_dnd__pb2.UpdateDeliveryEventMappingsResponse.FromString,
+                _registered_method=True)
 
 
 class DndServiceServicer:
@@ -189,7 +254,9 @@ class DndServiceServicer:
 
     def ProcessInboundMessage(self, request, context):
         """ProcessInboundMessage classifies a text the contact sent (STOP, START, HELP...) and
-        applies what it asks for. Keywords are processed on SMS only. An opt-out revokes the
+        applies what it asks for, and answers the compliance reply to send back (reply_text).
+        Keywords are processed on SMS, WhatsApp and RCS (KeywordSettings: languages, the SMS and
+        RCS sharing of opt-outs); other channels change nothing. An opt-out revokes the
         contact's SMS consents in the same change; START (or YES) that lifts an SMS opt-out
         records the sender's express SMS_KEYWORD consent (MARKETING and INFORMATIONAL); YES or
         START confirms a pending double opt-in within its window (YES acts while SMS DND is on
@@ -200,7 +267,9 @@ class DndServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportSmsDeliveryFailure(self, request, context):
-        """ReportSmsDeliveryFailure applies a carrier / SMS provider error code (30003, 30004...).
+        """ReportSmsDeliveryFailure applies a carrier / SMS provider error code (30003, 30004...),
+        read in Twilio's numbering whichever provider it names, with the location's overrides of
+        Twilio's codes. Other providers' own codes: ReportDeliveryEvent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -270,10 +339,13 @@ class DndServiceServicer:
 
     def ReportDeliveryEvent(self, request, context):
         """ReportDeliveryEvent applies a messaging provider's event or error code to the contact
-        (e.g. Meta's WhatsApp "stop marketing" preference or error 131050), from a data table
-        per provider; unknown codes change nothing. Needs the permission of the source the event
-        acts as (contact for the contact's own preference, write for a provider's error), like
-        ReportEmailEvent.
+        (e.g. Meta's WhatsApp "stop marketing" preference or error 131050, Telnyx's 40300, Amazon
+        SES's Bounce:Permanent:General), from a data table per provider (SMS: Twilio, Telnyx,
+        Bandwidth, Vonage, Plivo, Sinch; WhatsApp: Meta; email: SendGrid, Amazon SES, Postmark,
+        Mailgun) and the location's overrides (UpdateDeliveryEventMappings); the answer names the
+        entry that decided it. Unknown codes change nothing (and are counted). Needs the
+        permission of the source the event acts as (contact for the contact's own preference or
+        unsubscribe, write for a provider's error), like ReportEmailEvent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -283,6 +355,132 @@ class DndServiceServicer:
         """GetServerInfo tells the caller about the server and itself: the server's version and
         clock, the caller's name, permissions and locations, and whether authentication and TLS
         are on. Any authenticated caller may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BulkSetDnd(self, request, context):
+        """BulkSetDnd applies up to 10,000 SetDnd items of one location in one call, each judged
+        by SetDnd's rules and answered per item in request order (changed, unchanged, refused
+        with the refusals, invalid with the field): an invalid or refused item does not fail the
+        call. Items are written in chunked transactions, each all-or-nothing; several items of
+        one contact apply in request order. UNAVAILABLE may leave earlier chunks written: retry
+        with the same idempotency_key, which resumes and answers every item. Needs write (and the
+        permission of each item's source, as SetDnd).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBlocks(self, request, context):
+        """ListBlocks lists a location's active blocks, filtered, in pages of a stable order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSuppressions(self, request, context):
+        """ListSuppressions lists a location's active address suppressions, filtered, in pages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportSuppressions(self, request, context):
+        """ExportSuppressions streams a location's active blocks, then its address suppressions,
+        in batches; every message carries a resume token to restart after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EraseContact(self, request, context):
+        """EraseContact erases a contact's personal data (GDPR Art. 17): the actor ids, notes,
+        evidence, provider detail and addresses of its blocks, its consent records, the personal
+        columns of its history (and of the history of the addresses it names), the address
+        suppressions its events set, and the personal data of stored idempotent answers. It keeps
+        what keeps the opt-out honoured: the contact's blocks (without their personal fields), and
+        for each address it had suppressed (and each address named on a channel it had opted out
+        of) a suppression of a keyed hash of the address with its channel, reason, source and date,
+        which CheckSend and BatchCheckSend given that address still deny, whichever contact it is
+        checked for. Recorded as one change of kind CHANGE_KIND_ERASURE (no personal data).
+        Erasing again changes nothing unless personal data was written since. Needs the erase
+        permission, which no other permission includes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBlockExpirySettings(self, request, context):
+        """GetBlockExpirySettings returns a location's expiry of temporary carrier blocks (off by
+        default). Needs read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateBlockExpirySettings(self, request, context):
+        """UpdateBlockExpirySettings replaces a location's expiry of temporary carrier blocks. Needs
+        write.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetComplianceReplies(self, request, context):
+        """GetComplianceReplies returns a location's compliance replies (opt-out confirmation,
+        opt-in confirmation, HELP answer) per language as they are sent, with their length and
+        any warning. A location never configured has the built-in defaults and no brand name.
+        Needs read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateComplianceReplies(self, request, context):
+        """UpdateComplianceReplies replaces a location's brand name, support contact and reply texts
+        (an empty text is the language's default). Texts may use the merge fields {brand} and
+        {support}; an unknown merge field, or a text without a part its kind requires, is
+        INVALID_ARGUMENT; a text longer than one SMS segment once merged is accepted with a
+        warning. Needs write.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQuietHoursSettings(self, request, context):
+        """GetQuietHoursSettings returns a location's quiet-hours settings (none by default: the
+        legal rules alone). Needs read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateQuietHoursSettings(self, request, context):
+        """UpdateQuietHoursSettings replaces a location's quiet-hours settings. Needs write.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeliveryEventMappings(self, request, context):
+        """GetDeliveryEventMappings returns a location's overrides of the provider code tables and,
+        for reference, the built-in tables (ReportDeliveryEvent), optionally of one provider.
+        Needs read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateDeliveryEventMappings(self, request, context):
+        """UpdateDeliveryEventMappings replaces a location's overrides of the provider code tables:
+        each maps one (provider, code) to a reason of its channel or to nothing (ignore). An
+        override may add a code or make a built-in one act more strongly, never weaken an opt-out,
+        complaint or permanent failure of the built-in tables (mapping it to ignore, to a
+        temporary reason or to any reason that denies less, suppresses or revokes less, or is
+        cleared more easily) and never change a contact's own "resume": INVALID_ARGUMENT names
+        each such override. Needs write.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -375,6 +573,71 @@ def add_DndServiceServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=dnd_dot_v1_dot_dnd__pb2.GetServerInfoRequest.FromString,
                     response_serializer=dnd_dot_v1_dot_dnd__pb2.GetServerInfoResponse.SerializeToString,
+            ),
+            'BulkSetDnd': grpc.unary_unary_rpc_method_handler(
+                    servicer.BulkSetDnd,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.BulkSetDndRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.BulkSetDndResponse.SerializeToString,
+            ),
+            'ListBlocks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBlocks,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.ListBlocksRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.ListBlocksResponse.SerializeToString,
+            ),
+            'ListSuppressions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSuppressions,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.ListSuppressionsRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.ListSuppressionsResponse.SerializeToString,
+            ),
+            'ExportSuppressions': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportSuppressions,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.ExportSuppressionsRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.ExportSuppressionsResponse.SerializeToString,
+            ),
+            'EraseContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseContact,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.EraseContactRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.EraseContactResponse.SerializeToString,
+            ),
+            'GetBlockExpirySettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBlockExpirySettings,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.GetBlockExpirySettingsRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.GetBlockExpirySettingsResponse.SerializeToString,
+            ),
+            'UpdateBlockExpirySettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBlockExpirySettings,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.UpdateBlockExpirySettingsRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.UpdateBlockExpirySettingsResponse.SerializeToString,
+            ),
+            'GetComplianceReplies': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetComplianceReplies,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.GetComplianceRepliesRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.GetComplianceRepliesResponse.SerializeToString,
+            ),
+            'UpdateComplianceReplies': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateComplianceReplies,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.UpdateComplianceRepliesRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.UpdateComplianceRepliesResponse.SerializeToString,
+            ),
+            'GetQuietHoursSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuietHoursSettings,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.GetQuietHoursSettingsRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.GetQuietHoursSettingsResponse.SerializeToString,
+            ),
+            'UpdateQuietHoursSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateQuietHoursSettings,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.UpdateQuietHoursSettingsRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.UpdateQuietHoursSettingsResponse.SerializeToString,
+            ),
+            'GetDeliveryEventMappings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeliveryEventMappings,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.GetDeliveryEventMappingsRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.GetDeliveryEventMappingsResponse.SerializeToString,
+            ),
+            'UpdateDeliveryEventMappings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateDeliveryEventMappings,
+                    request_deserializer=dnd_dot_v1_dot_dnd__pb2.UpdateDeliveryEventMappingsRequest.FromString,
+                    response_serializer=dnd_dot_v1_dot_dnd__pb2.UpdateDeliveryEventMappingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -846,6 +1109,357 @@ class DndService:
             '/dnd.v1.DndService/GetServerInfo',
             dnd_dot_v1_dot_dnd__pb2.GetServerInfoRequest.SerializeToString,
             dnd_dot_v1_dot_dnd__pb2.GetServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BulkSetDnd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/BulkSetDnd',
+            dnd_dot_v1_dot_dnd__pb2.BulkSetDndRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.BulkSetDndResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBlocks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/ListBlocks',
+            dnd_dot_v1_dot_dnd__pb2.ListBlocksRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.ListBlocksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSuppressions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/ListSuppressions',
+            dnd_dot_v1_dot_dnd__pb2.ListSuppressionsRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.ListSuppressionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportSuppressions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dnd.v1.DndService/ExportSuppressions',
+            dnd_dot_v1_dot_dnd__pb2.ExportSuppressionsRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.ExportSuppressionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/EraseContact',
+            dnd_dot_v1_dot_dnd__pb2.EraseContactRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.EraseContactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBlockExpirySettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/GetBlockExpirySettings',
+            dnd_dot_v1_dot_dnd__pb2.GetBlockExpirySettingsRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.GetBlockExpirySettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateBlockExpirySettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/UpdateBlockExpirySettings',
+            dnd_dot_v1_dot_dnd__pb2.UpdateBlockExpirySettingsRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.UpdateBlockExpirySettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetComplianceReplies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/GetComplianceReplies',
+            dnd_dot_v1_dot_dnd__pb2.GetComplianceRepliesRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.GetComplianceRepliesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateComplianceReplies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/UpdateComplianceReplies',
+            dnd_dot_v1_dot_dnd__pb2.UpdateComplianceRepliesRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.UpdateComplianceRepliesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuietHoursSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/GetQuietHoursSettings',
+            dnd_dot_v1_dot_dnd__pb2.GetQuietHoursSettingsRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.GetQuietHoursSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateQuietHoursSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/UpdateQuietHoursSettings',
+            dnd_dot_v1_dot_dnd__pb2.UpdateQuietHoursSettingsRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.UpdateQuietHoursSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeliveryEventMappings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/GetDeliveryEventMappings',
+            dnd_dot_v1_dot_dnd__pb2.GetDeliveryEventMappingsRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.GetDeliveryEventMappingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateDeliveryEventMappings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dnd.v1.DndService/UpdateDeliveryEventMappings',
+            dnd_dot_v1_dot_dnd__pb2.UpdateDeliveryEventMappingsRequest.SerializeToString,
+            dnd_dot_v1_dot_dnd__pb2.UpdateDeliveryEventMappingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,14 +67,19 @@ class DndServiceStub:
     """WatchChanges streams every DND change in commit order."""
     ProcessInboundMessage: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ProcessInboundMessageRequest, _dnd_pb2.ProcessInboundMessageResponse]
     """ProcessInboundMessage classifies a text the contact sent (STOP, START, HELP...) and
-    applies what it asks for. Keywords are processed on SMS only. An opt-out revokes the
+    applies what it asks for, and answers the compliance reply to send back (reply_text).
+    Keywords are processed on SMS, WhatsApp and RCS (KeywordSettings: languages, the SMS and
+    RCS sharing of opt-outs); other channels change nothing. An opt-out revokes the
     contact's SMS consents in the same change; START (or YES) that lifts an SMS opt-out
     records the sender's express SMS_KEYWORD consent (MARKETING and INFORMATIONAL); YES or
     START confirms a pending double opt-in within its window (YES acts while SMS DND is on
     or a double opt-in waits, and is an ordinary message otherwise).
     """
     ReportSmsDeliveryFailure: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ReportSmsDeliveryFailureRequest, _dnd_pb2.ReportSmsDeliveryFailureResponse]
-    """ReportSmsDeliveryFailure applies a carrier / SMS provider error code (30003, 30004...)."""
+    """ReportSmsDeliveryFailure applies a carrier / SMS provider error code (30003, 30004...),
+    read in Twilio's numbering whichever provider it names, with the location's overrides of
+    Twilio's codes. Other providers' own codes: ReportDeliveryEvent.
+    """
     ReportEmailEvent: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ReportEmailEventRequest, _dnd_pb2.ReportEmailEventResponse]
     """ReportEmailEvent applies an email provider event (bounce, complaint, unsubscribe...)."""
     ListHistory: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ListHistoryRequest, _dnd_pb2.ListHistoryResponse]
@@ -102,15 +107,89 @@ class DndServiceStub:
     """UpdateConsentPolicy replaces a location's consent policy."""
     ReportDeliveryEvent: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ReportDeliveryEventRequest, _dnd_pb2.ReportDeliveryEventResponse]
     """ReportDeliveryEvent applies a messaging provider's event or error code to the contact
-    (e.g. Meta's WhatsApp "stop marketing" preference or error 131050), from a data table
-    per provider; unknown codes change nothing. Needs the permission of the source the event
-    acts as (contact for the contact's own preference, write for a provider's error), like
-    ReportEmailEvent.
+    (e.g. Meta's WhatsApp "stop marketing" preference or error 131050, Telnyx's 40300, Amazon
+    SES's Bounce:Permanent:General), from a data table per provider (SMS: Twilio, Telnyx,
+    Bandwidth, Vonage, Plivo, Sinch; WhatsApp: Meta; email: SendGrid, Amazon SES, Postmark,
+    Mailgun) and the location's overrides (UpdateDeliveryEventMappings); the answer names the
+    entry that decided it. Unknown codes change nothing (and are counted). Needs the
+    permission of the source the event acts as (contact for the contact's own preference or
+    unsubscribe, write for a provider's error), like ReportEmailEvent.
     """
     GetServerInfo: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.GetServerInfoRequest, _dnd_pb2.GetServerInfoResponse]
     """GetServerInfo tells the caller about the server and itself: the server's version and
     clock, the caller's name, permissions and locations, and whether authentication and TLS
     are on. Any authenticated caller may call it.
+    """
+    BulkSetDnd: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.BulkSetDndRequest, _dnd_pb2.BulkSetDndResponse]
+    """BulkSetDnd applies up to 10,000 SetDnd items of one location in one call, each judged
+    by SetDnd's rules and answered per item in request order (changed, unchanged, refused
+    with the refusals, invalid with the field): an invalid or refused item does not fail the
+    call. Items are written in chunked transactions, each all-or-nothing; several items of
+    one contact apply in request order. UNAVAILABLE may leave earlier chunks written: retry
+    with the same idempotency_key, which resumes and answers every item. Needs write (and the
+    permission of each item's source, as SetDnd).
+    """
+    ListBlocks: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ListBlocksRequest, _dnd_pb2.ListBlocksResponse]
+    """ListBlocks lists a location's active blocks, filtered, in pages of a stable order."""
+    ListSuppressions: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.ListSuppressionsRequest, _dnd_pb2.ListSuppressionsResponse]
+    """ListSuppressions lists a location's active address suppressions, filtered, in pages."""
+    ExportSuppressions: _grpc.UnaryStreamMultiCallable[_dnd_pb2.ExportSuppressionsRequest, _dnd_pb2.ExportSuppressionsResponse]
+    """ExportSuppressions streams a location's active blocks, then its address suppressions,
+    in batches; every message carries a resume token to restart after.
+    """
+    EraseContact: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.EraseContactRequest, _dnd_pb2.EraseContactResponse]
+    """EraseContact erases a contact's personal data (GDPR Art. 17): the actor ids, notes,
+    evidence, provider detail and addresses of its blocks, its consent records, the personal
+    columns of its history (and of the history of the addresses it names), the address
+    suppressions its events set, and the personal data of stored idempotent answers. It keeps
+    what keeps the opt-out honoured: the contact's blocks (without their personal fields), and
+    for each address it had suppressed (and each address named on a channel it had opted out
+    of) a suppression of a keyed hash of the address with its channel, reason, source and date,
+    which CheckSend and BatchCheckSend given that address still deny, whichever contact it is
+    checked for. Recorded as one change of kind CHANGE_KIND_ERASURE (no personal data).
+    Erasing again changes nothing unless personal data was written since. Needs the erase
+    permission, which no other permission includes.
+    """
+    GetBlockExpirySettings: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.GetBlockExpirySettingsRequest, _dnd_pb2.GetBlockExpirySettingsResponse]
+    """GetBlockExpirySettings returns a location's expiry of temporary carrier blocks (off by
+    default). Needs read.
+    """
+    UpdateBlockExpirySettings: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.UpdateBlockExpirySettingsRequest, _dnd_pb2.UpdateBlockExpirySettingsResponse]
+    """UpdateBlockExpirySettings replaces a location's expiry of temporary carrier blocks. Needs
+    write.
+    """
+    GetComplianceReplies: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.GetComplianceRepliesRequest, _dnd_pb2.GetComplianceRepliesResponse]
+    """GetComplianceReplies returns a location's compliance replies (opt-out confirmation,
+    opt-in confirmation, HELP answer) per language as they are sent, with their length and
+    any warning. A location never configured has the built-in defaults and no brand name.
+    Needs read.
+    """
+    UpdateComplianceReplies: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.UpdateComplianceRepliesRequest, _dnd_pb2.UpdateComplianceRepliesResponse]
+    """UpdateComplianceReplies replaces a location's brand name, support contact and reply texts
+    (an empty text is the language's default). Texts may use the merge fields {brand} and
+    {support}; an unknown merge field, or a text without a part its kind requires, is
+    INVALID_ARGUMENT; a text longer than one SMS segment once merged is accepted with a
+    warning. Needs write.
+    """
+    GetQuietHoursSettings: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.GetQuietHoursSettingsRequest, _dnd_pb2.GetQuietHoursSettingsResponse]
+    """GetQuietHoursSettings returns a location's quiet-hours settings (none by default: the
+    legal rules alone). Needs read.
+    """
+    UpdateQuietHoursSettings: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.UpdateQuietHoursSettingsRequest, _dnd_pb2.UpdateQuietHoursSettingsResponse]
+    """UpdateQuietHoursSettings replaces a location's quiet-hours settings. Needs write."""
+    GetDeliveryEventMappings: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.GetDeliveryEventMappingsRequest, _dnd_pb2.GetDeliveryEventMappingsResponse]
+    """GetDeliveryEventMappings returns a location's overrides of the provider code tables and,
+    for reference, the built-in tables (ReportDeliveryEvent), optionally of one provider.
+    Needs read.
+    """
+    UpdateDeliveryEventMappings: _grpc.UnaryUnaryMultiCallable[_dnd_pb2.UpdateDeliveryEventMappingsRequest, _dnd_pb2.UpdateDeliveryEventMappingsResponse]
+    """UpdateDeliveryEventMappings replaces a location's overrides of the provider code tables:
+    each maps one (provider, code) to a reason of its channel or to nothing (ignore). An
+    override may add a code or make a built-in one act more strongly, never weaken an opt-out,
+    complaint or permanent failure of the built-in tables (mapping it to ignore, to a
+    temporary reason or to any reason that denies less, suppresses or revokes less, or is
+    cleared more easily) and never change a contact's own "resume": INVALID_ARGUMENT names
+    each such override. Needs write.
     """
 
 @_typing.type_check_only
@@ -152,14 +231,19 @@ class DndServiceAsyncStub(DndServiceStub):
     """WatchChanges streams every DND change in commit order."""
     ProcessInboundMessage: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ProcessInboundMessageRequest, _dnd_pb2.ProcessInboundMessageResponse]  # type: ignore[assignment]
     """ProcessInboundMessage classifies a text the contact sent (STOP, START, HELP...) and
-    applies what it asks for. Keywords are processed on SMS only. An opt-out revokes the
+    applies what it asks for, and answers the compliance reply to send back (reply_text).
+    Keywords are processed on SMS, WhatsApp and RCS (KeywordSettings: languages, the SMS and
+    RCS sharing of opt-outs); other channels change nothing. An opt-out revokes the
     contact's SMS consents in the same change; START (or YES) that lifts an SMS opt-out
     records the sender's express SMS_KEYWORD consent (MARKETING and INFORMATIONAL); YES or
     START confirms a pending double opt-in within its window (YES acts while SMS DND is on
     or a double opt-in waits, and is an ordinary message otherwise).
     """
     ReportSmsDeliveryFailure: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ReportSmsDeliveryFailureRequest, _dnd_pb2.ReportSmsDeliveryFailureResponse]  # type: ignore[assignment]
-    """ReportSmsDeliveryFailure applies a carrier / SMS provider error code (30003, 30004...)."""
+    """ReportSmsDeliveryFailure applies a carrier / SMS provider error code (30003, 30004...),
+    read in Twilio's numbering whichever provider it names, with the location's overrides of
+    Twilio's codes. Other providers' own codes: ReportDeliveryEvent.
+    """
     ReportEmailEvent: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ReportEmailEventRequest, _dnd_pb2.ReportEmailEventResponse]  # type: ignore[assignment]
     """ReportEmailEvent applies an email provider event (bounce, complaint, unsubscribe...)."""
     ListHistory: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ListHistoryRequest, _dnd_pb2.ListHistoryResponse]  # type: ignore[assignment]
@@ -187,15 +271,89 @@ class DndServiceAsyncStub(DndServiceStub):
     """UpdateConsentPolicy replaces a location's consent policy."""
     ReportDeliveryEvent: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ReportDeliveryEventRequest, _dnd_pb2.ReportDeliveryEventResponse]  # type: ignore[assignment]
     """ReportDeliveryEvent applies a messaging provider's event or error code to the contact
-    (e.g. Meta's WhatsApp "stop marketing" preference or error 131050), from a data table
-    per provider; unknown codes change nothing. Needs the permission of the source the event
-    acts as (contact for the contact's own preference, write for a provider's error), like
-    ReportEmailEvent.
+    (e.g. Meta's WhatsApp "stop marketing" preference or error 131050, Telnyx's 40300, Amazon
+    SES's Bounce:Permanent:General), from a data table per provider (SMS: Twilio, Telnyx,
+    Bandwidth, Vonage, Plivo, Sinch; WhatsApp: Meta; email: SendGrid, Amazon SES, Postmark,
+    Mailgun) and the location's overrides (UpdateDeliveryEventMappings); the answer names the
+    entry that decided it. Unknown codes change nothing (and are counted). Needs the
+    permission of the source the event acts as (contact for the contact's own preference or
+    unsubscribe, write for a provider's error), like ReportEmailEvent.
     """
     GetServerInfo: _aio.UnaryUnaryMultiCallable[_dnd_pb2.GetServerInfoRequest, _dnd_pb2.GetServerInfoResponse]  # type: ignore[assignment]
     """GetServerInfo tells the caller about the server and itself: the server's version and
     clock, the caller's name, permissions and locations, and whether authentication and TLS
     are on. Any authenticated caller may call it.
+    """
+    BulkSetDnd: _aio.UnaryUnaryMultiCallable[_dnd_pb2.BulkSetDndRequest, _dnd_pb2.BulkSetDndResponse]  # type: ignore[assignment]
+    """BulkSetDnd applies up to 10,000 SetDnd items of one location in one call, each judged
+    by SetDnd's rules and answered per item in request order (changed, unchanged, refused
+    with the refusals, invalid with the field): an invalid or refused item does not fail the
+    call. Items are written in chunked transactions, each all-or-nothing; several items of
+    one contact apply in request order. UNAVAILABLE may leave earlier chunks written: retry
+    with the same idempotency_key, which resumes and answers every item. Needs write (and the
+    permission of each item's source, as SetDnd).
+    """
+    ListBlocks: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ListBlocksRequest, _dnd_pb2.ListBlocksResponse]  # type: ignore[assignment]
+    """ListBlocks lists a location's active blocks, filtered, in pages of a stable order."""
+    ListSuppressions: _aio.UnaryUnaryMultiCallable[_dnd_pb2.ListSuppressionsRequest, _dnd_pb2.ListSuppressionsResponse]  # type: ignore[assignment]
+    """ListSuppressions lists a location's active address suppressions, filtered, in pages."""
+    ExportSuppressions: _aio.UnaryStreamMultiCallable[_dnd_pb2.ExportSuppressionsRequest, _dnd_pb2.ExportSuppressionsResponse]  # type: ignore[assignment]
+    """ExportSuppressions streams a location's active blocks, then its address suppressions,
+    in batches; every message carries a resume token to restart after.
+    """
+    EraseContact: _aio.UnaryUnaryMultiCallable[_dnd_pb2.EraseContactRequest, _dnd_pb2.EraseContactResponse]  # type: ignore[assignment]
+    """EraseContact erases a contact's personal data (GDPR Art. 17): the actor ids, notes,
+    evidence, provider detail and addresses of its blocks, its consent records, the personal
+    columns of its history (and of the history of the addresses it names), the address
+    suppressions its events set, and the personal data of stored idempotent answers. It keeps
+    what keeps the opt-out honoured: the contact's blocks (without their personal fields), and
+    for each address it had suppressed (and each address named on a channel it had opted out
+    of) a suppression of a keyed hash of the address with its channel, reason, source and date,
+    which CheckSend and BatchCheckSend given that address still deny, whichever contact it is
+    checked for. Recorded as one change of kind CHANGE_KIND_ERASURE (no personal data).
+    Erasing again changes nothing unless personal data was written since. Needs the erase
+    permission, which no other permission includes.
+    """
+    GetBlockExpirySettings: _aio.UnaryUnaryMultiCallable[_dnd_pb2.GetBlockExpirySettingsRequest, _dnd_pb2.GetBlockExpirySettingsResponse]  # type: ignore[assignment]
+    """GetBlockExpirySettings returns a location's expiry of temporary carrier blocks (off by
+    default). Needs read.
+    """
+    UpdateBlockExpirySettings: _aio.UnaryUnaryMultiCallable[_dnd_pb2.UpdateBlockExpirySettingsRequest, _dnd_pb2.UpdateBlockExpirySettingsResponse]  # type: ignore[assignment]
+    """UpdateBlockExpirySettings replaces a location's expiry of temporary carrier blocks. Needs
+    write.
+    """
+    GetComplianceReplies: _aio.UnaryUnaryMultiCallable[_dnd_pb2.GetComplianceRepliesRequest, _dnd_pb2.GetComplianceRepliesResponse]  # type: ignore[assignment]
+    """GetComplianceReplies returns a location's compliance replies (opt-out confirmation,
+    opt-in confirmation, HELP answer) per language as they are sent, with their length and
+    any warning. A location never configured has the built-in defaults and no brand name.
+    Needs read.
+    """
+    UpdateComplianceReplies: _aio.UnaryUnaryMultiCallable[_dnd_pb2.UpdateComplianceRepliesRequest, _dnd_pb2.UpdateComplianceRepliesResponse]  # type: ignore[assignment]
+    """UpdateComplianceReplies replaces a location's brand name, support contact and reply texts
+    (an empty text is the language's default). Texts may use the merge fields {brand} and
+    {support}; an unknown merge field, or a text without a part its kind requires, is
+    INVALID_ARGUMENT; a text longer than one SMS segment once merged is accepted with a
+    warning. Needs write.
+    """
+    GetQuietHoursSettings: _aio.UnaryUnaryMultiCallable[_dnd_pb2.GetQuietHoursSettingsRequest, _dnd_pb2.GetQuietHoursSettingsResponse]  # type: ignore[assignment]
+    """GetQuietHoursSettings returns a location's quiet-hours settings (none by default: the
+    legal rules alone). Needs read.
+    """
+    UpdateQuietHoursSettings: _aio.UnaryUnaryMultiCallable[_dnd_pb2.UpdateQuietHoursSettingsRequest, _dnd_pb2.UpdateQuietHoursSettingsResponse]  # type: ignore[assignment]
+    """UpdateQuietHoursSettings replaces a location's quiet-hours settings. Needs write."""
+    GetDeliveryEventMappings: _aio.UnaryUnaryMultiCallable[_dnd_pb2.GetDeliveryEventMappingsRequest, _dnd_pb2.GetDeliveryEventMappingsResponse]  # type: ignore[assignment]
+    """GetDeliveryEventMappings returns a location's overrides of the provider code tables and,
+    for reference, the built-in tables (ReportDeliveryEvent), optionally of one provider.
+    Needs read.
+    """
+    UpdateDeliveryEventMappings: _aio.UnaryUnaryMultiCallable[_dnd_pb2.UpdateDeliveryEventMappingsRequest, _dnd_pb2.UpdateDeliveryEventMappingsResponse]  # type: ignore[assignment]
+    """UpdateDeliveryEventMappings replaces a location's overrides of the provider code tables:
+    each maps one (provider, code) to a reason of its channel or to nothing (ignore). An
+    override may add a code or make a built-in one act more strongly, never weaken an opt-out,
+    complaint or permanent failure of the built-in tables (mapping it to ignore, to a
+    temporary reason or to any reason that denies less, suppresses or revokes less, or is
+    cleared more easily) and never change a contact's own "resume": INVALID_ARGUMENT names
+    each such override. Needs write.
     """
 
 class DndServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -270,7 +428,9 @@ class DndServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_dnd_pb2.ProcessInboundMessageResponse, _abc.Awaitable[_dnd_pb2.ProcessInboundMessageResponse]]:
         """ProcessInboundMessage classifies a text the contact sent (STOP, START, HELP...) and
-        applies what it asks for. Keywords are processed on SMS only. An opt-out revokes the
+        applies what it asks for, and answers the compliance reply to send back (reply_text).
+        Keywords are processed on SMS, WhatsApp and RCS (KeywordSettings: languages, the SMS and
+        RCS sharing of opt-outs); other channels change nothing. An opt-out revokes the
         contact's SMS consents in the same change; START (or YES) that lifts an SMS opt-out
         records the sender's express SMS_KEYWORD consent (MARKETING and INFORMATIONAL); YES or
         START confirms a pending double opt-in within its window (YES acts while SMS DND is on
@@ -283,7 +443,10 @@ class DndServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _dnd_pb2.ReportSmsDeliveryFailureRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dnd_pb2.ReportSmsDeliveryFailureResponse, _abc.Awaitable[_dnd_pb2.ReportSmsDeliveryFailureResponse]]:
-        """ReportSmsDeliveryFailure applies a carrier / SMS provider error code (30003, 30004...)."""
+        """ReportSmsDeliveryFailure applies a carrier / SMS provider error code (30003, 30004...),
+        read in Twilio's numbering whichever provider it names, with the location's overrides of
+        Twilio's codes. Other providers' own codes: ReportDeliveryEvent.
+        """
 
     @_abc_1.abstractmethod
     def ReportEmailEvent(
@@ -365,10 +528,13 @@ class DndServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_dnd_pb2.ReportDeliveryEventResponse, _abc.Awaitable[_dnd_pb2.ReportDeliveryEventResponse]]:
         """ReportDeliveryEvent applies a messaging provider's event or error code to the contact
-        (e.g. Meta's WhatsApp "stop marketing" preference or error 131050), from a data table
-        per provider; unknown codes change nothing. Needs the permission of the source the event
-        acts as (contact for the contact's own preference, write for a provider's error), like
-        ReportEmailEvent.
+        (e.g. Meta's WhatsApp "stop marketing" preference or error 131050, Telnyx's 40300, Amazon
+        SES's Bounce:Permanent:General), from a data table per provider (SMS: Twilio, Telnyx,
+        Bandwidth, Vonage, Plivo, Sinch; WhatsApp: Meta; email: SendGrid, Amazon SES, Postmark,
+        Mailgun) and the location's overrides (UpdateDeliveryEventMappings); the answer names the
+        entry that decided it. Unknown codes change nothing (and are counted). Needs the
+        permission of the source the event acts as (contact for the contact's own preference or
+        unsubscribe, write for a provider's error), like ReportEmailEvent.
         """
 
     @_abc_1.abstractmethod
@@ -380,6 +546,155 @@ class DndServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetServerInfo tells the caller about the server and itself: the server's version and
         clock, the caller's name, permissions and locations, and whether authentication and TLS
         are on. Any authenticated caller may call it.
+        """
+
+    @_abc_1.abstractmethod
+    def BulkSetDnd(
+        self,
+        request: _dnd_pb2.BulkSetDndRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.BulkSetDndResponse, _abc.Awaitable[_dnd_pb2.BulkSetDndResponse]]:
+        """BulkSetDnd applies up to 10,000 SetDnd items of one location in one call, each judged
+        by SetDnd's rules and answered per item in request order (changed, unchanged, refused
+        with the refusals, invalid with the field): an invalid or refused item does not fail the
+        call. Items are written in chunked transactions, each all-or-nothing; several items of
+        one contact apply in request order. UNAVAILABLE may leave earlier chunks written: retry
+        with the same idempotency_key, which resumes and answers every item. Needs write (and the
+        permission of each item's source, as SetDnd).
+        """
+
+    @_abc_1.abstractmethod
+    def ListBlocks(
+        self,
+        request: _dnd_pb2.ListBlocksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.ListBlocksResponse, _abc.Awaitable[_dnd_pb2.ListBlocksResponse]]:
+        """ListBlocks lists a location's active blocks, filtered, in pages of a stable order."""
+
+    @_abc_1.abstractmethod
+    def ListSuppressions(
+        self,
+        request: _dnd_pb2.ListSuppressionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.ListSuppressionsResponse, _abc.Awaitable[_dnd_pb2.ListSuppressionsResponse]]:
+        """ListSuppressions lists a location's active address suppressions, filtered, in pages."""
+
+    @_abc_1.abstractmethod
+    def ExportSuppressions(
+        self,
+        request: _dnd_pb2.ExportSuppressionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_dnd_pb2.ExportSuppressionsResponse], _abc.AsyncIterator[_dnd_pb2.ExportSuppressionsResponse]]:
+        """ExportSuppressions streams a location's active blocks, then its address suppressions,
+        in batches; every message carries a resume token to restart after.
+        """
+
+    @_abc_1.abstractmethod
+    def EraseContact(
+        self,
+        request: _dnd_pb2.EraseContactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.EraseContactResponse, _abc.Awaitable[_dnd_pb2.EraseContactResponse]]:
+        """EraseContact erases a contact's personal data (GDPR Art. 17): the actor ids, notes,
+        evidence, provider detail and addresses of its blocks, its consent records, the personal
+        columns of its history (and of the history of the addresses it names), the address
+        suppressions its events set, and the personal data of stored idempotent answers. It keeps
+        what keeps the opt-out honoured: the contact's blocks (without their personal fields), and
+        for each address it had suppressed (and each address named on a channel it had opted out
+        of) a suppression of a keyed hash of the address with its channel, reason, source and date,
+        which CheckSend and BatchCheckSend given that address still deny, whichever contact it is
+        checked for. Recorded as one change of kind CHANGE_KIND_ERASURE (no personal data).
+        Erasing again changes nothing unless personal data was written since. Needs the erase
+        permission, which no other permission includes.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBlockExpirySettings(
+        self,
+        request: _dnd_pb2.GetBlockExpirySettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.GetBlockExpirySettingsResponse, _abc.Awaitable[_dnd_pb2.GetBlockExpirySettingsResponse]]:
+        """GetBlockExpirySettings returns a location's expiry of temporary carrier blocks (off by
+        default). Needs read.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateBlockExpirySettings(
+        self,
+        request: _dnd_pb2.UpdateBlockExpirySettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.UpdateBlockExpirySettingsResponse, _abc.Awaitable[_dnd_pb2.UpdateBlockExpirySettingsResponse]]:
+        """UpdateBlockExpirySettings replaces a location's expiry of temporary carrier blocks. Needs
+        write.
+        """
+
+    @_abc_1.abstractmethod
+    def GetComplianceReplies(
+        self,
+        request: _dnd_pb2.GetComplianceRepliesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.GetComplianceRepliesResponse, _abc.Awaitable[_dnd_pb2.GetComplianceRepliesResponse]]:
+        """GetComplianceReplies returns a location's compliance replies (opt-out confirmation,
+        opt-in confirmation, HELP answer) per language as they are sent, with their length and
+        any warning. A location never configured has the built-in defaults and no brand name.
+        Needs read.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateComplianceReplies(
+        self,
+        request: _dnd_pb2.UpdateComplianceRepliesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.UpdateComplianceRepliesResponse, _abc.Awaitable[_dnd_pb2.UpdateComplianceRepliesResponse]]:
+        """UpdateComplianceReplies replaces a location's brand name, support contact and reply texts
+        (an empty text is the language's default). Texts may use the merge fields {brand} and
+        {support}; an unknown merge field, or a text without a part its kind requires, is
+        INVALID_ARGUMENT; a text longer than one SMS segment once merged is accepted with a
+        warning. Needs write.
+        """
+
+    @_abc_1.abstractmethod
+    def GetQuietHoursSettings(
+        self,
+        request: _dnd_pb2.GetQuietHoursSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.GetQuietHoursSettingsResponse, _abc.Awaitable[_dnd_pb2.GetQuietHoursSettingsResponse]]:
+        """GetQuietHoursSettings returns a location's quiet-hours settings (none by default: the
+        legal rules alone). Needs read.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateQuietHoursSettings(
+        self,
+        request: _dnd_pb2.UpdateQuietHoursSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.UpdateQuietHoursSettingsResponse, _abc.Awaitable[_dnd_pb2.UpdateQuietHoursSettingsResponse]]:
+        """UpdateQuietHoursSettings replaces a location's quiet-hours settings. Needs write."""
+
+    @_abc_1.abstractmethod
+    def GetDeliveryEventMappings(
+        self,
+        request: _dnd_pb2.GetDeliveryEventMappingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.GetDeliveryEventMappingsResponse, _abc.Awaitable[_dnd_pb2.GetDeliveryEventMappingsResponse]]:
+        """GetDeliveryEventMappings returns a location's overrides of the provider code tables and,
+        for reference, the built-in tables (ReportDeliveryEvent), optionally of one provider.
+        Needs read.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateDeliveryEventMappings(
+        self,
+        request: _dnd_pb2.UpdateDeliveryEventMappingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dnd_pb2.UpdateDeliveryEventMappingsResponse, _abc.Awaitable[_dnd_pb2.UpdateDeliveryEventMappingsResponse]]:
+        """UpdateDeliveryEventMappings replaces a location's overrides of the provider code tables:
+        each maps one (provider, code) to a reason of its channel or to nothing (ignore). An
+        override may add a code or make a built-in one act more strongly, never weaken an opt-out,
+        complaint or permanent failure of the built-in tables (mapping it to ignore, to a
+        temporary reason or to any reason that denies less, suppresses or revokes less, or is
+        cleared more easily) and never change a contact's own "resume": INVALID_ARGUMENT names
+        each such override. Needs write.
         """
 
 def add_DndServiceServicer_to_server(servicer: DndServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -105,7 +105,7 @@ MARKETING_ONLY_REASONS: frozenset[Reason] = frozenset(
 # (SMS), an unsubscribe (email). A marketing-only opt-out needs no allowance: it never denies a
 # COMPLIANCE_REPLY.
 ALLOWANCE_REASONS: frozenset[Reason] = frozenset(
-    {Reason.SMS_OPT_OUT_KEYWORD, Reason.EMAIL_UNSUBSCRIBE_LINK}
+    {Reason.SMS_OPT_OUT_KEYWORD, Reason.KEYWORD_OPT_OUT, Reason.EMAIL_UNSUBSCRIBE_LINK}
 )
 COMPLIANCE_REPLY_WINDOW = dt.timedelta(minutes=5)
 
@@ -115,6 +115,7 @@ COMPLIANCE_REPLY_WINDOW = dt.timedelta(minutes=5)
 REVOKING_REASONS: frozenset[Reason] = frozenset(
     {
         Reason.SMS_OPT_OUT_KEYWORD,
+        Reason.KEYWORD_OPT_OUT,
         Reason.SMS_CARRIER_PERMANENT,
         Reason.EMAIL_SPAM_COMPLAINT,
         Reason.EMAIL_UNSUBSCRIBE_LINK,

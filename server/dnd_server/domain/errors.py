@@ -63,6 +63,11 @@ class Unavailable(DndError):
     """The database cannot be reached or did not answer in time; retry later."""
 
 
+class PartlyWritten(Unavailable):
+    """The database failed during a bulk write after some of its chunks had committed: a
+    retry with the same idempotency key finishes it."""
+
+
 def _where(block: Block | AddressSuppression) -> str:
     if isinstance(block, AddressSuppression):
         return f"address {block.address} ({block.channel.value})"

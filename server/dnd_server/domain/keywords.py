@@ -60,7 +60,7 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import TypeVar
 
@@ -74,6 +74,59 @@ HELP_WORDS: frozenset[str] = frozenset({"HELP", "INFO"})
 
 # Opt-in words that act only when the contact currently has SMS DND.
 CONDITIONAL_OPT_IN_WORDS: frozenset[str] = frozenset({"YES"})
+
+# --- built-in words per language ---------------------------------------------------------------
+#
+# English (always on): the CTIA Messaging Principles and Best Practices and the US carriers'
+# standard keywords (STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT; START, UNSTOP, YES; HELP,
+# INFO). French: Canada's wireless carriers (CWTA Canadian Common Short Code guidelines)
+# require ARRET and AIDE beside STOP and HELP. Spanish: no carrier mandates Spanish words;
+# PARAR, ALTO and CANCELAR (stop, halt, cancel) and AYUDA (help) are those Spanish-language
+# programmes in the US accept. STOP, START and HELP are in every language: carriers honour
+# them whatever the programme's language, and a word of several languages is answered in the
+# location's default language.
+#
+# Opt-in words are chosen conservatively: an opt-in word must never be one spelling away from
+# an opt-out word, so Spanish ALTA ("sign up", one letter from ALTO) is not one. SI and OUI
+# (yes) act like YES: only while the contact has DND on the channel or a double opt-in waits
+# (a confirmation "reply SI / OUI" of a double opt-in in that language). Locations add their
+# own words per language (``LanguageWords``).
+
+LANGUAGES: tuple[str, ...] = ("en", "es", "fr")
+DEFAULT_LANGUAGE = "en"
+LANGUAGE_NAMES: Mapping[str, str] = {"en": "English", "es": "Spanish", "fr": "French"}
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltInWords:
+    """One language's built-in keywords."""
+
+    opt_out: frozenset[str]
+    opt_in: frozenset[str]
+    help: frozenset[str]
+    # Opt-in words that act only while the contact has DND on the channel (YES).
+    conditional_opt_in: frozenset[str] = frozenset()
+
+
+BUILT_IN_WORDS: Mapping[str, BuiltInWords] = {
+    "en": BuiltInWords(OPT_OUT_WORDS, OPT_IN_WORDS, HELP_WORDS, CONDITIONAL_OPT_IN_WORDS),
+    "es": BuiltInWords(
+        frozenset({"STOP", "PARAR", "ALTO", "CANCELAR"}),
+        frozenset({"START", "SI"}),
+        frozenset({"HELP", "AYUDA"}),
+        frozenset({"SI"}),
+    ),
+    "fr": BuiltInWords(
+        frozenset({"STOP", "ARRET", "ARRÊT"}),
+        frozenset({"START", "OUI"}),
+        frozenset({"HELP", "AIDE"}),
+        frozenset({"OUI"}),
+    ),
+}
+# Every language's words (the trust rules hold against all of them, on or off).
+ALL_OPT_OUT_WORDS: frozenset[str] = frozenset(w for b in BUILT_IN_WORDS.values() for w in b.opt_out)
+ALL_OPT_IN_WORDS: frozenset[str] = frozenset(w for b in BUILT_IN_WORDS.values() for w in b.opt_in)
+ALL_HELP_WORDS: frozenset[str] = frozenset(w for b in BUILT_IN_WORDS.values() for w in b.help)
 
 # Natural-language revocations, matched as whole words anywhere in the message (any case,
 # punctuation ignored) when a location turns detection on.
@@ -114,12 +167,37 @@ class KeywordKind(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class LanguageWords:
+    """A location's extra words of one language (replies to them are in that language)."""
+
+    language: str
+    opt_out_words: frozenset[str] = frozenset()
+    opt_in_words: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class KeywordSettings:
-    """A location's additions to the default keywords (the defaults cannot be removed)."""
+    """A location's additions to the default keywords (the defaults cannot be removed).
+
+    ``extra_opt_out_words`` and ``extra_opt_in_words`` are of the location's
+    ``default_language``; ``language_words`` hold extra words of a named language.
+    ``languages``: the languages beyond English whose built-in opt-in and help words act
+    (English always does; the opt-out words of every language always act).
+    ``share_rcs_sms_opt_outs``: an opt-out (or opt-in) keyword on SMS or RCS acts on both
+    channels for the number."""
 
     extra_opt_out_words: frozenset[str] = frozenset()
     extra_opt_in_words: frozenset[str] = frozenset()
     detect_revocation_phrases: bool = False
+    languages: frozenset[str] = frozenset()
+    default_language: str = DEFAULT_LANGUAGE
+    language_words: tuple[LanguageWords, ...] = ()
+    share_rcs_sms_opt_outs: bool = False
+
+    @property
+    def active_languages(self) -> tuple[str, ...]:
+        """English and the languages turned on, in ``LANGUAGES`` order."""
+        return tuple(lang for lang in LANGUAGES if lang == "en" or lang in self.languages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +205,24 @@ class Classification:
     kind: KeywordKind
     # The keyword or phrase matched ("" for NONE).
     matched: str = ""
+    # The languages the word matched is a word of (``LANGUAGES`` order; empty for NONE).
+    languages: tuple[str, ...] = field(default=(), compare=False)
+    # A built-in opt-in word that acts only while the contact has DND (YES, SI, OUI).
+    only_with_dnd: bool = field(default=False, compare=False)
 
     @property
     def conditional(self) -> bool:
-        """An opt-in that acts only when the contact has SMS DND (YES)."""
-        return self.kind is KeywordKind.OPT_IN and self.matched in CONDITIONAL_OPT_IN_WORDS
+        """An opt-in that acts only when the contact has DND on the channel (YES)."""
+        return self.kind is KeywordKind.OPT_IN and (
+            self.only_with_dnd or self.matched in CONDITIONAL_OPT_IN_WORDS
+        )
+
+    def reply_language(self, default_language: str) -> str:
+        """The language to answer in: the location's default when the word is of it (or of
+        no language), else the word's first language."""
+        if not self.languages or default_language in self.languages:
+            return default_language
+        return self.languages[0]
 
 
 # --- normalisation -----------------------------------------------------------------------------
@@ -504,8 +595,8 @@ def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 
 _OPT_OUT_WORDING: tuple[tuple[str, tuple[str, ...]], ...] = (
-    *((f"opt-out word {w}", _overlap_form(w)) for w in sorted(OPT_OUT_WORDS)),
-    *((f"help word {w}", _overlap_form(w)) for w in sorted(HELP_WORDS)),
+    *((f"opt-out word {w}", _overlap_form(w)) for w in sorted(ALL_OPT_OUT_WORDS)),
+    *((f"help word {w}", _overlap_form(w)) for w in sorted(ALL_HELP_WORDS)),
     *((f'revocation phrase "{p}"', _overlap_form(p)) for p in REVOCATION_PHRASES),
 )
 
@@ -549,21 +640,99 @@ def _keys(words: Iterable[str]) -> dict[str, str]:
     return keys
 
 
+# English: the words the location's own (language-less) extra words are checked against.
 _OPT_OUT_KEYS = _keys(OPT_OUT_WORDS)
 _OPT_IN_KEYS = _keys(OPT_IN_WORDS)
 _HELP_KEYS = _keys(HELP_WORDS)
+# Every language's opt-in and help words: no extra opt-out word may be one.
+_ANY_OPT_IN_OR_HELP_KEYS = frozenset(_keys(ALL_OPT_IN_WORDS)) | frozenset(_keys(ALL_HELP_WORDS))
+
+
+@dataclass(frozen=True, slots=True)
+class MatchedWord:
+    """What a message matching a word reports: the word, its languages, and whether it is
+    an opt-in word that acts only while the contact has DND."""
+
+    word: str
+    languages: tuple[str, ...]
+    only_with_dnd: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WordTable:
+    """One kind's words: by normalised spelling (``exact``) and by ``match_keys``
+    (``keyed``)."""
+
+    exact: Mapping[str, MatchedWord]
+    keyed: Mapping[str, MatchedWord]
+
+
+# (words, language, words of them that act only with DND), highest priority last.
+_Group = tuple[Iterable[str], str, frozenset[str]]
+
+
+def _table(groups: Sequence[_Group]) -> WordTable:
+    """The words of ``groups`` (later groups win a key they share): each key's languages
+    are those of every group with a word of that key."""
+    languages: dict[str, set[str]] = {}
+    for words, language, _ in groups:
+        for word in words:
+            for key in match_keys(word):
+                languages.setdefault(key, set()).add(language)
+
+    def matched(word: str, key: str, conditional: frozenset[str]) -> MatchedWord:
+        langs = tuple(lang for lang in LANGUAGES if lang in languages[key])
+        return MatchedWord(word, langs, word in conditional)
+
+    exact: dict[str, MatchedWord] = {}
+    keyed: dict[str, MatchedWord] = {}
+    for words, _, conditional in groups:
+        ordered = sorted(words)
+        for word in ordered:
+            exact[word] = matched(word, match_key(word), conditional)
+            for key in match_keys(word)[1:]:
+                keyed[key] = matched(word, key, conditional)
+        for word in ordered:
+            keyed[match_key(word)] = matched(word, match_key(word), conditional)
+    return WordTable(exact, keyed)
 
 
 @dataclass(frozen=True, slots=True)
 class EffectiveSettings:
     """Stored settings as they act: words normalised, unusable ones set aside in ``ignored``;
-    ``opt_out_keys`` and ``opt_in_keys`` map each of the words' ``match_keys`` to the word it
-    reports (built-in words first)."""
+    ``opt_out``, ``opt_in`` and ``help`` hold every word that acts (built-in words of the
+    location's languages first)."""
 
     settings: KeywordSettings
     ignored: tuple[IgnoredWord, ...]
-    opt_out_keys: Mapping[str, str]
-    opt_in_keys: Mapping[str, str]
+    opt_out: WordTable
+    opt_in: WordTable
+    help: WordTable
+
+
+def _effective_outs(raws: Iterable[str], field_name: str, ignored: list[IgnoredWord]) -> set[str]:
+    outs: set[str] = set()
+    for raw in sorted(raws):
+        word = normalize_keyword(raw)
+        if not word:
+            ignored.append(IgnoredWord(field_name, raw, "empty once normalised"))
+        elif match_key(word) not in _OPT_OUT_KEYS:
+            outs.add(word)
+    return outs
+
+
+def _effective_ins(
+    raws: Iterable[str], field_name: str, outs: set[str], ignored: list[IgnoredWord]
+) -> set[str]:
+    ins: set[str] = set()
+    for raw in sorted(raws):
+        word = normalize_keyword(raw)
+        conflicts = opt_in_conflicts(word, outs)
+        if conflicts:
+            ignored.append(IgnoredWord(field_name, raw, "; ".join(conflicts)))
+        elif match_key(word) not in _OPT_IN_KEYS:
+            ins.add(word)
+    return ins
 
 
 @functools.lru_cache(maxsize=512)
@@ -573,62 +742,113 @@ def effective_settings(stored: KeywordSettings) -> EffectiveSettings:
     Every word is normalised again. An extra opt-out word keeps acting whatever it collides
     with (opt-out words are matched first, so it can only turn a message into an opt-out); one
     that normalises to nothing can no longer match and is ignored. An extra opt-in word that
-    would read opt-outs (``opt_in_conflicts``) is ignored. Repeats of built-in words go."""
+    would read opt-outs (``opt_in_conflicts``: any language's opt-out wording and every extra
+    opt-out word of the location) is ignored. Repeats of built-in words go. A language that is
+    not one of ``LANGUAGES`` acts as the default language would."""
     ignored: list[IgnoredWord] = []
-    outs: set[str] = set()
-    for raw in sorted(stored.extra_opt_out_words):
-        word = normalize_keyword(raw)
-        if not word:
-            ignored.append(IgnoredWord("extra_opt_out_words", raw, "empty once normalised"))
-        elif match_key(word) not in _OPT_OUT_KEYS:
-            outs.add(word)
-    ins: set[str] = set()
-    for raw in sorted(stored.extra_opt_in_words):
-        word = normalize_keyword(raw)
-        conflicts = opt_in_conflicts(word, outs)
-        if conflicts:
-            ignored.append(IgnoredWord("extra_opt_in_words", raw, "; ".join(conflicts)))
-        elif match_key(word) not in _OPT_IN_KEYS:
-            ins.add(word)
+    default = stored.default_language if stored.default_language in LANGUAGES else "en"
+    languages = frozenset(lang for lang in stored.languages if lang in LANGUAGES)
+    outs = _effective_outs(stored.extra_opt_out_words, "extra_opt_out_words", ignored)
+    per_language_outs: list[tuple[str, set[str]]] = []
+    for i, words in enumerate(stored.language_words):
+        lang = words.language if words.language in LANGUAGES else default
+        found = _effective_outs(words.opt_out_words, f"language_words[{i}].opt_out_words", ignored)
+        per_language_outs.append((lang, found))
+    every_out = outs.union(*(found for _, found in per_language_outs))
+    ins = _effective_ins(stored.extra_opt_in_words, "extra_opt_in_words", every_out, ignored)
+    per_language_ins: list[tuple[str, set[str]]] = []
+    for i, words in enumerate(stored.language_words):
+        lang = words.language if words.language in LANGUAGES else default
+        field_name = f"language_words[{i}].opt_in_words"
+        per_language_ins.append(
+            (lang, _effective_ins(words.opt_in_words, field_name, every_out, ignored))
+        )
+    settings = KeywordSettings(
+        frozenset(outs),
+        frozenset(ins),
+        stored.detect_revocation_phrases,
+        languages,
+        default,
+        tuple(
+            LanguageWords(lw.language, frozenset(o), frozenset(i))
+            for lw, (_, o), (_, i) in zip(
+                stored.language_words, per_language_outs, per_language_ins, strict=True
+            )
+        ),
+        stored.share_rcs_sms_opt_outs,
+    )
+    built_in = [BUILT_IN_WORDS[lang] for lang in settings.active_languages]
+    none: frozenset[str] = frozenset()
+    active = settings.active_languages
     return EffectiveSettings(
-        KeywordSettings(frozenset(outs), frozenset(ins), stored.detect_revocation_phrases),
+        settings,
         tuple(ignored),
-        {**_keys(outs), **_OPT_OUT_KEYS},
-        {**_keys(ins), **_OPT_IN_KEYS},
+        _table(
+            [
+                # The opt-out words of the languages not turned on act too (first: a
+                # location's own spelling of one is the word reported): honouring an opt-out
+                # is never wrong, ignoring one is.
+                *(
+                    (b.opt_out, lang, none)
+                    for lang, b in BUILT_IN_WORDS.items()
+                    if lang not in active
+                ),
+                (outs, default, none),
+                *((found, lang, none) for lang, found in per_language_outs),
+                *((b.opt_out, lang, none) for lang, b in zip(active, built_in, strict=True)),
+            ]
+        ),
+        _table(
+            [
+                (ins, default, none),
+                *((found, lang, none) for lang, found in per_language_ins),
+                *(
+                    (b.opt_in, lang, b.conditional_opt_in)
+                    for lang, b in zip(active, built_in, strict=True)
+                ),
+            ]
+        ),
+        _table([(b.help, lang, none) for lang, b in zip(active, built_in, strict=True)]),
     )
 
 
 # --- classification ------------------------------------------------------------------------------
 
 
+def _found(kind: KeywordKind, found: MatchedWord) -> Classification:
+    return Classification(kind, found.word, found.languages, found.only_with_dnd)
+
+
 def classify(body: str, settings: KeywordSettings = KeywordSettings()) -> Classification:
     """What ``body`` asks for under ``settings`` (sanitised by ``effective_settings`` first):
     an opt-out word, then a revocation phrase (when detection is on), then an opt-in word,
-    then a help word; so a message that reads as an opt-out is never an opt-in.
+    then a help word; so a message that reads as an opt-out is never an opt-in. Words of
+    every language the location uses are looked for together, kind by kind.
 
     A word is matched on its ``match_key``; the word reported is the one configured (the
     message's own spelling when it is one of them, as "ARRÊT" and "ARRET" may both be).
     Each kind is looked for in every reading of the message (``_readings``) before the next
-    kind, so no reading that is an opt-out can lose to one that is an opt-in."""
+    kind, so no reading that is an opt-out can lose to one that is an opt-in. The
+    classification names the languages of the word (a revocation phrase is English)."""
     effective = effective_settings(settings)
     readings = [(word, _key(word)) for word in map(normalize_keyword, _readings(body))]
     for word, key in readings:
-        if word in OPT_OUT_WORDS or word in effective.settings.extra_opt_out_words:
-            return Classification(KeywordKind.OPT_OUT, word)
-        if key in effective.opt_out_keys:
-            return Classification(KeywordKind.OPT_OUT, effective.opt_out_keys[key])
+        if word in effective.opt_out.exact:
+            return _found(KeywordKind.OPT_OUT, effective.opt_out.exact[word])
+        if key in effective.opt_out.keyed:
+            return _found(KeywordKind.OPT_OUT, effective.opt_out.keyed[key])
     if effective.settings.detect_revocation_phrases:
         phrase = revocation_phrase(body)
         if phrase:
-            return Classification(KeywordKind.OPT_OUT, phrase)
+            return Classification(KeywordKind.OPT_OUT, phrase, ("en",))
     for word, key in readings:
-        if word in OPT_IN_WORDS or word in effective.settings.extra_opt_in_words:
-            return Classification(KeywordKind.OPT_IN, word)
-        if key in effective.opt_in_keys:
-            return Classification(KeywordKind.OPT_IN, effective.opt_in_keys[key])
+        if word in effective.opt_in.exact:
+            return _found(KeywordKind.OPT_IN, effective.opt_in.exact[word])
+        if key in effective.opt_in.keyed:
+            return _found(KeywordKind.OPT_IN, effective.opt_in.keyed[key])
     for _, key in readings:
-        if key in _HELP_KEYS:
-            return Classification(KeywordKind.HELP, _HELP_KEYS[key])
+        if key in effective.help.keyed:
+            return _found(KeywordKind.HELP, effective.help.keyed[key])
     return Classification(KeywordKind.NONE)
 
 
@@ -645,57 +865,177 @@ def validate_extra_words(
     opt_out: Iterable[str], opt_in: Iterable[str]
 ) -> tuple[frozenset[str], frozenset[str]]:
     """Normalise a location's extra words; raise InvalidArgument for unusable ones, naming
-    each: an opt-out word may not be an opt-in or help word, an opt-in word may not overlap
-    any opt-out wording (``opt_in_conflicts``)."""
-    problems: list[FieldViolation] = []
+    each: an opt-out word may not be an opt-in or help word (of any language), an opt-in word
+    may not overlap any opt-out wording (``opt_in_conflicts``)."""
+    settings = validate_settings(opt_out, opt_in)
+    return settings.extra_opt_out_words, settings.extra_opt_in_words
 
-    def clean(field: str, words: Iterable[str]) -> dict[str, list[str]]:
+
+@dataclass(frozen=True, slots=True)
+class LanguageWordsInput:
+    """Extra words of one language as a request gives them."""
+
+    language: str
+    opt_out_words: Sequence[str] = ()
+    opt_in_words: Sequence[str] = ()
+
+
+def validate_settings(
+    opt_out: Iterable[str],
+    opt_in: Iterable[str],
+    detect_revocation_phrases: bool = False,
+    languages: Iterable[str] = (),
+    default_language: str = "",
+    language_words: Sequence[LanguageWordsInput] = (),
+    share_rcs_sms_opt_outs: bool = False,
+) -> KeywordSettings:
+    """A location's keyword settings from a request; raise InvalidArgument naming every
+    unusable part: a language not of ``LANGUAGES`` (or a default one the location does not
+    use), a language's extra words given twice, an extra opt-out word that is an opt-in or
+    help word of any language (or an extra opt-in word of the location), an extra opt-in word
+    that overlaps opt-out wording of any language or any of the location's extra opt-out
+    words (``opt_in_conflicts``). ``default_language`` "" is English."""
+    problems: list[FieldViolation] = []
+    supported = ", ".join(LANGUAGES)
+    chosen: set[str] = set()
+    for i, lang in enumerate(languages):
+        if lang not in LANGUAGES:
+            problems.append(
+                FieldViolation(f"languages[{i}]", f"{lang!r} is not one of {supported}")
+            )
+        elif lang != "en":
+            chosen.add(lang)
+    default = default_language or DEFAULT_LANGUAGE
+    if default not in LANGUAGES:
+        problems.append(
+            FieldViolation("default_language", f"{default!r} is not one of {supported}")
+        )
+    elif default != "en" and default not in chosen:
+        problems.append(
+            FieldViolation(
+                "default_language",
+                f"{default!r} is not among languages: add it there to make it the default",
+            )
+        )
+    seen: set[str] = set()
+    for i, words in enumerate(language_words):
+        if words.language not in LANGUAGES:
+            problems.append(
+                FieldViolation(
+                    f"language_words[{i}].language",
+                    f"{words.language!r} is not one of {supported}",
+                )
+            )
+        elif words.language in seen:
+            problems.append(
+                FieldViolation(
+                    f"language_words[{i}].language",
+                    f"{words.language!r} is given twice; give each language's words once",
+                )
+            )
+        seen.add(words.language)
+
+    def clean(field_name: str, words: Iterable[str]) -> dict[str, list[str]]:
         """Normalised word -> the raw words that gave it, in order."""
         result: dict[str, list[str]] = {}
         for raw in words:
             word = normalize_keyword(raw)
             if any(unicodedata.category(ch) == "Cc" and not ch.isspace() for ch in raw):
-                problems.append(FieldViolation(field, f"{raw!r} contains control characters"))
+                problems.append(FieldViolation(field_name, f"{raw!r} contains control characters"))
             elif not word:
-                problems.append(FieldViolation(field, f"{raw!r} is empty once normalised"))
+                problems.append(FieldViolation(field_name, f"{raw!r} is empty once normalised"))
             elif len(word) > MAX_WORD_LENGTH:
                 problems.append(
-                    FieldViolation(field, f"{raw!r} is longer than {MAX_WORD_LENGTH} characters")
+                    FieldViolation(
+                        field_name, f"{raw!r} is longer than {MAX_WORD_LENGTH} characters"
+                    )
                 )
             else:
                 result.setdefault(word, []).append(raw)
         if len(result) > MAX_EXTRA_WORDS:
-            problems.append(FieldViolation(field, f"at most {MAX_EXTRA_WORDS} words"))
+            problems.append(FieldViolation(field_name, f"at most {MAX_EXTRA_WORDS} words"))
         return result
 
-    def refuse(field: str, word: str, raws: list[str], why: str) -> None:
+    def refuse(field_name: str, word: str, raws: list[str], why: str) -> None:
         # Each word as given is named (two spellings of one word are two violations).
         for raw in dict.fromkeys(raws):
-            problems.append(FieldViolation(field, f"{_describe(raw, word)} {why}"))
+            problems.append(FieldViolation(field_name, f"{_describe(raw, word)} {why}"))
 
-    outs = clean("extra_opt_out_words", opt_out)
-    ins = clean("extra_opt_in_words", opt_in)
-    taken = _OPT_IN_KEYS.keys() | _HELP_KEYS.keys() | _keys(ins).keys()
-    for word in sorted(outs):
-        if any(key in taken for key in match_keys(word)):
-            refuse("extra_opt_out_words", word, outs[word], "is already an opt-in or help word")
-    for word in sorted(ins):
-        if match_key(word) in _OPT_IN_KEYS:
-            continue
-        if not _overlap_form(word):
-            refuse("extra_opt_in_words", word, ins[word], "has no letter or digit")
-            continue
-        conflicts = opt_in_conflicts(word, outs)
-        if conflicts:
-            refuse(
-                "extra_opt_in_words",
-                word,
-                ins[word],
-                f"overlaps {_listed(conflicts)}; an opt-in word may not overlap opt-out wording",
-            )
+    out_lists = [("extra_opt_out_words", clean("extra_opt_out_words", opt_out))]
+    in_lists = [("extra_opt_in_words", clean("extra_opt_in_words", opt_in))]
+    for i, words in enumerate(language_words):
+        prefix = f"language_words[{i}]"
+        out_lists.append(
+            (f"{prefix}.opt_out_words", clean(f"{prefix}.opt_out_words", words.opt_out_words))
+        )
+        in_lists.append(
+            (f"{prefix}.opt_in_words", clean(f"{prefix}.opt_in_words", words.opt_in_words))
+        )
+    every_out = {word for _, outs in out_lists for word in outs}
+    every_in = {word for _, ins in in_lists for word in ins}
+    taken = _ANY_OPT_IN_OR_HELP_KEYS | _keys(every_in).keys()
+    for field_name, outs in out_lists:
+        for word in sorted(outs):
+            if any(key in taken for key in match_keys(word)):
+                refuse(field_name, word, outs[word], "is already an opt-in or help word")
+    for field_name, ins in in_lists:
+        for word in sorted(ins):
+            if match_key(word) in _OPT_IN_KEYS:
+                continue
+            if not _overlap_form(word):
+                refuse(field_name, word, ins[word], "has no letter or digit")
+                continue
+            conflicts = opt_in_conflicts(word, every_out)
+            if conflicts:
+                refuse(
+                    field_name,
+                    word,
+                    ins[word],
+                    f"overlaps {_listed(conflicts)}; an opt-in word may not overlap opt-out "
+                    "wording",
+                )
     if problems:
         raise InvalidArgument(problems)
-    return (
-        frozenset(word for word in outs if match_key(word) not in _OPT_OUT_KEYS),
-        frozenset(word for word in ins if match_key(word) not in _OPT_IN_KEYS),
+
+    def kept_outs(words: Mapping[str, list[str]]) -> frozenset[str]:
+        return frozenset(word for word in words if match_key(word) not in _OPT_OUT_KEYS)
+
+    def kept_ins(words: Mapping[str, list[str]]) -> frozenset[str]:
+        return frozenset(word for word in words if match_key(word) not in _OPT_IN_KEYS)
+
+    per_language = tuple(
+        sorted(
+            (
+                LanguageWords(
+                    words.language, kept_outs(out_lists[i + 1][1]), kept_ins(in_lists[i + 1][1])
+                )
+                for i, words in enumerate(language_words)
+            ),
+            key=lambda lw: LANGUAGES.index(lw.language),
+        )
     )
+    return KeywordSettings(
+        kept_outs(out_lists[0][1]),
+        kept_ins(in_lists[0][1]),
+        detect_revocation_phrases,
+        frozenset(chosen),
+        default,
+        tuple(lw for lw in per_language if lw.opt_out_words or lw.opt_in_words),
+        share_rcs_sms_opt_outs,
+    )
+
+
+def _check_built_in_words() -> None:
+    """The built-in words keep the trust rules: no opt-in word of any language overlaps the
+    opt-out wording of any language, nor is an opt-out word of one an opt-in or help word of
+    another."""
+    for lang, words in BUILT_IN_WORDS.items():
+        for word in words.opt_in:
+            conflicts = opt_in_conflicts(word)
+            assert not conflicts, (lang, word, conflicts)
+        for word in words.opt_out:
+            assert normalize_keyword(word) == word, (lang, word)
+            assert not any(k in _ANY_OPT_IN_OR_HELP_KEYS for k in match_keys(word)), (lang, word)
+
+
+_check_built_in_words()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dnd_server.domain.consent import Consent
+    from dnd_server.domain.replies import ReplyMark
 
 
 class Channel(enum.StrEnum):
@@ -18,6 +19,8 @@ class Channel(enum.StrEnum):
     WHATSAPP = "WHATSAPP"
     FACEBOOK = "FACEBOOK"
     GMB = "GMB"
+    # RCS business messaging (to a phone number).
+    RCS = "RCS"
 
 
 ALL_CHANNELS: tuple[Channel, ...] = tuple(Channel)
@@ -47,6 +50,8 @@ class Reason(enum.StrEnum):
     MARKETING_OPT_OUT = "MARKETING_OPT_OUT"
     WHATSAPP_MARKETING_OPT_OUT = "WHATSAPP_MARKETING_OPT_OUT"
     EMAIL_MARKETING_UNSUBSCRIBE = "EMAIL_MARKETING_UNSUBSCRIBE"
+    # An opt-out keyword (or revocation phrase) on WHATSAPP or RCS: SMS_OPT_OUT_KEYWORD's twin.
+    KEYWORD_OPT_OUT = "KEYWORD_OPT_OUT"
 
 
 class Source(enum.StrEnum):
@@ -139,6 +144,9 @@ class AddressSuppression:
     evidence: str = ""
     provider_detail: str = ""
     since: dt.datetime | None = None
+    # Kept of an erased contact's address (domain/erasure.py): known only by its keyed hash,
+    # ``address`` is the one the read named; no contact, actor, note, evidence or detail.
+    erased: bool = False
 
     @property
     def key(self) -> SuppressionKey:
@@ -180,6 +188,9 @@ class ContactState:
     suppressions: tuple[AddressSuppression, ...] = ()
     # The contact's consents (every status), in ``consent_sort_key`` order.
     consents: tuple[Consent, ...] = ()
+    # The last compliance replies due per channel (domain/replies.py), read only by writes
+    # that ask for them (``Store.write(reply_marks=True)``).
+    reply_marks: tuple[ReplyMark, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,3 +233,5 @@ class ChangeKind(enum.StrEnum):
     CONSENT = "CONSENT"
     # The one compliance reply after an opt-out was allowed (scope and reason: the opt-out's).
     COMPLIANCE_REPLY = "COMPLIANCE_REPLY"
+    # The contact's personal data was erased (domain/erasure.py); the row holds none.
+    ERASURE = "ERASURE"

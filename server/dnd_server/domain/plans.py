@@ -31,6 +31,7 @@ from dnd_server.domain.model import (
     Step,
 )
 from dnd_server.domain.provider_events import ADDRESS_SUPPRESSING_REASONS
+from dnd_server.domain.replies import ReplyKind, ReplyMark, reply_due
 from dnd_server.domain.rules import (
     ClearCredentials,
     SendDecision,
@@ -46,7 +47,10 @@ def plan_add(state: ContactState, block: Block, address: str = "") -> list[Step]
     An opt-out revokes the consents it withdraws (``revoked_by_opt_out``) in the same change,
     at the block's ``since``."""
     steps = [Step(True, b) for b in plan_enable(state.blocks, replace(block, address=address))]
-    if address and block.reason in ADDRESS_SUPPRESSING_REASONS and block.scope is not None:
+    suppressing = (
+        block.reason in ADDRESS_SUPPRESSING_REASONS or block.reason is Reason.KEYWORD_OPT_OUT
+    )
+    if address and suppressing and block.scope is not None:
         suppression = AddressSuppression(
             channel=block.scope,
             address=address,
@@ -111,17 +115,44 @@ def plan_claim_reply(
 
 def has_sms_dnd(state: ContactState, address: str = "") -> bool:
     """Whether outbound SMS to the contact (or to ``address``) is currently blocked."""
-    return any(b.covers(Direction.OUTBOUND, Channel.SMS) for b in state.blocks) or any(
-        s.channel is Channel.SMS and s.address == address for s in state.suppressions if address
+    return has_dnd(state, Channel.SMS, address)
+
+
+def has_dnd(state: ContactState, channel: Channel, address: str = "") -> bool:
+    """Whether outbound ``channel`` to the contact (or to ``address``) is currently blocked."""
+    return any(b.covers(Direction.OUTBOUND, channel) for b in state.blocks) or any(
+        s.channel is channel and s.address == address for s in state.suppressions if address
     )
+
+
+# Channels whose inbound messages are read for keywords (STOP, START, HELP...).
+KEYWORD_CHANNELS: frozenset[Channel] = frozenset({Channel.SMS, Channel.WHATSAPP, Channel.RCS})
+# Channels that share opt-outs for the same number when the location says so.
+SHARED_OPT_OUT_CHANNELS: tuple[Channel, ...] = (Channel.SMS, Channel.RCS)
+
+
+def keyword_channels(channel: Channel, share_rcs_sms: bool) -> tuple[Channel, ...]:
+    """The channels a keyword received on ``channel`` acts on: the channel itself, and with
+    ``share_rcs_sms`` SMS and RCS together (a keyword on either acts on both)."""
+    if share_rcs_sms and channel in SHARED_OPT_OUT_CHANNELS:
+        return SHARED_OPT_OUT_CHANNELS
+    return (channel,)
+
+
+def opt_out_reason(channel: Channel) -> Reason:
+    """The reason of the block an opt-out keyword sets on ``channel``."""
+    return Reason.SMS_OPT_OUT_KEYWORD if channel is Channel.SMS else Reason.KEYWORD_OPT_OUT
 
 
 @dataclass(frozen=True, slots=True)
 class InboundOutcome:
-    """What an inbound message did: the action and the steps it takes."""
+    """What an inbound message did: the action, the steps it takes, and the reply due
+    (``reply_due``) with the mark it leaves."""
 
     action: KeywordKind
     steps: list[Step]
+    reply: ReplyKind | None = None
+    marks: tuple[ReplyMark, ...] = ()
 
 
 def plan_inbound_message(
@@ -130,36 +161,63 @@ def plan_inbound_message(
     body: str,
     from_address: str,
     now: dt.datetime,
+    channel: Channel = Channel.SMS,
+    share_rcs_sms: bool = False,
+    last_opt_out_reply: dt.datetime | None = None,
 ) -> InboundOutcome:
-    """STOP and friends: an SMS opt-out block (and sender suppression), source CONTACT,
-    revoking the SMS consents. START / UNSTOP (and YES while SMS DND is on or a double
-    opt-in waits): clear every SMS outbound block of the contact and the sender's SMS
-    suppressions, never an all-channels block or inbound DND; confirm the pending double
-    opt-ins within their window; and when it lifted an opt-out, record the sender's express
-    SMS_KEYWORD consent (MARKETING and INFORMATIONAL).
+    """STOP and friends: an opt-out block on the channel (SMS_OPT_OUT_KEYWORD on SMS,
+    KEYWORD_OPT_OUT on WhatsApp and RCS) and sender suppression, source CONTACT, revoking the
+    channel's consents. START / UNSTOP (and YES while the channel's DND is on or a double
+    opt-in waits): clear every outbound block of the channel and the sender's suppressions on
+    it, never an all-channels block or inbound DND; confirm the pending double opt-ins within
+    their window; and when it lifted an SMS opt-out, record the sender's express SMS_KEYWORD
+    consent (MARKETING and INFORMATIONAL). With ``share_rcs_sms`` a keyword on SMS or RCS acts
+    on both (``keyword_channels``). Keywords on other channels do nothing.
+
+    The reply due (``replies.reply_due``) comes with the outcome; an opt-out confirmation
+    leaves a mark at ``now`` (``last_opt_out_reply`` is the last one on the channel).
     """
+    if channel not in KEYWORD_CHANNELS:
+        return InboundOutcome(KeywordKind.NONE, [])
+    channels = keyword_channels(channel, share_rcs_sms)
     if keyword.kind is KeywordKind.OPT_OUT:
-        block = Block(
-            direction=Direction.OUTBOUND,
-            scope=Channel.SMS,
-            reason=Reason.SMS_OPT_OUT_KEYWORD,
-            source=Source.CONTACT,
-            actor_id=from_address,
-            evidence=body,
-            provider_detail=f"keyword:{keyword.matched}",
-            since=now,
+        steps: list[Step] = []
+        for each in channels:
+            block = Block(
+                direction=Direction.OUTBOUND,
+                scope=each,
+                reason=opt_out_reason(each),
+                source=Source.CONTACT,
+                actor_id=from_address,
+                evidence=body,
+                provider_detail=f"keyword:{keyword.matched}",
+                since=now,
+            )
+            steps += plan_add(state, block, from_address)
+        opted_out = any(
+            isinstance(s.target, Block) and s.enabled and s.target.scope is channel for s in steps
         )
-        return InboundOutcome(KeywordKind.OPT_OUT, plan_add(state, block, from_address))
+        due = reply_due(KeywordKind.OPT_OUT, opted_out, False, True, last_opt_out_reply, now)
+        marks = (ReplyMark(channel.value, due, now),) if due is not None else ()
+        return InboundOutcome(KeywordKind.OPT_OUT, steps, due, marks)
     if keyword.kind is KeywordKind.OPT_IN:
-        pending = confirmable(state.consents, Channel.SMS, from_address, now)
-        if keyword.conditional and not has_sms_dnd(state, from_address) and not pending:
+        pending = [
+            c for each in channels for c in confirmable(state.consents, each, from_address, now)
+        ]
+        if (
+            keyword.conditional
+            and not any(has_dnd(state, each, from_address) for each in channels)
+            and not pending
+        ):
             return InboundOutcome(KeywordKind.NONE, [])
         # The text comes from the number itself: it may lift the number's suppressions
         # whichever contact's event set them.
         who = ClearCredentials(source=Source.CONTACT, from_address=from_address)
-        steps = plan_remove(state, Direction.OUTBOUND, Channel.SMS, None, who, from_address)
+        steps = []
+        for each in channels:
+            steps += plan_remove(state, Direction.OUTBOUND, each, None, who, from_address)
         consents = [confirmed(c) for c in pending]
-        if steps:
+        if steps and Channel.SMS in channels:
             consents += keyword_consents(
                 state.consents,
                 Channel.SMS,
@@ -169,8 +227,13 @@ def plan_inbound_message(
                 now,
                 skip=[c.key for c in pending],
             )
-        return InboundOutcome(KeywordKind.OPT_IN, steps + [Step(True, c) for c in consents])
-    return InboundOutcome(keyword.kind, [])
+        removed = {s.target.key for s in steps if isinstance(s.target, Block)}
+        still_blocked = any(
+            b.covers(Direction.OUTBOUND, channel) and b.key not in removed for b in state.blocks
+        )
+        due = reply_due(KeywordKind.OPT_IN, False, bool(steps), still_blocked, None, now)
+        return InboundOutcome(KeywordKind.OPT_IN, steps + [Step(True, c) for c in consents], due)
+    return InboundOutcome(keyword.kind, [], reply_due(keyword.kind, False, False, False, None, now))
 
 
 def provider_block(

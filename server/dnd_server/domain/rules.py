@@ -40,12 +40,19 @@ from dnd_server.domain.model import (
     StatusSummary,
     Summary,
 )
+from dnd_server.domain.quiet_hours import QuietVerdict
 
 SMS_REASONS = frozenset(
     {Reason.SMS_OPT_OUT_KEYWORD, Reason.SMS_CARRIER_PERMANENT, Reason.SMS_CARRIER_TEMPORARY}
 )
 EMAIL_REASONS = frozenset(r for r in Reason if r.value.startswith("EMAIL_"))
 WHATSAPP_REASONS = frozenset({Reason.WHATSAPP_MARKETING_OPT_OUT})
+# The contact's own opt-out keyword on a channel other than SMS: WhatsApp and RCS, where
+# keywords are processed as on SMS (SMS has its own SMS_OPT_OUT_KEYWORD). Not MANUAL: a
+# user or a workflow may clear MANUAL, and only the contact (or support with proof) may undo
+# the contact's own STOP.
+KEYWORD_CHANNEL_REASONS = frozenset({Reason.KEYWORD_OPT_OUT})
+KEYWORD_OPT_OUT_CHANNELS = frozenset({Channel.WHATSAPP, Channel.RCS})
 # Reasons a block may have on any one channel or on all channels (outbound).
 ANY_SCOPE_REASONS = frozenset({Reason.MANUAL, Reason.MARKETING_OPT_OUT})
 
@@ -83,6 +90,9 @@ CLEAR_POLICY: dict[Reason, dict[Source, Requirement]] = {
     Reason.SMS_CARRIER_TEMPORARY: _ANYONE_BUT_SYSTEM,
     Reason.SMS_OPT_OUT_KEYWORD: _PERMANENT_SMS,
     Reason.SMS_CARRIER_PERMANENT: _PERMANENT_SMS,
+    # The contact sending START on WhatsApp or RCS, or support with proof of opt-in; never a
+    # user, a workflow or a system.
+    Reason.KEYWORD_OPT_OUT: _PERMANENT_SMS,
     Reason.EMAIL_SPAM_COMPLAINT: {Source.SUPPORT: Requirement.EVIDENCE},
     Reason.EMAIL_HARD_BOUNCE: _EMAIL_SUPPRESSION,
     Reason.EMAIL_GENERIC_FAILURE: _EMAIL_SUPPRESSION,
@@ -115,6 +125,11 @@ def what_clears(reason: Reason) -> str:
     """A one-line description of who may clear a block of ``reason``, from ``CLEAR_POLICY``."""
     if reason in (Reason.SMS_OPT_OUT_KEYWORD, Reason.SMS_CARRIER_PERMANENT):
         return "cleared only by the contact texting START, or by SUPPORT with opt-in evidence"
+    if reason is Reason.KEYWORD_OPT_OUT:
+        return (
+            "cleared only by the contact sending START on the channel, or by SUPPORT with "
+            "opt-in evidence"
+        )
     parts = []
     for source, requirement in CLEAR_POLICY[reason].items():
         if requirement is Requirement.NOTHING:
@@ -246,6 +261,10 @@ def validate_block_shape(direction: Direction, scope: Scope, reason: Reason) -> 
         raise InvalidArgument.one("reason", f"{reason.value} exists only on the EMAIL channel")
     if reason in WHATSAPP_REASONS and scope is not Channel.WHATSAPP:
         raise InvalidArgument.one("reason", f"{reason.value} exists only on the WHATSAPP channel")
+    if reason in KEYWORD_CHANNEL_REASONS and scope not in KEYWORD_OPT_OUT_CHANNELS:
+        raise InvalidArgument.one(
+            "reason", f"{reason.value} exists only on the WHATSAPP and RCS channels"
+        )
 
 
 def plan_enable(active: Iterable[Block], new: Block) -> list[Block]:
@@ -358,6 +377,31 @@ class SendDecision:
     claim: Block | None = None
     # The consent that allowed the send, where the location's policy requires one.
     consent: Consent | None = None
+    # What quiet hours said of a send DND allows (None: not judged). Deferred: ``allowed``
+    # is False, ``denial`` None and ``quiet.not_before`` the earliest allowed instant.
+    quiet: QuietVerdict | None = None
+
+    @property
+    def deferred(self) -> bool:
+        return self.quiet is not None and not self.quiet.allowed
+
+
+def with_quiet_hours(decision: SendDecision, verdict: QuietVerdict) -> SendDecision:
+    """``decision`` (an allowed one) as quiet hours leave it: allowed still, or deferred.
+    A denial is never deferred: it stands, with no time it may go."""
+    assert decision.allowed
+    # Built field by field (dataclasses.replace costs more than the rest of the check);
+    # tests/unit/test_quiet_hours.py fails when SendDecision gains a field not copied here.
+    return SendDecision(
+        allowed=verdict.allowed,
+        denied_by=decision.denied_by,
+        explanation=decision.explanation if verdict.allowed else verdict.explanation,
+        denied_by_address=decision.denied_by_address,
+        denial=decision.denial,
+        claim=decision.claim,
+        consent=decision.consent,
+        quiet=verdict,
+    )
 
 
 def decide_send(
@@ -490,6 +534,13 @@ def explain_address_denial(
             f"denied: the address is suppressed for {channel.value} by "
             f"{suppression.reason.value} (set by {suppression.source.value}"
             f"{_since(suppression.since)}); {what_clears(suppression.reason)}"
+        )
+    if suppression.erased:
+        return (
+            f"denied: address {suppression.address} is suppressed for {channel.value} by "
+            f"{suppression.reason.value} (the opt-out of an erased contact, set by "
+            f"{suppression.source.value}{_since(suppression.since)}); it is kept after the "
+            "erasure and never cleared"
         )
     return (
         f"denied: address {suppression.address} is suppressed for {channel.value} by "

@@ -6,12 +6,14 @@ import datetime as dt
 import functools
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from dnd.v1 import dnd_pb2 as pb
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from dnd_server import lanes
 from dnd_server.auth import Caller
 from dnd_server.cursor import encode_bookmark, encode_cursor, encode_page_token
 from dnd_server.domain.consent import (
@@ -26,9 +28,19 @@ from dnd_server.domain.consent import (
     Purpose,
     explain_recorded,
 )
+from dnd_server.domain.erasure import ErasureDone
+from dnd_server.domain.errors import (
+    ClearNotPermitted,
+    FieldViolation,
+    InvalidArgument,
+    VersionMismatch,
+)
+from dnd_server.domain.expiry import BlockExpiry
 from dnd_server.domain.inbound import InboundVerdict
 from dnd_server.domain.keywords import (
+    BUILT_IN_WORDS,
     HELP_WORDS,
+    LANGUAGES,
     OPT_IN_WORDS,
     OPT_OUT_WORDS,
     REVOCATION_PHRASES,
@@ -47,10 +59,29 @@ from dnd_server.domain.model import (
     Source,
     Summary,
     block_sort_key,
+    scope_name,
 )
-from dnd_server.domain.provider_events import EventOutcome
+from dnd_server.domain.provider_events import (
+    PROVIDER_TABLES,
+    CodeEntry,
+    EventOutcome,
+    Origin,
+    Override,
+    Resolution,
+)
+from dnd_server.domain.quiet_hours import (
+    QuietHoursSettings,
+    QuietRule,
+    QuietVerdict,
+    Recipient,
+    ZoneSource,
+    clock_text,
+)
+from dnd_server.domain.replies import ComplianceReplies, ReplyKind, every_reply
 from dnd_server.domain.rules import Denial, SendDecision, explain_without_holder, summarize
-from dnd_server.records import ChangeRow, HistoryRow, WriteResult
+from dnd_server.lanes import Position
+from dnd_server.records import ChangeRow, HistoryRow, ItemOutcome, ListedBlock, WriteResult
+from dnd_server.watch import Event
 
 CHANNEL_TO_PB: dict[Channel, pb.Channel.ValueType] = {
     c: pb.Channel.Value(f"CHANNEL_{c.value}") for c in Channel
@@ -167,6 +198,7 @@ def suppression_to_pb(suppression: AddressSuppression) -> pb.AddressSuppression:
         actor_id=suppression.actor_id,
         contact_id=suppression.contact_id,
         provider_detail=suppression.provider_detail,
+        erased=suppression.erased,
     )
     if suppression.since is not None:
         message.since.CopyFrom(timestamp(suppression.since))
@@ -348,6 +380,58 @@ def settings_to_pb(settings: KeywordSettings) -> pb.KeywordSettings:
         extra_opt_out_words=sorted(settings.extra_opt_out_words),
         extra_opt_in_words=sorted(settings.extra_opt_in_words),
         detect_revocation_phrases=settings.detect_revocation_phrases,
+        languages=[lang for lang in LANGUAGES if lang in settings.languages],
+        # The default (English) is left out, so a location never configured reads as empty.
+        default_language="" if settings.default_language == "en" else settings.default_language,
+        language_words=[
+            pb.LanguageKeywords(
+                language=w.language,
+                opt_out_words=sorted(w.opt_out_words),
+                opt_in_words=sorted(w.opt_in_words),
+            )
+            for w in settings.language_words
+        ],
+        share_rcs_sms_opt_outs=settings.share_rcs_sms_opt_outs,
+    )
+
+
+REPLY_KIND_TO_PB: dict[ReplyKind, pb.ComplianceReplyKind.ValueType] = {
+    k: pb.ComplianceReplyKind.Value(f"COMPLIANCE_REPLY_KIND_{k.value}") for k in ReplyKind
+}
+
+
+_R = TypeVar("_R", pb.GetComplianceRepliesResponse, pb.UpdateComplianceRepliesResponse)
+
+
+def compliance_replies_to_pb(replies: ComplianceReplies, cls: type[_R]) -> _R:
+    """A location's replies: its own texts and every reply as sent, with its measure."""
+    return cls(
+        brand_name=replies.brand_name,
+        support_contact=replies.support_contact,
+        configured=replies.configured,
+        texts=[
+            pb.ComplianceReplyTexts(
+                language=t.language,
+                opt_out_confirmation=t.opt_out_confirmation or "",
+                opt_in_confirmation=t.opt_in_confirmation or "",
+                help=t.help or "",
+            )
+            for t in replies.texts
+        ],
+        replies=[
+            pb.ComplianceReply(
+                language=r.language,
+                kind=REPLY_KIND_TO_PB[r.kind],
+                template=r.template,
+                text=r.text,
+                is_default=r.is_default,
+                encoding=r.measure.encoding,
+                length=r.measure.length,
+                segments=r.measure.segments,
+                warning=r.measure.warning,
+            )
+            for r in every_reply(replies)
+        ],
     )
 
 
@@ -359,6 +443,15 @@ def keyword_settings_to_pb(settings: KeywordSettings) -> pb.GetKeywordSettingsRe
         default_opt_in_words=sorted(OPT_IN_WORDS),
         help_words=sorted(HELP_WORDS),
         revocation_phrases=list(REVOCATION_PHRASES),
+        built_in_words=[
+            pb.LanguageKeywords(
+                language=lang,
+                opt_out_words=sorted(BUILT_IN_WORDS[lang].opt_out),
+                opt_in_words=sorted(BUILT_IN_WORDS[lang].opt_in),
+                help_words=sorted(BUILT_IN_WORDS[lang].help),
+            )
+            for lang in LANGUAGES
+        ],
     )
 
 
@@ -372,18 +465,31 @@ def set_dnd_to_pb(result: WriteResult) -> pb.SetDndResponse:
         affected_blocks=[
             block_to_pb(step.target) for step in result.steps if isinstance(step.target, Block)
         ],
-        cursor=encode_cursor(result.last_seq),
+        cursor=write_cursor(result),
     )
 
 
-def inbound_to_pb(verdict: InboundVerdict, result: WriteResult) -> pb.ProcessInboundMessageResponse:
+def inbound_to_pb(
+    verdict: InboundVerdict,
+    result: WriteResult,
+    reply_text: str = "",
+    reply_language: str = "",
+    reply_kind: ReplyKind | None = None,
+) -> pb.ProcessInboundMessageResponse:
     return pb.ProcessInboundMessageResponse(
+        reply_text=reply_text,
+        reply_language=reply_language,
+        reply_kind=(
+            REPLY_KIND_TO_PB[reply_kind]
+            if reply_kind is not None
+            else pb.COMPLIANCE_REPLY_KIND_UNSPECIFIED
+        ),
         action=KEYWORD_ACTION_TO_PB[verdict.action],
         matched_keyword=verdict.matched_keyword,
         deliver_to_inbox=verdict.deliver_to_inbox,
         changed=bool(result.steps),
         status=status_to_pb(result.state),
-        cursor=encode_cursor(result.last_seq),
+        cursor=write_cursor(result),
         sms_blocked=verdict.sms_blocked,
         sms_blocked_by=[block_to_pb(b) for b in verdict.sms_blocked_by],
         explanation=verdict.explanation,
@@ -411,7 +517,7 @@ def provider_event_to_pb(
         reason=REASON_TO_PB[reason] if reason is not None else pb.REASON_UNSPECIFIED,
         changed=bool(result.steps),
         status=status_to_pb(result.state),
-        cursor=encode_cursor(result.last_seq),
+        cursor=write_cursor(result),
         explanation=explanation,
     )
 
@@ -424,6 +530,8 @@ def check_send_to_pb(
 ) -> pb.CheckSendResponse:
     """A CheckSend answer; a denial in full for a caller shown ``dossier`` (read
     permission), else in its decision view (``denial_summary``)."""
+    if decision.quiet is not None:
+        return _judged_by_quiet_hours(decision, state, dossier)
     if decision.allowed:
         if decision.consent is not None:
             return pb.CheckSendResponse(
@@ -455,6 +563,82 @@ def check_send_to_pb(
     )
 
 
+def _judged_by_quiet_hours(
+    decision: SendDecision, state: ContactState, dossier: bool
+) -> pb.CheckSendResponse:
+    """The answer to a send DND allows, judged by quiet hours: allowed, or deferred."""
+    verdict = decision.quiet
+    assert verdict is not None
+    fields = _deferral_fields(decision)
+    if decision.consent is not None:
+        fields["consent"] = consent_to_pb(decision.consent, dt.datetime.now(dt.UTC), dossier)
+    return pb.CheckSendResponse(
+        allowed=decision.allowed,
+        version=state.version,
+        explanation=decision.explanation,
+        quiet_hours=_recipient_to_pb(verdict.recipient),
+        **fields,
+    )
+
+
+TIME_ZONE_SOURCE_TO_PB: dict[ZoneSource, pb.TimeZoneSource.ValueType] = {
+    z: pb.TimeZoneSource.Value(f"TIME_ZONE_SOURCE_{z.value}") for z in ZoneSource
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def _recipient_to_pb(who: Recipient) -> pb.QuietHoursRecipient:
+    # Cached: a message field set from it is a copy.
+    return pb.QuietHoursRecipient(
+        time_zones=who.zones, time_zone_source=TIME_ZONE_SOURCE_TO_PB[who.source], state=who.state
+    )
+
+
+def quiet_rule_to_pb(verdict: QuietVerdict) -> pb.QuietHoursRule:
+    assert verdict.rule is not None
+    return _quiet_rule_to_pb(verdict.rule, verdict.window, verdict.time_zone)
+
+
+@functools.lru_cache(maxsize=4096)
+def _quiet_rule_to_pb(rule: QuietRule, window: str, time_zone: str) -> pb.QuietHoursRule:
+    # Cached: a message field set from it is a copy.
+    return pb.QuietHoursRule(
+        rule_id=rule.rule_id,
+        jurisdiction=rule.jurisdiction,
+        window=window,
+        citation=rule.citation,
+        source_url=rule.source_url,
+        time_zone=time_zone,
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _not_before_to_pb(when: dt.datetime) -> Timestamp:
+    # Cached (the mornings repeat): a message field set from it is a copy.
+    return timestamp(when)
+
+
+def quiet_hours_settings_to_pb(settings: QuietHoursSettings) -> pb.QuietHoursSettings:
+    window = settings.window
+    return pb.QuietHoursSettings(
+        informational=settings.informational,
+        default_time_zone=settings.default_time_zone,
+        window_start=clock_text(window.start) if window else "",
+        window_end=clock_text(window.end) if window else "",
+    )
+
+
+def _deferral_fields(decision: SendDecision) -> dict[str, Any]:
+    """The CheckResult fields of a deferred decision (none for any other)."""
+    verdict = decision.quiet
+    if verdict is None or verdict.allowed:
+        return {}
+    fields: dict[str, Any] = {"deferred": True, "deferred_by": quiet_rule_to_pb(verdict)}
+    if verdict.not_before is not None:
+        fields["not_before"] = _not_before_to_pb(verdict.not_before)
+    return fields
+
+
 def _denial(decision: SendDecision) -> pb.Denial.ValueType:
     denial = decision.denial
     return pb.DENIAL_UNSPECIFIED if denial is None else DENIAL_TO_PB[denial]
@@ -463,7 +647,8 @@ def _denial(decision: SendDecision) -> pb.Denial.ValueType:
 # The part of a BatchCheckSend response that details (include_details) may take, at most.
 DETAILS_ALLOWANCE = 2 << 20
 
-Target = tuple[str, str]  # (contact, normalised address)
+# (contact, normalised address[, the recipient's time zone for quiet hours])
+Target = tuple[str, ...]
 
 
 def batch_check_to_pb(
@@ -488,6 +673,7 @@ def batch_check_to_pb(
                     allowed=decision.allowed,
                     version=state.version,
                     repeat_of=earlier,
+                    **_deferral_fields(decision),
                 )
             )
             continue
@@ -498,6 +684,17 @@ def batch_check_to_pb(
                     allowed=True,
                     version=state.version,
                     explanation=decision.explanation,
+                )
+            )
+            continue
+        if decision.deferred:  # no blocks deny it: nothing compact or detailed to tell
+            results.append(
+                pb.CheckResult(
+                    contact_id=target[0],
+                    allowed=False,
+                    version=state.version,
+                    explanation=decision.explanation,
+                    **_deferral_fields(decision),
                 )
             )
             continue
@@ -555,29 +752,68 @@ def history_page_to_pb(rows: Sequence[HistoryRow], page_size: int) -> pb.ListHis
     page = rows[:page_size]
     more = len(rows) > page_size
     return pb.ListHistoryResponse(
-        entries=[history_to_pb(row, encode_cursor(row.seq)) for row in page],
+        entries=[history_to_pb(row, encode_cursor(row.heads)) for row in page],
         next_page_token=encode_page_token(page[-1].seq) if more else "",
     )
 
 
-def bookmark_to_pb(seq: int) -> pb.WatchChangesResponse:
-    return pb.WatchChangesResponse(bookmark=pb.Bookmark(cursor=encode_bookmark(seq)))
+def bookmark_to_pb(position: Position) -> pb.WatchChangesResponse:
+    return pb.WatchChangesResponse(bookmark=pb.Bookmark(cursor=encode_bookmark(position)))
+
+
+def write_cursor(result: WriteResult) -> str:
+    """The cursor of a write's answer: the position of the contact's last change."""
+    position = result.position
+    if not position:
+        # A result that came without its position: its lane at the change, the others at
+        # the start (as a min_cursor it asks exactly for the change).
+        count = lanes.count()
+        at = [0] * count
+        at[lanes.lane_of(result.state.location_id, count)] = result.last_seq
+        position = tuple(at)
+    return encode_cursor(position)
+
+
+_BATCHES_KEPT = 64
 
 
 class ChangeMessages:
-    """The stream message of each recent change, built once and shared by every stream that
-    has yet to send it (the ``keep`` most recent are kept)."""
+    """The stream message of each recent event (a change at a stream position), built once
+    and shared by every stream that has yet to send it (the ``keep`` most recent are kept);
+    several events ready together go in one message."""
 
     def __init__(self, keep: int = 4096) -> None:
         self._keep = keep
-        self._messages: OrderedDict[int, pb.WatchChangesResponse] = OrderedDict()
+        self._messages: OrderedDict[tuple[int, int, Position], pb.WatchChangesResponse] = (
+            OrderedDict()
+        )
+        self._batches: OrderedDict[
+            tuple[tuple[tuple[int, int], ...], Position], pb.WatchChangesResponse
+        ] = OrderedDict()
 
-    def message(self, change: ChangeRow) -> pb.WatchChangesResponse:
-        message = self._messages.get(change.seq)
+    def message(self, events: Sequence[Event]) -> pb.WatchChangesResponse:
+        if len(events) == 1:
+            return self._single(events[0])
+        # Streams of one filter get the same events together from one feed batch: built once.
+        key = (tuple((e.change.lane, e.change.seq) for e in events), events[-1].position)
+        message = self._batches.get(key)
         if message is None:
-            event = change_to_pb(change, encode_cursor(change.seq))
-            message = pb.WatchChangesResponse(event=event)
-            self._messages[change.seq] = message
+            message = pb.WatchChangesResponse(
+                events=pb.ChangeEvents(events=[self._single(e).event for e in events])
+            )
+            self._batches[key] = message
+            if len(self._batches) > _BATCHES_KEPT:
+                self._batches.popitem(last=False)
+        return message
+
+    def _single(self, event: Event) -> pb.WatchChangesResponse:
+        change = event.change
+        key = (change.lane, change.seq, event.position)
+        message = self._messages.get(key)
+        if message is None:
+            pb_event = change_to_pb(change, encode_cursor(event.position))
+            message = pb.WatchChangesResponse(event=pb_event)
+            self._messages[key] = message
             if len(self._messages) > self._keep:
                 self._messages.popitem(last=False)
         return message
@@ -635,7 +871,7 @@ def record_consent_to_pb(
         consent=consent_to_pb(consent, now),
         status=status_to_pb(state, now),
         changed=bool(result.steps),
-        cursor=encode_cursor(result.last_seq),
+        cursor=write_cursor(result),
         explanation=explain_recorded(consent, state.blocks, now),
     )
 
@@ -650,7 +886,7 @@ def revoke_consent_to_pb(result: WriteResult) -> pb.RevokeConsentResponse:
         ],
         status=status_to_pb(result.state, now),
         changed=bool(result.steps),
-        cursor=encode_cursor(result.last_seq),
+        cursor=write_cursor(result),
     )
 
 
@@ -668,4 +904,208 @@ def server_info_to_pb(
         locations=locations,
         auth_enabled=auth,
         tls_enabled=tls,
+    )
+
+
+# -- bulk writes, listings and the export ------------------------------------------------------
+
+_REFUSALS_PER_ITEM = 8
+_DESCRIPTION_MAX = 300
+# The most a result without details takes (outcome, version, framing), and the answer's own
+# fields (cursor, counts, flag): a bound on the compact answer of a call.
+BULK_RESULT_BYTES = 16
+BULK_ANSWER_BYTES = 512
+# Room for the details of the item that crosses the allowance (refusals or violations).
+BULK_DETAILS_SLACK = 16 << 10
+
+
+def bulk_progress(
+    invalid: Mapping[int, Sequence[FieldViolation]],
+    allowance: int,
+    kept: bytes | None,
+    start: int,
+    outcomes: Sequence[ItemOutcome | None],
+) -> bytes:
+    """The answer of a bulk write so far, as kept with its idempotency key: the kept one
+    (None at first) with the results of a chunk of ``outcomes`` from item ``start`` added.
+    Refusal and violation details stop once they take ``allowance`` bytes (the outcomes
+    never do)."""
+    answer = pb.BulkSetDndResponse.FromString(kept) if kept else pb.BulkSetDndResponse()
+    add_bulk_results(answer, invalid, allowance, start, outcomes)
+    return answer.SerializeToString()
+
+
+def add_bulk_results(
+    answer: pb.BulkSetDndResponse,
+    invalid: Mapping[int, Sequence[FieldViolation]],
+    allowance: int,
+    start: int,
+    outcomes: Sequence[ItemOutcome | None],
+) -> None:
+    details = sum(r.ByteSize() for r in answer.results if r.refusals or r.violations)
+    last_seq, last_written = 0, None
+    for index, outcome in enumerate(outcomes, start=start):
+        result = answer.results.add()
+        if outcome is None:
+            result.outcome = pb.BULK_ITEM_OUTCOME_INVALID
+            answer.invalid += 1
+            if details < allowance:
+                result.violations.extend(
+                    pb.BulkItemViolation(
+                        field=v.field[:_DESCRIPTION_MAX],
+                        description=v.description[:_DESCRIPTION_MAX],
+                    )
+                    for v in invalid.get(index, ())
+                )
+        elif isinstance(outcome.error, ClearNotPermitted):
+            result.outcome = pb.BULK_ITEM_OUTCOME_REFUSED
+            answer.refused += 1
+            if details < allowance:
+                result.refusals.extend(
+                    pb.BulkItemRefusal(
+                        reason=REASON_TO_PB[r.block.reason],
+                        subject=refusal_subject(r.block),
+                        description=f"{r.why}; {r.what_clears_it}"[:_DESCRIPTION_MAX],
+                    )
+                    for r in outcome.error.refusals[:_REFUSALS_PER_ITEM]
+                )
+        elif isinstance(outcome.error, VersionMismatch):
+            result.outcome = pb.BULK_ITEM_OUTCOME_VERSION_MISMATCH
+            result.version = outcome.error.actual
+            answer.version_mismatches += 1
+        elif outcome.error is not None:
+            # Another domain refusal of the item's fields (as SetDnd's INVALID_ARGUMENT).
+            result.outcome = pb.BULK_ITEM_OUTCOME_INVALID
+            answer.invalid += 1
+            if isinstance(outcome.error, InvalidArgument) and details < allowance:
+                result.violations.extend(
+                    pb.BulkItemViolation(
+                        field=f"items[{index}].{v.field}"[:_DESCRIPTION_MAX],
+                        description=v.description[:_DESCRIPTION_MAX],
+                    )
+                    for v in outcome.error.violations
+                )
+        else:
+            written = outcome.result
+            assert written is not None
+            result.version = written.state.version
+            if written.steps:
+                result.outcome = pb.BULK_ITEM_OUTCOME_CHANGED
+                answer.changed += 1
+                if written.last_seq > last_seq:
+                    last_seq, last_written = written.last_seq, written
+            else:
+                result.outcome = pb.BULK_ITEM_OUTCOME_UNCHANGED
+                answer.unchanged += 1
+        if result.refusals or result.violations:
+            details += result.ByteSize()
+        elif details >= allowance and result.outcome in (
+            pb.BULK_ITEM_OUTCOME_INVALID,
+            pb.BULK_ITEM_OUTCOME_REFUSED,
+        ):
+            answer.details_truncated = True
+    if last_written is not None:
+        answer.cursor = write_cursor(last_written)
+
+
+def refusal_subject(target: Block | AddressSuppression) -> str:
+    """``OUTBOUND/SMS`` for a contact's block, ``ADDRESS/SMS/+14155552671`` for a
+    suppression (as SetDnd's PreconditionFailure names them)."""
+    if isinstance(target, AddressSuppression):
+        return f"ADDRESS/{target.channel.value}/{target.address}"
+    return f"{target.direction.value}/{scope_name(target.scope)}"
+
+
+def listed_block_to_pb(listed: ListedBlock) -> pb.ListedBlock:
+    message = pb.ListedBlock(contact_id=listed.contact_id)
+    message.block.CopyFrom(block_to_pb(listed.block))
+    return message
+
+
+# --- erasure and block expiry ----------------------------------------------------------------
+
+
+def erase_to_pb(result: WriteResult) -> pb.EraseContactResponse:
+    """The answer of an erasure (no personal data: it is kept for retries as it is)."""
+    done = result.detail
+    assert isinstance(done, ErasureDone)
+    counts = done.counts
+    return pb.EraseContactResponse(
+        changed=done.changed,
+        already_erased=done.already_erased and not done.changed,
+        erased=pb.ErasureCounts(
+            blocks_scrubbed=counts.blocks_scrubbed,
+            consents_erased=counts.consents_erased,
+            suppressions_hashed=counts.suppressions_hashed,
+            history_entries_scrubbed=counts.history_entries_scrubbed,
+            idempotent_answers_scrubbed=counts.idempotent_answers_scrubbed,
+        ),
+        status=status_to_pb(replace(result.state, suppressions=(), consents=())),
+        cursor=write_cursor(result),
+        explanation=done.explanation,
+    )
+
+
+def block_expiry_to_pb(expiry: BlockExpiry) -> pb.BlockExpirySettings:
+    lifetime = expiry.sms_carrier_temporary
+    return pb.BlockExpirySettings(
+        sms_carrier_temporary_seconds=int(lifetime.total_seconds()) if lifetime else 0
+    )
+
+
+# --- provider code tables ---------------------------------------------------------------------
+
+_ORIGIN_TO_PB: dict[Origin, pb.MappingOrigin.ValueType] = {
+    Origin.BUILT_IN: pb.MAPPING_ORIGIN_BUILT_IN,
+    Origin.LOCATION: pb.MAPPING_ORIGIN_LOCATION,
+}
+
+
+def mapping_to_pb(
+    provider: str, entry: CodeEntry, origin: Origin, doc: str
+) -> pb.DeliveryEventMapping:
+    return pb.DeliveryEventMapping(
+        provider=provider,
+        code=entry.code,
+        channel=CHANNEL_TO_PB[entry.channel],
+        reason=REASON_TO_PB[entry.reason] if entry.reason else pb.REASON_UNSPECIFIED,
+        source=SOURCE_TO_PB[entry.source],
+        clears=entry.clears,
+        meaning=entry.meaning,
+        documentation_url=doc,
+        note=entry.note,
+        origin=_ORIGIN_TO_PB[origin],
+    )
+
+
+def resolution_to_pb(answer: pb.ReportDeliveryEventResponse, found: Resolution) -> None:
+    """Adds to a ReportDeliveryEvent's answer what decided it."""
+    answer.normalized_provider = found.provider
+    answer.normalized_code = found.code
+    if found.entry is not None and found.origin is not None:
+        answer.mapping.CopyFrom(mapping_to_pb(found.provider, found.entry, found.origin, found.doc))
+
+
+def override_to_pb(override: Override) -> pb.DeliveryEventOverride:
+    return pb.DeliveryEventOverride(
+        provider=override.provider,
+        code=override.code,
+        channel=CHANNEL_TO_PB[override.channel],
+        reason=REASON_TO_PB[override.reason] if override.reason else pb.REASON_UNSPECIFIED,
+        ignore=override.reason is None,
+    )
+
+
+def delivery_mappings_to_pb(
+    overrides: Sequence[Override], provider: str = ""
+) -> pb.GetDeliveryEventMappingsResponse:
+    """A location's overrides and the built-in tables, of ``provider`` only when given."""
+    tables = [t for t in PROVIDER_TABLES if not provider or t.provider == provider]
+    return pb.GetDeliveryEventMappingsResponse(
+        overrides=[override_to_pb(o) for o in overrides if not provider or o.provider == provider],
+        built_in=[
+            mapping_to_pb(t.provider, e, Origin.BUILT_IN, t.doc_of(e))
+            for t in tables
+            for e in t.entries
+        ],
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import replace
 from importlib import metadata
 from typing import TypeVar
@@ -20,32 +20,49 @@ from google.protobuf.message import Message
 
 from dnd_server.auth import SOURCE_PERMISSIONS, Permission, PermissionDenied, TokenTable
 from dnd_server.config import Config
+from dnd_server.domain.errors import InvalidArgument
 from dnd_server.domain.inbound import inbound_verdict
-from dnd_server.domain.model import Channel
-from dnd_server.domain.provider_events import event_outcome
-from dnd_server.records import WriteResult
-from dnd_server.rpc import idempotency, validate
+from dnd_server.domain.model import Channel, Source, scope_name
+from dnd_server.domain.provider_events import event_outcome, resolve
+from dnd_server.records import BulkClaim, WriteResult
+from dnd_server.rpc import idempotency, page_tokens, validate
 from dnd_server.rpc.boundary import Boundary, Call, stream, unary
 from dnd_server.rpc.convert import (
+    BULK_ANSWER_BYTES,
+    BULK_DETAILS_SLACK,
+    BULK_RESULT_BYTES,
     DETAILS_ALLOWANCE,
     ChangeMessages,
+    Target,
+    add_bulk_results,
     batch_check_to_pb,
+    block_expiry_to_pb,
     bookmark_to_pb,
+    bulk_progress,
     check_send_to_pb,
+    compliance_replies_to_pb,
+    delivery_mappings_to_pb,
+    erase_to_pb,
     history_page_to_pb,
     inbound_to_pb,
     keyword_settings_to_pb,
+    listed_block_to_pb,
+    override_to_pb,
     policy_to_pb,
     provider_event_to_pb,
+    quiet_hours_settings_to_pb,
     record_consent_to_pb,
+    resolution_to_pb,
     revoke_consent_to_pb,
     server_info_to_pb,
     set_dnd_to_pb,
     settings_to_pb,
     status_to_pb,
+    suppression_to_pb,
     without_consent_evidence,
 )
-from dnd_server.service import InboundDecision, ProviderEvent
+from dnd_server.rpc.scrub import scrub_answer
+from dnd_server.service import ExportBatch, InboundDecision, ProviderEvent
 
 log = structlog.get_logger("dnd_server.rpc")
 
@@ -105,10 +122,12 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         location_id, contact_id, channel, direction, address, options, purpose = (
             validate.check_send(request, self.region)
         )
+        service = call.runtime.service
+        timing = validate.send_timing(request, service.now())
         # The check permission suffices for a COMPLIANCE_REPLY too: claiming the one reply
         # after an opt-out is the send decision itself, whoever asks for it.
         call.require(Permission.CHECK, location_id)
-        decision, state = await call.runtime.service.check_send(
+        decision, state = await service.check_send(
             location_id,
             contact_id,
             channel,
@@ -117,6 +136,7 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
             options,
             purpose,
             caller=call.caller_name,
+            timing=timing,
         )
         # A caller without the read permission is told decisions, not dossiers.
         return check_send_to_pb(decision, state, channel, dossier=call.may(Permission.READ))
@@ -135,20 +155,31 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
                 f"caller {call.caller_name!r} lacks the 'read' permission, which "
                 "include_details needs; ask without it for the compact answers"
             )
-        # Each distinct (contact, normalised address) is decided and answered once.
-        unique = list(dict.fromkeys(targets))
-        answers = await call.runtime.service.batch_check(
-            location_id, channel, direction, unique, options, purpose
+        service = call.runtime.service
+        timing, zones = validate.batch_timing(request, service.now())
+        # Each distinct (contact, normalised address[, time zone]) is decided and answered once.
+        keyed: Sequence[Target] = targets
+        time_zones: Sequence[str] = ()
+        if zones is None:  # no target names its own zone: the common case
+            pairs = list(dict.fromkeys(targets))
+            keys: list[Target] = list(pairs)
+        else:
+            keyed = [(c, a, z) for (c, a), z in zip(targets, zones, strict=True)]
+            keys = list(dict.fromkeys(keyed))
+            pairs = [(key[0], key[1]) for key in keys]
+            time_zones = [key[2] for key in keys]
+        answers = await service.batch_check(
+            location_id, channel, direction, pairs, options, purpose, timing, time_zones
         )
         allowance = min(DETAILS_ALLOWANCE, self.max_response_bytes // 2)
-        by_target = dict(zip(unique, answers, strict=True))
-        return batch_check_to_pb(targets, by_target, channel, details, allowance)
+        by_target = dict(zip(keys, answers, strict=True))
+        return batch_check_to_pb(keyed, by_target, channel, details, allowance)
 
     @stream("WatchChanges", ended="watch_ended")
     async def WatchChanges(
         self, request: pb.WatchChangesRequest, call: Call
     ) -> AsyncGenerator[pb.WatchChangesResponse, None]:
-        flt, after, cursor_text = validate.watch(request)
+        flt, after, cursor_text, batch = validate.watch(request)
         flt = replace(flt, locations=call.reach(flt.locations))
         call.require(Permission.WATCH, *flt.locations)
         runtime = call.runtime
@@ -160,14 +191,16 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
                 caller=call.caller_name,
             )
             still_allowed = call.recheck(Permission.WATCH, flt.locations)
-            changes = runtime.service.watch(runtime.feed, flt, after, runtime.watch, cursor_text)
+            changes = runtime.service.watch(
+                runtime.feed, flt, after, runtime.watch, cursor_text, batch
+            )
             async with contextlib.aclosing(changes):
                 async for item in changes:
                     still_allowed()
-                    if isinstance(item, int):
+                    if isinstance(item, tuple):
                         yield bookmark_to_pb(item)
                     else:
-                        call.events += 1
+                        call.events += len(item)
                         yield self._changes.message(item)
 
     @unary("ProcessInboundMessage")
@@ -188,6 +221,8 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
     ) -> pb.ReportSmsDeliveryFailureResponse:
         event = validate.sms_failure(request, self.region)
         call.require(Permission.WRITE, event.location_id)
+        event = await call.runtime.service.resolve_event(event)
+        self._count_unknown(event)
         return await _provider_event(call, request, event, pb.ReportSmsDeliveryFailureResponse)
 
     @unary("ReportEmailEvent")
@@ -203,10 +238,44 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         self, request: pb.ReportDeliveryEventRequest, call: Call
     ) -> pb.ReportDeliveryEventResponse:
         event = validate.delivery_event(request, self.region)
+        # A caller that may report nothing here is refused by the built-in tables alone
+        # (nothing is read for it); any other by the source the resolved code acts as.
+        locations = call.who.locations
+        if not (call.may(Permission.WRITE) or call.may(Permission.CONTACT)) or (
+            locations is not None and event.location_id not in locations
+        ):
+            call.require(SOURCE_PERMISSIONS[_built_in_source(event)], event.location_id)
+        event = await call.runtime.service.resolve_event(event)
         call.require(SOURCE_PERMISSIONS[event.source], event.location_id)
-        if event.effect is None and self.metrics is not None:
-            self.metrics.provider_event_ignored(event.provider)
+        self._count_unknown(event)
         return await _provider_event(call, request, event, pb.ReportDeliveryEventResponse)
+
+    def _count_unknown(self, event: ProviderEvent) -> None:
+        """An unknown provider code is counted by provider (a bounded label: the providers the
+        tables know, or "other"; never the code itself)."""
+        known = event.resolution is not None and event.resolution.known
+        if not known and self.metrics is not None:
+            self.metrics.provider_event_ignored(event.provider)
+
+    @unary("GetDeliveryEventMappings")
+    async def GetDeliveryEventMappings(
+        self, request: pb.GetDeliveryEventMappingsRequest, call: Call
+    ) -> pb.GetDeliveryEventMappingsResponse:
+        location_id, provider = validate.get_delivery_mappings(request)
+        call.require(Permission.READ, location_id)
+        overrides = await call.runtime.service.delivery_overrides(location_id)
+        return delivery_mappings_to_pb(overrides, provider)
+
+    @unary("UpdateDeliveryEventMappings")
+    async def UpdateDeliveryEventMappings(
+        self, request: pb.UpdateDeliveryEventMappingsRequest, call: Call
+    ) -> pb.UpdateDeliveryEventMappingsResponse:
+        location_id, overrides = validate.update_delivery_mappings(request)
+        call.require(Permission.WRITE, location_id)
+        await call.runtime.service.update_delivery_overrides(location_id, overrides)
+        return pb.UpdateDeliveryEventMappingsResponse(
+            overrides=[override_to_pb(o) for o in overrides]
+        )
 
     @unary("ListHistory")
     async def ListHistory(
@@ -233,6 +302,24 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         call.require(Permission.WRITE, request.location_id)
         await call.runtime.service.update_keyword_settings(request.location_id, settings)
         return pb.UpdateKeywordSettingsResponse(settings=settings_to_pb(settings))
+
+    @unary("GetComplianceReplies")
+    async def GetComplianceReplies(
+        self, request: pb.GetComplianceRepliesRequest, call: Call
+    ) -> pb.GetComplianceRepliesResponse:
+        location_id = validate.get_compliance_replies(request)
+        call.require(Permission.READ, location_id)
+        replies = await call.runtime.service.compliance_replies(location_id)
+        return compliance_replies_to_pb(replies, pb.GetComplianceRepliesResponse)
+
+    @unary("UpdateComplianceReplies")
+    async def UpdateComplianceReplies(
+        self, request: pb.UpdateComplianceRepliesRequest, call: Call
+    ) -> pb.UpdateComplianceRepliesResponse:
+        replies = validate.update_compliance_replies(request)
+        call.require(Permission.WRITE, request.location_id)
+        await call.runtime.service.update_compliance_replies(request.location_id, replies)
+        return compliance_replies_to_pb(replies, pb.UpdateComplianceRepliesResponse)
 
     @unary("RecordConsent")
     async def RecordConsent(
@@ -282,6 +369,24 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         await call.runtime.service.update_consent_policy(request.location_id, policy)
         return pb.UpdateConsentPolicyResponse(policy=policy_to_pb(policy))
 
+    @unary("GetQuietHoursSettings")
+    async def GetQuietHoursSettings(
+        self, request: pb.GetQuietHoursSettingsRequest, call: Call
+    ) -> pb.GetQuietHoursSettingsResponse:
+        location_id = validate.get_quiet_hours_settings(request)
+        call.require(Permission.READ, location_id)
+        settings = await call.runtime.service.quiet_hours_settings(location_id, consistent=True)
+        return pb.GetQuietHoursSettingsResponse(settings=quiet_hours_settings_to_pb(settings))
+
+    @unary("UpdateQuietHoursSettings")
+    async def UpdateQuietHoursSettings(
+        self, request: pb.UpdateQuietHoursSettingsRequest, call: Call
+    ) -> pb.UpdateQuietHoursSettingsResponse:
+        settings = validate.update_quiet_hours_settings(request)
+        call.require(Permission.WRITE, request.location_id)
+        await call.runtime.service.update_quiet_hours_settings(request.location_id, settings)
+        return pb.UpdateQuietHoursSettingsResponse(settings=quiet_hours_settings_to_pb(settings))
+
     @unary("GetServerInfo")
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, call: Call
@@ -290,6 +395,128 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         now = dt.datetime.now(dt.UTC)
         auth = self.tokens is not None
         return server_info_to_pb(_VERSION, now, call.who, auth=auth, tls=self.tls)
+
+    @unary("BulkSetDnd")
+    async def BulkSetDnd(self, request: pb.BulkSetDndRequest, call: Call) -> pb.BulkSetDndResponse:
+        commands, invalid = validate.bulk_set_dnd(request, self.region)
+        location_id = request.location_id
+        # The call needs write, and every item the permission of the source it acts as.
+        needed = {SOURCE_PERMISSIONS[c.meta.source] for c in commands if c is not None}
+        call.require(Permission.WRITE, location_id)
+        for permission in sorted(needed, key=lambda p: p.value):
+            call.require(permission, location_id)
+        # Each item's compact result takes at most BULK_RESULT_BYTES: refused when even those
+        # would not fit this server's response limit (before anything is written); details
+        # (refusals, violations) fill what the compact results leave, less room for the last.
+        compact = BULK_RESULT_BYTES * len(commands) + BULK_ANSWER_BYTES
+        if compact > self.max_response_bytes:
+            raise InvalidArgument.one(
+                "items",
+                f"{len(commands)} items could need {compact} bytes to answer, over this "
+                f"server's response limit of {self.max_response_bytes} (DND_MAX_RESPONSE_BYTES):"
+                " send fewer items per call",
+            )
+        allowance = max(0, self.max_response_bytes - compact - BULK_DETAILS_SLACK)
+        record = functools.partial(bulk_progress, invalid, allowance)
+        claim = None
+        if request.idempotency_key:
+            held = idempotency.claim(call.method, request, request.idempotency_key, set_dnd_to_pb)
+            assert held is not None
+            claim = BulkClaim(
+                held.key,
+                held.method,
+                held.request_hash,
+                done=lambda kept: len(pb.BulkSetDndResponse.FromString(kept).results),
+                record=record,
+            )
+        chunks = await call.runtime.service.bulk_set_dnd(
+            location_id, commands, claim, caller=call.caller_name
+        )
+        if claim is not None:
+            kept = chunks[-1].progress
+            assert kept is not None
+            return pb.BulkSetDndResponse.FromString(kept)
+        answer = pb.BulkSetDndResponse()
+        for chunk in chunks:
+            add_bulk_results(answer, invalid, allowance, chunk.start, chunk.outcomes)
+        return answer
+
+    @unary("ListBlocks")
+    async def ListBlocks(self, request: pb.ListBlocksRequest, call: Call) -> pb.ListBlocksResponse:
+        flt, after, size, bound = validate.list_blocks(request, self.region)
+        call.require(Permission.READ, request.location_id)
+        found = await call.runtime.service.list_blocks(request.location_id, flt, after, size + 1)
+        answer = pb.ListBlocksResponse(blocks=[listed_block_to_pb(b) for b in found[:size]])
+        if len(found) > size:
+            last = found[size - 1]
+            block = last.block
+            key = [last.contact_id, block.direction.value, scope_name(block.scope)]
+            answer.next_page_token = page_tokens.seal(bound, [*key, block.reason.value])
+        return answer
+
+    @unary("ListSuppressions")
+    async def ListSuppressions(
+        self, request: pb.ListSuppressionsRequest, call: Call
+    ) -> pb.ListSuppressionsResponse:
+        flt, after, size, bound = validate.list_suppressions(request, self.region)
+        call.require(Permission.READ, request.location_id)
+        found = await call.runtime.service.list_suppressions(
+            request.location_id, flt, after, size + 1
+        )
+        answer = pb.ListSuppressionsResponse(
+            suppressions=[suppression_to_pb(s) for s in found[:size]]
+        )
+        if len(found) > size:
+            last = found[size - 1]
+            key = [last.channel.value, last.address, last.reason.value]
+            answer.next_page_token = page_tokens.seal(bound, key)
+        return answer
+
+    @stream("ExportSuppressions", ended="export_ended")
+    async def ExportSuppressions(
+        self, request: pb.ExportSuppressionsRequest, call: Call
+    ) -> AsyncGenerator[pb.ExportSuppressionsResponse, None]:
+        flt, start, bound = validate.export_suppressions(request, self.region)
+        call.require(Permission.READ, request.location_id)
+        with call.stream_slot():
+            batches = call.runtime.service.export(request.location_id, flt, start)
+            async with contextlib.aclosing(batches) as rows:
+                async for batch in rows:
+                    call.events += len(batch.blocks) + len(batch.suppressions)
+                    # Each message is sent (flow control permitting) before the batch after
+                    # the next is read; a batch of large rows goes as several messages.
+                    for message in export_messages(batch, bound, self.max_response_bytes // 2):
+                        yield message
+
+    @unary("EraseContact")
+    async def EraseContact(
+        self, request: pb.EraseContactRequest, call: Call
+    ) -> pb.EraseContactResponse:
+        command = validate.erase_contact(request, self.region)
+        # Its own permission: no other (not even write or support) lets a caller erase.
+        call.require(Permission.ERASE, command.location_id)
+        command = replace(command, meta=replace(command.meta, caller=call.caller_name))
+        claim = idempotency.claim(call.method, request, request.idempotency_key, erase_to_pb)
+        outcome = await call.runtime.service.erase_contact(command, scrub_answer, claim)
+        return idempotency.answer(outcome, erase_to_pb, pb.EraseContactResponse)
+
+    @unary("GetBlockExpirySettings")
+    async def GetBlockExpirySettings(
+        self, request: pb.GetBlockExpirySettingsRequest, call: Call
+    ) -> pb.GetBlockExpirySettingsResponse:
+        location_id = validate.get_block_expiry_settings(request)
+        call.require(Permission.READ, location_id)
+        expiry = await call.runtime.service.block_expiry(location_id)
+        return pb.GetBlockExpirySettingsResponse(settings=block_expiry_to_pb(expiry))
+
+    @unary("UpdateBlockExpirySettings")
+    async def UpdateBlockExpirySettings(
+        self, request: pb.UpdateBlockExpirySettingsRequest, call: Call
+    ) -> pb.UpdateBlockExpirySettingsResponse:
+        expiry = validate.update_block_expiry_settings(request)
+        call.require(Permission.WRITE, request.location_id)
+        await call.runtime.service.update_block_expiry(request.location_id, expiry)
+        return pb.UpdateBlockExpirySettingsResponse(settings=block_expiry_to_pb(expiry))
 
 
 _A = TypeVar("_A", bound=Message)
@@ -314,8 +541,10 @@ def _shown(call: Call, answer: _A) -> _A:
 def _inbound_answer(channel: Channel, result: WriteResult) -> pb.ProcessInboundMessageResponse:
     decided = result.detail
     assert isinstance(decided, InboundDecision)
-    verdict = inbound_verdict(channel, decided.keyword, decided.action, result.state)
-    return inbound_to_pb(verdict, result)
+    verdict = inbound_verdict(
+        channel, decided.keyword, decided.action, result.state, decided.channels
+    )
+    return inbound_to_pb(verdict, result, decided.reply_text, decided.reply_language, decided.reply)
 
 
 _E = TypeVar(
@@ -341,9 +570,65 @@ async def _provider_event(
     return _shown(call, idempotency.answer(outcome, build, cls))
 
 
+def _built_in_source(event: ProviderEvent) -> Source:
+    """The source an event's code acts as by the built-in tables (SYSTEM when none)."""
+    effect = resolve(event.provider, event.code).effect
+    return effect[1] if effect else Source.SYSTEM
+
+
 def _event_answer(cls: type[_E], event: ProviderEvent, result: WriteResult) -> _E:
     outcome, explanation = event_outcome(
-        event.effect, event.channel, bool(result.steps), event.clears
+        event.effect, event.channel, bool(result.steps), event.clears, event.resolution
     )
     reason = event.effect[0] if event.effect else None
-    return provider_event_to_pb(cls, outcome, explanation, reason, result)
+    answer = provider_event_to_pb(cls, outcome, explanation, reason, result)
+    if isinstance(answer, pb.ReportDeliveryEventResponse) and event.resolution is not None:
+        resolution_to_pb(answer, event.resolution)
+    return answer
+
+
+# The most one suppression takes in a message: its fields' limits (address, ids, detail) and
+# framing, with room to spare.
+_SUPPRESSION_MAX_BYTES = 2048
+
+
+def export_messages(
+    batch: ExportBatch, bound: str, budget: int
+) -> Iterator[pb.ExportSuppressionsResponse]:
+    """A batch of an export as messages of at most about ``budget`` bytes (at least one row
+    each), every one with the resume token of its last row."""
+    if not batch.blocks and len(batch.suppressions) * _SUPPRESSION_MAX_BYTES <= budget:
+        # The common case: a batch of suppressions always fits one message.
+        yield pb.ExportSuppressionsResponse(
+            suppressions=[suppression_to_pb(s) for s in batch.suppressions],
+            resume_token=page_tokens.seal(bound, list(batch.last)),
+        )
+        return
+    message = pb.ExportSuppressionsResponse()
+    size = 0
+    last: list[str] = []
+    for listed in batch.blocks:
+        row = listed_block_to_pb(listed)
+        row_size = row.ByteSize() + 4
+        if size and size + row_size > budget:
+            message.resume_token = page_tokens.seal(bound, last)
+            yield message
+            message, size = pb.ExportSuppressionsResponse(), 0
+        message.blocks.append(row)
+        size += row_size
+        block = listed.block
+        last = ["b", listed.contact_id, block.direction.value, scope_name(block.scope)]
+        last.append(block.reason.value)
+    for suppression in batch.suppressions:
+        shown = suppression_to_pb(suppression)
+        shown_size = shown.ByteSize() + 4
+        if size and size + shown_size > budget:
+            message.resume_token = page_tokens.seal(bound, last)
+            yield message
+            message, size = pb.ExportSuppressionsResponse(), 0
+        message.suppressions.append(shown)
+        size += shown_size
+        last = ["s", suppression.channel.value, suppression.address, suppression.reason.value, ""]
+    if size:
+        message.resume_token = page_tokens.seal(bound, list(batch.last))
+        yield message

@@ -13,6 +13,7 @@ from dnd_server.domain.errors import (
     CursorExpired,
     DndError,
     InvalidArgument,
+    PartlyWritten,
     ResponseTooLarge,
     SubscriberTooSlow,
     TooManyStreams,
@@ -117,6 +118,14 @@ def status_for(error: DndError) -> grpc.Status:
             code_pb2.RESOURCE_EXHAUSTED,
             str(error),
             _info("RESPONSE_TOO_LARGE", size=str(error.size), limit=str(error.limit)),
+        )
+    if isinstance(error, PartlyWritten):
+        return _status(
+            code_pb2.UNAVAILABLE,
+            f"{error}; retry with the same idempotency_key to write the rest and get every "
+            "item's answer",
+            _info("PARTLY_WRITTEN"),
+            error_details_pb2.RetryInfo(retry_delay={"nanos": 200_000_000}),
         )
     if isinstance(error, Unavailable):
         return _status(

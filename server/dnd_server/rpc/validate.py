@@ -27,12 +27,31 @@ from dnd_server.domain.consent import (
     Purpose,
     validate_policy,
 )
+from dnd_server.domain.erasure import named_addresses, validate_reference
 from dnd_server.domain.errors import FieldViolation, InvalidArgument
-from dnd_server.domain.keywords import KeywordSettings, validate_extra_words
+from dnd_server.domain.expiry import BlockExpiry, expiry_of
+from dnd_server.domain.keywords import KeywordSettings, LanguageWordsInput, validate_settings
 from dnd_server.domain.model import Channel, Direction, Reason, Scope, Source
-from dnd_server.domain.provider_events import EmailEvent, delivery_effect
+from dnd_server.domain.provider_events import (
+    OVERRIDES_MAX,
+    EmailEvent,
+    Override,
+    OverrideInput,
+    normalise_provider,
+    valid_provider_name,
+    validate_overrides,
+)
+from dnd_server.domain.quiet_hours import (
+    QuietHoursSettings,
+    Window,
+    is_zone,
+    parse_window_time,
+)
+from dnd_server.domain.replies import ComplianceReplies, ReplyTexts, validate_replies
 from dnd_server.domain.rules import validate_block_shape
-from dnd_server.records import Addresses, ChangeMeta
+from dnd_server.lanes import Position
+from dnd_server.records import Addresses, BlockKey, ChangeMeta, ListFilter, SuppressionKey
+from dnd_server.rpc import page_tokens
 from dnd_server.rpc.convert import (
     CHANGE_KIND_FROM_PB,
     CHANNEL_FROM_PB,
@@ -47,12 +66,15 @@ from dnd_server.rpc.convert import (
 )
 from dnd_server.service import (
     Action,
+    EraseCommand,
+    ExportStart,
     HistoryQuery,
     InboundMessage,
     ProviderEvent,
     ReadOptions,
     RecordConsentCommand,
     RevokeConsentCommand,
+    SendTiming,
     SetDndCommand,
     email_event_effect,
     sms_failure_effect,
@@ -213,7 +235,7 @@ def contact_key(v: Violations, request: _Keyed) -> None:
 
 
 def read_options(v: Violations, min_cursor: str, fully_consistent: bool) -> ReadOptions:
-    min_seq: int | None = None
+    min_seq: Position | None = None
     if min_cursor:
         try:
             min_seq = decode_cursor(min_cursor, "min_cursor")
@@ -464,6 +486,10 @@ def sms_failure(request: pb.ReportSmsDeliveryFailureRequest, region: str) -> Pro
         detail=f"error_code:{code}",
         effect=sms_failure_effect(code),
         address=address,
+        # Resolved in Twilio's numbering, whichever provider it names (and the location's
+        # overrides of it).
+        code=code,
+        table="twilio",
     )
 
 
@@ -500,45 +526,95 @@ def email_event(request: pb.ReportEmailEventRequest, region: str) -> ProviderEve
 
 
 def delivery_event(request: pb.ReportDeliveryEventRequest, region: str) -> ProviderEvent:
-    """A messaging provider's event: its effect from ``DELIVERY_EVENTS`` (None, ignored, for
-    an unknown provider or code); a known code reported on another channel than its own is
-    INVALID_ARGUMENT."""
+    """A messaging provider's event, still to resolve (``DndService.resolve_event``): the
+    provider's name normalised (lower case, aliases resolved), the code as given."""
     v = Violations()
     contact_key(v, request)
     channel = v.enum("channel", request.channel, CHANNEL_FROM_PB)
-    _provider(v, request.provider)
-    code = request.code
-    if not code.strip():
-        v.add(
-            "code",
-            "required: the provider's error code or event name, e.g. 131050 or "
-            "user_preferences:stop_marketing",
-        )
-    elif code != code.strip():
-        v.add("code", "must not start or end with whitespace")
-    else:
-        v.text("code", code, DELIVERY_CODE_MAX)
+    provider = _provider_name(v, "provider", request.provider)
+    code = _code(v, "code", request.code)
     address = v.address("address", channel, request.address, region)
     v.idempotency_key(request.idempotency_key)
-    effect = delivery_effect(request.provider, code)
-    if effect is not None and channel is not None and channel is not effect.channel:
-        v.add(
-            "channel",
-            f"{request.provider} {code} is a {effect.channel.value} event; report it with "
-            f"channel CHANNEL_{effect.channel.value}",
-        )
     v.raise_if_any()
     assert channel is not None
     return ProviderEvent(
         location_id=request.location_id,
         contact_id=request.contact_id,
         channel=channel,
-        provider=request.provider,
+        provider=provider,
         detail=f"delivery_event:{code}",
-        effect=None if effect is None else (effect.reason, effect.source),
+        effect=None,
         address=address,
-        clears=effect is not None and effect.clears,
+        code=code,
     )
+
+
+def _provider_name(v: Violations, field: str, raw: str) -> str:
+    """A provider's name, normalised (``normalise_provider``); refused when empty, too long,
+    with control or invisible characters, or with characters a name has not."""
+    if not raw.strip():
+        v.add(field, f"required: the provider's name, 1 to {PROVIDER_MAX} characters")
+        return ""
+    if len(raw) > PROVIDER_MAX:
+        v.add(field, f"{len(raw)} characters; at most {PROVIDER_MAX} allowed")
+        return ""
+    name = normalise_provider(raw)
+    if _has_control(raw, allow_whitespace=False) or _invisible(raw) is not None:
+        v.add(field, "must not contain control or invisible characters")
+    elif not valid_provider_name(name):
+        v.add(field, "a provider's name is ASCII letters, digits, spaces, '.', '_' and '-'")
+    return name
+
+
+def _code(v: Violations, field: str, code: str) -> str:
+    if not code.strip():
+        v.add(
+            field,
+            "required: the provider's error code or event name, e.g. 131050 or "
+            "user_preferences:stop_marketing",
+        )
+    elif code != code.strip():
+        v.add(field, "must not start or end with whitespace")
+    elif len(code) > DELIVERY_CODE_MAX:
+        v.add(field, f"{len(code)} characters; at most {DELIVERY_CODE_MAX} allowed")
+    elif _has_control(code, allow_whitespace=False) or _invisible(code) is not None:
+        v.add(field, "must not contain control or invisible characters")
+    return code
+
+
+def get_delivery_mappings(request: pb.GetDeliveryEventMappingsRequest) -> tuple[str, str]:
+    """(location, provider normalised or "" for every provider)."""
+    v = Violations()
+    location(v, request.location_id)
+    provider = _provider_name(v, "provider", request.provider) if request.provider else ""
+    v.raise_if_any()
+    return request.location_id, provider
+
+
+def update_delivery_mappings(
+    request: pb.UpdateDeliveryEventMappingsRequest,
+) -> tuple[str, tuple[Override, ...]]:
+    """(location, its new overrides): each field checked here, what each override may map to
+    by the domain (``validate_overrides``), every problem named together."""
+    v = Violations()
+    location(v, request.location_id)
+    if len(request.overrides) > OVERRIDES_MAX:
+        v.add("overrides", f"{len(request.overrides)} overrides; at most {OVERRIDES_MAX}")
+        v.raise_if_any()
+    items: list[OverrideInput] = []
+    for i, item in enumerate(request.overrides):
+        at = f"overrides[{i}]"
+        before = len(v.items)
+        provider = _provider_name(v, f"{at}.provider", item.provider)
+        code = _code(v, f"{at}.code", item.code)
+        channel = v.enum(f"{at}.channel", item.channel, CHANNEL_FROM_PB, enum_name="Channel")
+        reason = v.enum(
+            f"{at}.reason", item.reason, REASON_FROM_PB, required=False, enum_name="Reason"
+        )
+        if len(v.items) == before:
+            items.append(OverrideInput(provider, code, channel, reason, item.ignore))
+    v.raise_if_any()
+    return request.location_id, validate_overrides(items)
 
 
 def list_history(request: pb.ListHistoryRequest, region: str) -> HistoryQuery:
@@ -589,16 +665,56 @@ def update_keyword_settings(request: pb.UpdateKeywordSettingsRequest) -> Keyword
     location(v, request.location_id)
     v.raise_if_any()
     settings = request.settings
-    outs, ins = validate_extra_words(settings.extra_opt_out_words, settings.extra_opt_in_words)
-    return KeywordSettings(outs, ins, settings.detect_revocation_phrases)
+    return validate_settings(
+        settings.extra_opt_out_words,
+        settings.extra_opt_in_words,
+        settings.detect_revocation_phrases,
+        settings.languages,
+        settings.default_language,
+        [
+            LanguageWordsInput(w.language, list(w.opt_out_words), list(w.opt_in_words))
+            for w in settings.language_words
+        ],
+        settings.share_rcs_sms_opt_outs,
+    )
+
+
+def get_compliance_replies(request: pb.GetComplianceRepliesRequest) -> str:
+    v = Violations()
+    location(v, request.location_id)
+    v.raise_if_any()
+    return request.location_id
+
+
+def update_compliance_replies(request: pb.UpdateComplianceRepliesRequest) -> ComplianceReplies:
+    v = Violations()
+    location(v, request.location_id)
+    v.raise_if_any()
+    return validate_replies(
+        request.brand_name,
+        request.support_contact,
+        [
+            ReplyTexts(t.language, t.opt_out_confirmation, t.opt_in_confirmation, t.help)
+            for t in request.texts
+        ],
+    )
 
 
 WATCH_LOCATIONS_MAX = 1000
 
 
-def watch(request: pb.WatchChangesRequest) -> tuple[WatchFilter, int | None, str]:
-    """(filter, after sequence or None for "from now", the cursor text)."""
+WATCH_BATCH_MAX = 1000
+
+
+def watch(request: pb.WatchChangesRequest) -> tuple[WatchFilter, Position | None, str, int]:
+    """(filter, after position or None for "from now", the cursor text, events per
+    message)."""
     v = Violations()
+    if request.max_events_per_message > WATCH_BATCH_MAX:
+        v.add(
+            "max_events_per_message",
+            f"at most {WATCH_BATCH_MAX} events per message (0 or 1: one per message)",
+        )
     if len(request.location_ids) > WATCH_LOCATIONS_MAX:
         v.add("location_ids", f"at most {WATCH_LOCATIONS_MAX} locations")
     for i, location_id in enumerate(request.location_ids):
@@ -614,7 +730,7 @@ def watch(request: pb.WatchChangesRequest) -> tuple[WatchFilter, int | None, str
         v.enum(f"kinds[{i}]", k, CHANGE_KIND_FROM_PB, enum_name="ChangeKind")
         for i, k in enumerate(request.kinds)
     }
-    after: int | None = None
+    after: Position | None = None
     if request.after_cursor:
         try:
             after = decode_cursor(request.after_cursor, "after_cursor")
@@ -628,7 +744,7 @@ def watch(request: pb.WatchChangesRequest) -> tuple[WatchFilter, int | None, str
         sources=frozenset(x for x in sources if x is not None),
         kinds=frozenset(k for k in kinds if k is not None),
     )
-    return flt, after, request.after_cursor
+    return flt, after, request.after_cursor, max(1, request.max_events_per_message)
 
 
 # --- consent ---------------------------------------------------------------------------------
@@ -810,3 +926,354 @@ def update_consent_policy(request: pb.UpdateConsentPolicyRequest) -> ConsentPoli
         )
     v.raise_if_any()
     return domain
+
+
+# -- bulk writes, listings and the export ------------------------------------------------------
+
+BULK_ITEMS_MAX = 10_000
+LIST_PAGE_SIZE_DEFAULT = 100
+LIST_PAGE_SIZE_MAX = 1000
+
+
+def bulk_set_dnd(
+    request: pb.BulkSetDndRequest, region: str
+) -> tuple[list[SetDndCommand | None], dict[int, list[FieldViolation]]]:
+    """The items of a BulkSetDnd as SetDnd commands, in order (None for an invalid item),
+    and the problems of each invalid item, their fields as paths from the request
+    (``items[3].scope.channel``). The request itself (location, key, item count) must be
+    valid, or the whole call is INVALID_ARGUMENT."""
+    v = Violations()
+    location(v, request.location_id)
+    v.idempotency_key(request.idempotency_key)
+    count = len(request.items)
+    if not 1 <= count <= BULK_ITEMS_MAX:
+        v.add(
+            "items",
+            f"{count} items; a call takes 1 to {BULK_ITEMS_MAX:,} (split larger sets into "
+            "several calls, each with its own idempotency key)",
+        )
+    v.raise_if_any()
+    commands: list[SetDndCommand | None] = []
+    invalid: dict[int, list[FieldViolation]] = {}
+    for index, item in enumerate(request.items):
+        problems: list[FieldViolation] = []
+        if item.location_id and item.location_id != request.location_id:
+            problems.append(
+                FieldViolation(
+                    "location_id",
+                    "must be empty or the request's location_id: one call writes one location",
+                )
+            )
+        if item.idempotency_key:
+            problems.append(
+                FieldViolation(
+                    "idempotency_key",
+                    "must be empty: the call's idempotency_key covers every item",
+                )
+            )
+        command: SetDndCommand | None = None
+        if not item.location_id:
+            named = pb.SetDndRequest()
+            named.CopyFrom(item)
+            named.location_id = request.location_id
+            item = named
+        try:
+            command = set_dnd(item, region)
+        except InvalidArgument as error:
+            problems.extend(error.violations)
+        if problems:
+            invalid[index] = [
+                FieldViolation(f"items[{index}].{p.field}", p.description) for p in problems
+            ]
+            commands.append(None)
+        else:
+            commands.append(command)
+    return commands, invalid
+
+
+def suppression_filter(
+    v: Violations, flt: pb.SuppressionFilter, region: str, field: str = "filter"
+) -> ListFilter:
+    channel = v.enum(
+        f"{field}.channel", flt.channel, CHANNEL_FROM_PB, required=False, enum_name="Channel"
+    )
+    direction = v.enum(
+        f"{field}.direction",
+        flt.direction,
+        DIRECTION_FROM_PB,
+        required=False,
+        enum_name="Direction",
+    )
+    reason = v.enum(
+        f"{field}.reason", flt.reason, REASON_FROM_PB, required=False, enum_name="Reason"
+    )
+    source = v.enum(
+        f"{field}.source", flt.source, SOURCE_FROM_PB, required=False, enum_name="Source"
+    )
+    times = Violations()
+    since = _timestamp(times, "since", flt)
+    until = _timestamp(times, "until", flt)
+    v.items.extend(FieldViolation(f"{field}.{x.field}", x.description) for x in times.items)
+    if since is not None and until is not None and until <= since:
+        v.add(f"{field}.until", "must be after since")
+    if flt.contact_id:
+        v.identifier(f"{field}.contact_id", flt.contact_id)
+    address = ""
+    if flt.address:
+        if flt.channel == pb.CHANNEL_UNSPECIFIED:
+            v.add(f"{field}.address", "needs filter.channel: the channel says how to read it")
+        else:
+            address = v.address(f"{field}.address", channel, flt.address, region)
+    return ListFilter(
+        channel=channel,
+        direction=direction,
+        reason=reason,
+        source=source,
+        since=since,
+        until=until,
+        contact_id=flt.contact_id,
+        address=address,
+    )
+
+
+def _page_size(v: Violations, size: int) -> int:
+    if size == 0:
+        return LIST_PAGE_SIZE_DEFAULT
+    if not 1 <= size <= LIST_PAGE_SIZE_MAX:
+        v.add(
+            "page_size",
+            f"must be between 1 and {LIST_PAGE_SIZE_MAX} (0 means {LIST_PAGE_SIZE_DEFAULT})",
+        )
+    return size
+
+
+def list_blocks(
+    request: pb.ListBlocksRequest, region: str
+) -> tuple[ListFilter, BlockKey | None, int, str]:
+    """(filter, key to list after or None, page size, the binding of its page tokens)."""
+    v = Violations()
+    location(v, request.location_id)
+    flt = suppression_filter(v, request.filter, region)
+    size = _page_size(v, request.page_size)
+    bound = page_tokens.binding("blocks", request.location_id, request.filter)
+    after: BlockKey | None = None
+    if request.page_token:
+        try:
+            a, b, c, d = page_tokens.open_token("page_token", bound, request.page_token, 4)
+            after = (a, b, c, d)
+        except InvalidArgument as error:
+            v.items.extend(error.violations)
+    v.raise_if_any()
+    return flt, after, size, bound
+
+
+def list_suppressions(
+    request: pb.ListSuppressionsRequest, region: str
+) -> tuple[ListFilter, SuppressionKey | None, int, str]:
+    v = Violations()
+    location(v, request.location_id)
+    flt = suppression_filter(v, request.filter, region)
+    size = _page_size(v, request.page_size)
+    bound = page_tokens.binding("suppressions", request.location_id, request.filter)
+    after: SuppressionKey | None = None
+    if request.page_token:
+        try:
+            a, b, c = page_tokens.open_token("page_token", bound, request.page_token, 3)
+            after = (a, b, c)
+        except InvalidArgument as error:
+            v.items.extend(error.violations)
+    v.raise_if_any()
+    return flt, after, size, bound
+
+
+def export_suppressions(
+    request: pb.ExportSuppressionsRequest, region: str
+) -> tuple[ListFilter, ExportStart, str]:
+    """(filter, where to start, the binding of its resume tokens)."""
+    v = Violations()
+    location(v, request.location_id)
+    flt = suppression_filter(v, request.filter, region)
+    bound = page_tokens.binding(
+        "export", request.location_id, request.filter, request.suppressions_only
+    )
+    start = ExportStart(blocks=not request.suppressions_only)
+    if request.resume_token:
+        try:
+            phase, *key = page_tokens.open_token("resume_token", bound, request.resume_token, 5)
+            if phase == "b":
+                start = ExportStart(blocks=True, block_after=(key[0], key[1], key[2], key[3]))
+            else:
+                start = ExportStart(blocks=False, suppression_after=(key[0], key[1], key[2]))
+        except InvalidArgument as error:
+            v.items.extend(error.violations)
+    v.raise_if_any()
+    return flt, start, bound
+
+
+# -- quiet hours -----------------------------------------------------------------------------
+
+# A send_at this far in the past still counts as now (the caller's clock may lag the server's).
+SEND_AT_TOLERANCE = dt.timedelta(minutes=5)
+# Planned sends are asked about up to this far ahead.
+SEND_AT_HORIZON = dt.timedelta(days=36525)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _time_zone(v: Violations, field: str, name: str) -> str:
+    if name and not is_zone(name):
+        v.add(field, f"{name[:80]!r} is not an IANA time zone name (e.g. America/New_York)")
+        return ""
+    return name
+
+
+def _send_at(v: Violations, request: Any, now: dt.datetime) -> dt.datetime | None:
+    if not request.HasField("send_at"):
+        return None
+    stamp = request.send_at
+    if not _TIMESTAMP_MIN <= stamp.seconds <= _TIMESTAMP_MAX or not 0 <= stamp.nanos < 10**9:
+        v.add("send_at", "not a valid time: between 0001-01-01 and 9999-12-31 (RFC 3339)")
+        return None
+    # Timestamp.ToDatetime costs more than the rest of the check: the same instant, directly.
+    send_at = _EPOCH + dt.timedelta(0, stamp.seconds, stamp.nanos // 1000)
+    if send_at > now + SEND_AT_HORIZON:
+        v.add("send_at", f"{send_at.isoformat()} is more than 100 years ahead")
+    elif send_at < now - SEND_AT_TOLERANCE:
+        v.add(
+            "send_at",
+            f"{send_at.isoformat()} is more than {int(SEND_AT_TOLERANCE.total_seconds() // 60)} "
+            "minutes in the past; leave it unset to check a send now",
+        )
+    return send_at
+
+
+def send_timing(request: pb.CheckSendRequest, now: dt.datetime) -> SendTiming:
+    """A CheckSend's planned send time and recipient zone (both optional)."""
+    if not request.time_zone and not request.HasField("send_at"):
+        return _NOW  # the hot path: nothing to check
+    v = Violations()
+    zone = _time_zone(v, "time_zone", request.time_zone)
+    send_at = _send_at(v, request, now)
+    v.raise_if_any()
+    return SendTiming(send_at=send_at, time_zone=zone)
+
+
+_NOW = SendTiming()
+
+
+def batch_timing(
+    request: pb.BatchCheckSendRequest, now: dt.datetime
+) -> tuple[SendTiming, list[str] | None]:
+    """A BatchCheckSend's planned send time and default zone, and each target's zone ("":
+    none of its own; None: no target names one, the common case)."""
+    v = Violations()
+    zone = _time_zone(v, "time_zone", request.time_zone)
+    send_at = _send_at(v, request, now)
+    named = [(i, t.time_zone) for i, t in enumerate(request.targets) if t.time_zone]
+    zones = None
+    if named:
+        zones = [""] * len(request.targets)
+        for i, name in named:
+            zones[i] = _time_zone(v, f"targets[{i}].time_zone", name)
+    v.raise_if_any()
+    timing = _NOW if not zone and send_at is None else SendTiming(send_at, zone)
+    return timing, zones
+
+
+def get_quiet_hours_settings(request: pb.GetQuietHoursSettingsRequest) -> str:
+    v = Violations()
+    location(v, request.location_id)
+    v.raise_if_any()
+    return request.location_id
+
+
+def update_quiet_hours_settings(
+    request: pb.UpdateQuietHoursSettingsRequest,
+) -> QuietHoursSettings:
+    """The new settings: a real IANA default zone, and a window of two HH:MM times (or
+    none) that ends after it starts. A window wider than the law is kept: the law still
+    applies (every rule must allow a send)."""
+    v = Violations()
+    location(v, request.location_id)
+    given = request.settings
+    zone = _time_zone(v, "settings.default_time_zone", given.default_time_zone)
+    window = None
+    start_text, end_text = given.window_start, given.window_end
+    if bool(start_text) != bool(end_text):
+        missing = "settings.window_end" if start_text else "settings.window_start"
+        v.add(missing, "a window needs both window_start and window_end (or neither)")
+    elif start_text:
+        bounds = []
+        for name, text in (("window_start", start_text), ("window_end", end_text)):
+            try:
+                bounds.append(parse_window_time(f"settings.{name}", text))
+            except InvalidArgument as error:
+                v.items.extend(error.violations)
+        if len(bounds) == 2:
+            if bounds[0] >= bounds[1]:
+                v.add("settings.window_end", f"{end_text} is not after window_start {start_text}")
+            else:
+                window = Window(bounds[0], bounds[1])
+    v.raise_if_any()
+    return QuietHoursSettings(
+        informational=given.informational, default_time_zone=zone, window=window
+    )
+
+
+# --- erasure and block expiry ----------------------------------------------------------------
+
+
+def erase_contact(request: pb.EraseContactRequest, region: str) -> EraseCommand:
+    """An erasure: the contact, the addresses the caller names (normalised; each phone on
+    every phone channel) and the reference kept of it (``validate_reference``)."""
+    v = Violations()
+    contact_key(v, request)
+    phones: list[str] = []
+    emails: list[str] = []
+    for field, channel, values, found in (
+        ("phone_numbers", Channel.SMS, request.phone_numbers, phones),
+        ("email_addresses", Channel.EMAIL, request.email_addresses, emails),
+    ):
+        if len(values) > ADDRESSES_MAX:
+            v.add(field, f"at most {ADDRESSES_MAX} addresses")
+            continue
+        for i, raw in enumerate(values):
+            address = v.address(f"{field}[{i}]", channel, raw, region)
+            if address:
+                found.append(address)
+            elif not raw:
+                v.add(f"{field}[{i}]", "must not be empty")
+    try:
+        validate_reference(request.reference)
+    except InvalidArgument as error:
+        v.items.extend(error.violations)
+    if _has_control(request.reference, allow_whitespace=False):
+        v.add("reference", "must not contain control characters")
+    v.idempotency_key(request.idempotency_key)
+    v.raise_if_any()
+    return EraseCommand(
+        location_id=request.location_id,
+        contact_id=request.contact_id,
+        addresses=named_addresses(phones, emails),
+        meta=ChangeMeta(source=Source.SUPPORT, note=request.reference),
+    )
+
+
+def get_block_expiry_settings(request: pb.GetBlockExpirySettingsRequest) -> str:
+    v = Violations()
+    location(v, request.location_id)
+    v.raise_if_any()
+    return request.location_id
+
+
+def update_block_expiry_settings(request: pb.UpdateBlockExpirySettingsRequest) -> BlockExpiry:
+    """The new lifetimes: 0 (never) or 1 s to 365 days (``expiry_of``)."""
+    v = Violations()
+    location(v, request.location_id)
+    expiry = None
+    try:
+        expiry = expiry_of(request.settings.sms_carrier_temporary_seconds)
+    except InvalidArgument as error:
+        v.items.extend(error.violations)
+    v.raise_if_any()
+    assert expiry is not None
+    return expiry

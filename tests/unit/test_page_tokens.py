@@ -1,0 +1,69 @@
+"""Listing and export tokens: what a token carries comes back only for the request it was
+made for; an edited, truncated, re-spelled or made-up token, one of another deployment, or
+one of another request is refused. Pure: no server."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from dnd.v1 import dnd_pb2 as pb
+from dnd_server import cursor
+from dnd_server.domain.errors import InvalidArgument
+from dnd_server.rpc import page_tokens
+
+
+@pytest.fixture(autouse=True)
+def key() -> None:
+    cursor.install_key(bytes(range(32)))
+
+
+def bound(**flt: object) -> str:
+    return page_tokens.binding("blocks", "loc-1", pb.SuppressionFilter(**flt))  # type: ignore[arg-type]
+
+
+def test_a_token_opens_for_its_request() -> None:
+    token = page_tokens.seal(bound(), ["c1", "OUTBOUND", "SMS", "MANUAL"])
+    assert page_tokens.open_token("page_token", bound(), token, 4) == [
+        "c1",
+        "OUTBOUND",
+        "SMS",
+        "MANUAL",
+    ]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t[:-1],
+        lambda t: t[:-2] + ("A" if t[-2] != "A" else "B") + t[-1],
+        lambda t: "A" + t[1:] if t[0] != "A" else "B" + t[1:],
+        lambda t: t + "==",
+        lambda t: t.replace("-", "+").replace("_", "/") if ("-" in t or "_" in t) else t + "+",
+        lambda t: "",
+        lambda t: "not a token",
+        lambda t: base64.urlsafe_b64encode(b'[1,"x",["a","b","c","d"]]' + bytes(16)).decode(),
+    ],
+)
+def test_an_edited_or_made_up_token_is_refused(edit: object) -> None:
+    token = page_tokens.seal(bound(), ["c1", "OUTBOUND", "SMS", "MANUAL"])
+    bad = edit(token)  # type: ignore[operator]
+    with pytest.raises(InvalidArgument) as refused:
+        page_tokens.open_token("page_token", bound(), bad, 4)
+    assert [v.field for v in refused.value.violations] == ["page_token"]
+
+
+def test_a_token_of_another_request_or_deployment_is_refused() -> None:
+    token = page_tokens.seal(bound(), ["c1", "OUTBOUND", "SMS", "MANUAL"])
+    for other in (
+        bound(channel=pb.CHANNEL_SMS),
+        page_tokens.binding("suppressions", "loc-1", pb.SuppressionFilter()),
+        page_tokens.binding("blocks", "loc-2", pb.SuppressionFilter()),
+    ):
+        with pytest.raises(InvalidArgument):
+            page_tokens.open_token("page_token", other, token, 4)
+    with pytest.raises(InvalidArgument):
+        page_tokens.open_token("page_token", bound(), token, 3)
+    cursor.install_key(bytes(32))
+    with pytest.raises(InvalidArgument):
+        page_tokens.open_token("page_token", bound(), token, 4)
