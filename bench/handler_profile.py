@@ -39,6 +39,26 @@ class _Context:
     def peer(self) -> str:
         return "ipv4:127.0.0.1:1"
 
+    async def abort_with_status(self, status: Any) -> None:
+        # A handler that fails answers a status: here, the measurement stops saying which.
+        raise RuntimeError(f"the handler answered {status.code.name}: {status.details}")
+
+
+class _SettingsStore:
+    """The only store reads a warm check makes: a location's consent policy and quiet-hours
+    settings (a check of a stated purpose reads them once, then from the service's caches).
+    The location has stored neither, as in bench/run.py."""
+
+    async def get_consent_policy(self, location_id: str) -> Any:
+        from dnd_server.domain.consent import NO_POLICY
+
+        return NO_POLICY
+
+    async def get_quiet_hours(self, location_id: str) -> Any:
+        from dnd_server.domain.quiet_hours import NO_SETTINGS
+
+        return NO_SETTINGS
+
 
 def _setup() -> tuple[Any, Any, Any]:
     import structlog
@@ -77,12 +97,14 @@ def _setup() -> tuple[Any, Any, Any]:
         )
         cache.put((LOCATION, f"c{i:05d}"), Entry(state, i + 1))
     servicer = DndServicer()
-    # Cache hits only (no store); the location has no consent policy, as in bench/run.py.
+    # Cache hits only; the location has no consent policy and no quiet-hours settings, as in
+    # bench/run.py (a stated purpose reads both once from the store, then from caches).
     policies = PolicyCache(3600)
     policies.put(LOCATION, NO_POLICY)
-    service = DndService(store=None, cache=cache, policies=policies)
+    store = _SettingsStore()
+    service = DndService(store=store, cache=cache, policies=policies)
     servicer.runtime = Runtime(
-        pool=None, store=None, cache=cache, feed=None, service=service, watch=None
+        pool=None, store=store, cache=cache, feed=None, service=service, watch=None
     )
     single = {
         name: pb.CheckSendRequest(
@@ -201,6 +223,11 @@ def measure(profile_lines: int = 10) -> dict[str, Any]:
         )
         for label, fn, calls in (
             ("CheckSend (denied)", call(servicer.CheckSend, single["denied"]), 3000),
+            (
+                "CheckSend (denied, purpose MARKETING)",
+                call(servicer.CheckSend, single["denied, purpose MARKETING"]),
+                3000,
+            ),
             ("BatchCheckSend", call(servicer.BatchCheckSend, batch), 10),
         ):
             profile = cProfile.Profile()

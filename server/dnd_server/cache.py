@@ -162,6 +162,16 @@ class ContactCache:
         self.hits += 1
         return found
 
+    def fed_past(self, location_id: str, seq: int) -> bool:
+        """Whether the feed has already applied change ``seq`` of the location's lane. A write
+        must not store its state then: the feed may since have applied a newer change of the
+        contact and forgotten it (nothing reads in flight keeps it in ``_recent``). Before
+        that, storing is safe: every later change of the contact comes after ``seq`` in its
+        lane, and the feed drops the entry when it applies it."""
+        if not self._position:
+            return True
+        return self._position[lane_of(location_id, count())] >= seq
+
     def put(self, key: ContactKey, entry: Entry) -> None:
         """Store a state read from the database (or just written), unless the feed has since
         seen a change of the contact newer than the state's last change."""

@@ -19,7 +19,6 @@ from dnd_server.cache import ContactCache, Entry, PolicyCache, SettingsCache
 from dnd_server.domain.consent import (
     CONSENT_FOR,
     MARKETING_ONLY_REASONS,
-    NO_POLICY,
     ConsentPolicy,
     ConsentPurpose,
     ConsentRecord,
@@ -364,6 +363,8 @@ class DndService:
         if self._cache is None or not isinstance(outcome, WriteResult):
             return
         state = outcome.state
+        if self._cache.fed_past(state.location_id, outcome.last_seq):
+            return  # the next read stores it (see ContactCache.fed_past)
         key = (state.location_id, state.contact_id)
         self._cache.put(key, Entry(replace(state, suppressions=()), outcome.last_seq))
         for channel, address in addresses:
@@ -429,30 +430,20 @@ class DndService:
         time_zones: Sequence[str] = (),
     ) -> list[tuple[SendDecision, ContactState]]:
         """One decision per (contact, address) target, in order (a COMPLIANCE_REPLY is never
-        claimed here: see ``check_send``). A send DND allows is then judged by quiet hours
+        claimed here: see ``check_send``). A send DND allows is then judged by the location's
+        consent policy, where it may require consent for ``purpose``, and by quiet hours
         where they apply (``judged``): at ``timing.send_at`` (None: now), for the recipient's
         zone of ``time_zones`` (one per target, "" none), else ``timing.time_zone``, else the
-        number's (``recipient``)."""
+        number's (``recipient``). Neither is read for a check DND denies (a denial never
+        depends on them): a check of no purpose, or one already denied, reads nothing more."""
         addresses = [(channel, address) for _, address in targets if address]
-        # The location's consent policy (cached), read only for a purpose it can require
-        # consent for, outbound: a check of no purpose reads nothing more than before.
-        policy = NO_POLICY
-        if purpose in CONSENT_FOR and direction is Direction.OUTBOUND:
-            policy = await self.consent_policy(location_id, options.consistent)
         snapshot = await self.read(
             location_id, [contact for contact, _ in targets], addresses, options
         )
         now = self._clock()
-        # The location's quiet-hours settings (cached), read only for a send they may judge:
-        # a check of no purpose, or of a purpose they never judge, reads nothing more.
-        settings: QuietHoursSettings | None = None
-        if judged(purpose, channel, direction):
-            settings = None if options.consistent else self._quiet.get(location_id)
-            if settings is None:
-                settings = await self.quiet_hours_settings(location_id, options.consistent)
-            if not judged(purpose, channel, direction, settings):
-                settings = None
-        send_at = timing.send_at if timing.send_at is not None and timing.send_at > now else now
+        # Whether consent or quiet hours may judge the sends DND allows (``allowed``).
+        judging = purpose in CONSENT_FOR and direction is Direction.OUTBOUND
+        allowed: list[int] = []
         results = []
         for index, (contact_id, address) in enumerate(targets):
             state = snapshot.contacts[contact_id]
@@ -465,15 +456,51 @@ class DndService:
                 purpose=purpose,
                 address=address,
                 consents=state.consents,
-                policy=policy,
                 now=now,
             )
-            if settings is not None and decision.allowed:
-                zone = (time_zones[index] if time_zones else "") or timing.time_zone
-                who = recipient(address, zone, settings)
-                verdict = judge(send_at, who, purpose, channel, settings)
-                decision = with_quiet_hours(decision, verdict)
+            if judging and decision.allowed:
+                allowed.append(index)
             results.append((decision, state))
+        if not allowed:
+            return results
+        # The location's consent policy (cached): where it requires consent for the purpose
+        # on the channel, the sends DND allows are decided again with it.
+        policy = None if options.consistent else self._policies.get(location_id)
+        if policy is None:
+            policy = await self.consent_policy(location_id, options.consistent)
+        if policy.requires(channel, purpose) is not None:
+            for i in allowed:
+                contact_id, address = targets[i]
+                state = results[i][1]
+                suppressions = snapshot.suppressions.get((channel, address), ()) if address else ()
+                decision = decide_send(
+                    state.blocks,
+                    channel,
+                    direction,
+                    suppressions,
+                    purpose=purpose,
+                    address=address,
+                    consents=state.consents,
+                    policy=policy,
+                    now=now,
+                )
+                results[i] = (decision, state)
+            allowed = [i for i in allowed if results[i][0].allowed]
+        if not allowed or not judged(purpose, channel, direction):
+            return results
+        # The location's quiet-hours settings (cached), for the sends still allowed.
+        settings = None if options.consistent else self._quiet.get(location_id)
+        if settings is None:
+            settings = await self.quiet_hours_settings(location_id, options.consistent)
+        if not judged(purpose, channel, direction, settings):
+            return results
+        send_at = timing.send_at if timing.send_at is not None and timing.send_at > now else now
+        for i in allowed:
+            decision, state = results[i]
+            zone = (time_zones[i] if time_zones else "") or timing.time_zone
+            who = recipient(targets[i][1], zone, settings)
+            verdict = judge(send_at, who, purpose, channel, settings)
+            results[i] = (with_quiet_hours(decision, verdict), state)
         return results
 
     async def claim_reply(

@@ -5,9 +5,16 @@ stream's unsubscribe, and the messaging providers' event table."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import pytest
-from dnd_server.domain.consent import COMPLIANCE_REPLY_WINDOW, MARKETING_ONLY_REASONS, Purpose
+from dnd_server.domain.consent import (
+    COMPLIANCE_REPLY_WINDOW,
+    MARKETING_ONLY_REASONS,
+    ChannelPolicy,
+    ConsentPolicy,
+    Purpose,
+)
 from dnd_server.domain.model import (
     AddressSuppression,
     Block,
@@ -259,3 +266,53 @@ def test_a_contact_without_blocks_takes_the_fast_path_whatever_the_purpose(
     )
     assert stated is plain
     assert stated.allowed and stated.claim is None and stated.denial is None
+
+
+_DENYING = [
+    pytest.param((block(),), (), id="sms-opt-out"),
+    pytest.param((block(Reason.MANUAL, scope=None, source=Source.USER),), (), id="manual-all"),
+    pytest.param((block(Reason.MARKETING_OPT_OUT, scope=None),), (), id="marketing-opt-out"),
+    pytest.param(
+        (),
+        (
+            AddressSuppression(
+                channel=Channel.SMS,
+                address=PHONE,
+                reason=Reason.SMS_OPT_OUT_KEYWORD,
+                source=Source.CONTACT,
+                contact_id="c2",
+                since=T0,
+            ),
+        ),
+        id="address-suppressed",
+    ),
+]
+
+
+@pytest.mark.parametrize(("blocks", "suppressions"), _DENYING)
+@pytest.mark.parametrize("purpose", [None, *Purpose])
+def test_a_denial_is_the_same_whatever_the_consent_policy(
+    blocks: tuple[Block, ...],
+    suppressions: tuple[AddressSuppression, ...],
+    purpose: Purpose | None,
+) -> None:
+    """A check DND denies reads no consent policy (``DndService.batch_check``): a policy
+    requiring consent on the channel never changes a denial, whatever the purpose."""
+    requiring = ConsentPolicy(
+        channels={Channel.SMS: ChannelPolicy(marketing=True, informational=True)}
+    )
+    args = (blocks, Channel.SMS, Direction.OUTBOUND, suppressions)
+    # The compliance reply's window open and over, to the address that opted out and another.
+    for at, address in itertools.product((T0, T0 + COMPLIANCE_REPLY_WINDOW), (PHONE, OTHER)):
+        without = decide_send(*args, purpose=purpose, address=address, now=at)
+        if without.allowed:
+            continue  # e.g. a marketing-only opt-out and an INFORMATIONAL send
+        with_policy = decide_send(*args, purpose=purpose, address=address, policy=requiring, now=at)
+        assert with_policy == without
+    # ...while it does deny what DND allows: the policy is read for those.
+    allowed = decide_send((), Channel.SMS, Direction.OUTBOUND, purpose=Purpose.MARKETING, now=T0)
+    assert allowed.allowed
+    denied = decide_send(
+        (), Channel.SMS, Direction.OUTBOUND, purpose=Purpose.MARKETING, policy=requiring, now=T0
+    )
+    assert not denied.allowed and denied.denial is Denial.NO_CONSENT

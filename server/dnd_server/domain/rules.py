@@ -426,6 +426,9 @@ def decide_send(
     - marketing-only opt-outs deny MARKETING and unstated purposes;
     - where ``policy`` requires consent for the purpose on the channel, a consent must count
       at ``now`` (``counting_consent``), or the send is denied NO_CONSENT.
+
+    A send denied without ``policy`` is denied alike whatever it says (a policy only ever
+    denies what DND allows): the policy need be read only for the sends allowed without it.
     """
     outbound = direction is Direction.OUTBOUND
     needed = policy.requires(channel, purpose) if outbound else None
