@@ -62,9 +62,10 @@ PYTEST := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(CURDIR)/.pytest_c
 pytest: venv
 	$(PYTEST)
 
-## The unit and integration tiers only (no fault, restart or image tests): well under a minute.
+## The unit and integration tiers only (no fault, restart or image tests), in two processes
+## (each with its own PostgreSQL and server): well under a minute.
 test-fast: venv
-	$(PYTEST) tests/unit tests/integration
+	PYTHONHASHSEED=0 $(PYTEST) -n 2 tests/unit tests/integration
 
 ## Regenerate generated/ from protos/.
 proto: venv

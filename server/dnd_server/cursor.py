@@ -120,15 +120,13 @@ class CursorCodec:
     def _seal_position(self, position: Position, salt: bytes) -> str:
         if len(position) != self.lanes:
             raise ValueError(f"a position has {self.lanes} lanes, got {len(position)}")
-        if any(not 0 <= seq <= _INT64_MAX for seq in position):
-            raise ValueError(f"a position is between 0 and 2**63 - 1, got {position}")
         base = min(position)
-        plain = (
-            _varint(len(position))
-            + _varint(base)
-            + b"".join(_varint(seq - base) for seq in position)
-            + salt
-        )
+        if base < 0 or max(position) > _INT64_MAX:
+            raise ValueError(f"a position is between 0 and 2**63 - 1, got {position}")
+        deltas = [seq - base for seq in position]
+        # Deltas below 128 (the usual case) are their own one-byte varints.
+        packed = bytes(deltas) if max(deltas) < 0x80 else b"".join(map(_varint, deltas))
+        plain = _varint(len(position)) + _varint(base) + packed + salt
         header = _LANES_VERSION + _CURSOR
         iv = self._prf(b"dnd-cursor-iv", header + plain, _IV_BYTES)
         stream = self._keystream(header + iv, len(plain))
@@ -188,7 +186,13 @@ class CursorCodec:
         return value if value <= _INT64_MAX else None
 
 
+# The encoding of each value below 128: one byte, the value itself.
+_ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
     out = bytearray()
     while True:
         byte = value & 0x7F

@@ -18,6 +18,7 @@ between; then the change's cursor is the same in an answer, a history entry and 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,9 +31,11 @@ DEFAULT_LANES = 16
 MAX_LANES = 256
 
 
+@functools.lru_cache(maxsize=65536)
 def lane_of(location_id: str, lanes: int) -> int:
     """A location's lane: the first 32 bits of the MD5 of its id, modulo ``lanes`` (the same
-    as the database's ``dnd_lane``)."""
+    as the database's ``dnd_lane``). Kept for the most recent locations: every write and
+    every answer's cursor asks for it."""
     digest = hashlib.md5(location_id.encode(), usedforsecurity=False).digest()
     return int.from_bytes(digest[:4], "big") % lanes
 

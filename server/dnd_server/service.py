@@ -842,7 +842,8 @@ class DndService:
         ``BULK_CHUNK_ITEMS`` items per transaction. With a claim each chunk keeps the answer
         so far: a retry resumes after it, a finished call replays it. An UNAVAILABLE after a
         committed chunk is ``PartlyWritten``."""
-        items = [None if c is None else _bulk_item(c, caller) for c in commands]
+        metas: dict[ChangeMeta, ChangeMeta] = {}
+        items = [None if c is None else _bulk_item(c, caller, metas) for c in commands]
         chunks: list[BulkChunk] = []
         start = 0
         while True:
@@ -1022,13 +1023,23 @@ class ExportBatch:
     last: tuple[str, str, str, str, str] = ("", "", "", "", "")
 
 
-def _bulk_item(cmd: SetDndCommand, caller: str) -> BulkItem:
+def _bulk_item(
+    cmd: SetDndCommand, caller: str, metas: dict[ChangeMeta, ChangeMeta] | None = None
+) -> BulkItem:
     """The write of a bulk item; ``caller`` is recorded on its changes (the plan does not
-    read it)."""
+    read it). ``metas`` keeps the call's metadata with its caller, each made once."""
+    meta = cmd.meta
+    if caller:
+        made = None if metas is None else metas.get(meta)
+        if made is None:
+            made = replace(meta, caller=caller)
+            if metas is not None:
+                metas[meta] = made
+        meta = made
     return BulkItem(
         contact_id=cmd.contact_id,
         plan=functools.partial(_plan_of, cmd),
-        meta=replace(cmd.meta, caller=caller) if caller else cmd.meta,
+        meta=meta,
         addresses=[(cmd.scope, cmd.address)] if cmd.address and cmd.scope else [],
         expected_version=cmd.expected_version,
     )

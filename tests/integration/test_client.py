@@ -678,14 +678,16 @@ async def test_deadline_exceeded_is_typed(
             with pytest.raises(DeadlineExceeded) as caught:
                 await dnd.set_dnd(loc, "busy", **enable(channel=Channel.SMS), timeout=0.5)
             assert time.monotonic() - started < 3
+        # The server's own deadline (from its receipt of the call) ends a moment after the
+        # client's: once it has ended the call (its log line), with the lock still held, the
+        # write it abandoned can no longer land.
+        await asyncio.to_thread(
+            server.wait_log, {"event": "rpc", "method": "SetDnd", "location_id": loc}
+        )
         await lock.rollback()
     finally:
         await conn.close()
     assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    # The server has ended the call (its log line): the write it abandoned can no longer land.
-    await asyncio.to_thread(
-        server.wait_log, {"event": "rpc", "method": "SetDnd", "location_id": loc}
-    )
     assert db.changes(loc) == 0
 
 

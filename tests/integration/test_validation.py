@@ -372,7 +372,7 @@ def _text_good_cases() -> list[Any]:
     for field, limit in TEXT_LIMITS.items():
         cases.append(pytest.param(field, "a" * limit, id=f"{field}-{limit}"))
         cases.append(pytest.param(field, "\U0001f600" * limit, id=f"{field}-{limit}-four-byte"))
-    for field in MULTILINE:
+    for field in sorted(MULTILINE):
         cases.append(pytest.param(field, "line 1\nline 2\tcol\r\nend", id=f"{field}-multiline"))
     return cases
 

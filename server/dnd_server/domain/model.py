@@ -161,11 +161,15 @@ class AddressSuppression:
         return self.channel
 
 
+# Each member's place in its enum's order (the sort keys of blocks).
+_DIRECTION_ORDER = {member: at for at, member in enumerate(Direction)}
+_CHANNEL_ORDER = {member: at for at, member in enumerate(ALL_CHANNELS)}
+_REASON_ORDER = {member: at for at, member in enumerate(Reason)}
+
+
 def block_sort_key(block: Block) -> tuple[int, int, int]:
-    directions = list(Direction)
-    reasons = list(Reason)
-    scope_index = -1 if block.scope is None else ALL_CHANNELS.index(block.scope)
-    return (directions.index(block.direction), scope_index, reasons.index(block.reason))
+    scope_index = -1 if block.scope is None else _CHANNEL_ORDER[block.scope]
+    return (_DIRECTION_ORDER[block.direction], scope_index, _REASON_ORDER[block.reason])
 
 
 @dataclass(frozen=True, slots=True)

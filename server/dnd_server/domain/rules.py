@@ -339,20 +339,31 @@ def plan_clear(
 
 
 def summarize(blocks: Sequence[Block]) -> StatusSummary:
-    blocked = tuple(
-        channel
-        for channel in ALL_CHANNELS
-        if any(b.covers(Direction.OUTBOUND, channel) for b in blocks)
-    )
-    all_block = any(b.direction is Direction.OUTBOUND and b.scope is None for b in blocks)
+    if not blocks:
+        return _NOTHING_BLOCKED
+    # One pass over the blocks: an outbound block covers its channel, or every channel.
+    all_block = inbound_block = False
+    scoped: set[Channel] = set()
+    for b in blocks:
+        if b.direction is Direction.OUTBOUND:
+            if b.scope is None:
+                all_block = True
+            else:
+                scoped.add(b.scope)
+        elif b.direction is Direction.INBOUND:
+            inbound_block = True
+    blocked = ALL_CHANNELS if all_block else tuple(c for c in ALL_CHANNELS if c in scoped)
     if all_block or len(blocked) == len(ALL_CHANNELS):
         outbound = Summary.ON
     elif blocked:
         outbound = Summary.PARTIAL
     else:
         outbound = Summary.OFF
-    inbound = Summary.ON if any(b.direction is Direction.INBOUND for b in blocks) else Summary.OFF
+    inbound = Summary.ON if inbound_block else Summary.OFF
     return StatusSummary(outbound=outbound, inbound=inbound, blocked_channels=blocked)
+
+
+_NOTHING_BLOCKED = StatusSummary(outbound=Summary.OFF, inbound=Summary.OFF, blocked_channels=())
 
 
 class Denial(enum.StrEnum):

@@ -152,9 +152,14 @@ CHANGE_KIND_FROM_PB: dict[int, ChangeKind] = {int(v): k for k, v in CHANGE_KIND_
 
 
 def timestamp(when: dt.datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(when.astimezone(dt.UTC))
-    return ts
+    """``when`` as a Timestamp (what ``Timestamp.FromDatetime`` makes of it in UTC, without
+    its round trip through a time tuple)."""
+    utc = when.astimezone(dt.UTC)
+    return Timestamp(seconds=(utc - _EPOCH) // _SECOND, nanos=utc.microsecond * 1000)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_SECOND = dt.timedelta(seconds=1)
 
 
 def scope_to_pb(scope: Scope, reason: Reason | None = None) -> pb.Scope:

@@ -9,6 +9,7 @@ import datetime as dt
 import re
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from dnd.v1 import dnd_pb2 as pb
@@ -955,6 +956,10 @@ def bulk_set_dnd(
     v.raise_if_any()
     commands: list[SetDndCommand | None] = []
     invalid: dict[int, list[FieldViolation]] = {}
+    # The command of each valid item but its contact, by that item's encoding without its
+    # contact_id: an item differing from one met only in its contact is validated by its
+    # contact_id alone (set_dnd reads the contact_id nowhere else).
+    seen: dict[bytes, SetDndCommand] = {}
     for index, item in enumerate(request.items):
         problems: list[FieldViolation] = []
         if item.location_id and item.location_id != request.location_id:
@@ -977,10 +982,27 @@ def bulk_set_dnd(
             named.CopyFrom(item)
             named.location_id = request.location_id
             item = named
+        contact_id = item.contact_id
+        key = b""
+        if not problems:
+            probe = pb.SetDndRequest()
+            probe.CopyFrom(item)
+            probe.ClearField("contact_id")
+            key = probe.SerializeToString(deterministic=True)
+            like = seen.get(key)
+            if like is not None:
+                check = Violations()
+                check.identifier("contact_id", contact_id)
+                if not check.items:
+                    commands.append(replace(like, contact_id=contact_id))
+                    continue
         try:
             command = set_dnd(item, region)
         except InvalidArgument as error:
             problems.extend(error.violations)
+        else:
+            if key and not problems:
+                seen.setdefault(key, command)
         if problems:
             invalid[index] = [
                 FieldViolation(f"items[{index}].{p.field}", p.description) for p in problems

@@ -64,6 +64,15 @@ INSERT INTO dnd_blocks (location_id, contact_id, direction, scope, reason, sourc
                         note, evidence, provider_detail, since, address)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 
+-- insert_blocks --
+-- insert_block of several blocks in one statement: its parameters as arrays, one element per
+-- block.
+INSERT INTO dnd_blocks (location_id, contact_id, direction, scope, reason, source, actor_id,
+                        note, evidence, provider_detail, since, address)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],
+                     $12::text[])
+
 -- delete_block --
 DELETE FROM dnd_blocks
 WHERE location_id = $1 AND contact_id = $2 AND direction = $3 AND scope = $4 AND reason = $5

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeAlias, TypeVar, cast
 
@@ -943,10 +943,14 @@ async def _load(
 
 
 def _advance(
-    before: ContactState, steps: Sequence[Step], now: dt.datetime
+    before: ContactState,
+    steps: Sequence[Step],
+    now: dt.datetime,
+    summaries: dict[tuple[Block, ...], StatusSummary] | None = None,
 ) -> tuple[ContactState, list[_Change]]:
     """The contact's state after the steps, in order, and the log's record of each (every
-    step is a version). Pure: ``_append`` persists the state, ``_apply`` the steps."""
+    step is a version). Pure: ``_append`` persists the state, ``_apply`` the steps.
+    ``summaries`` (a bulk chunk's) keeps the summary of each set of blocks met."""
     blocks = list(before.blocks)
     suppressions = list(before.suppressions)
     consents = list(before.consents)
@@ -970,7 +974,13 @@ def _advance(
             suppressions.append(target)
         else:
             suppressions = [s for s in suppressions if s.key != target.key]
-        changes.append(_change(number, step, summarize(blocks)))
+        if summaries is None:
+            summary = summarize(blocks)
+        else:
+            held = tuple(blocks)
+            found = summaries.get(held)
+            summary = summaries[held] = summarize(held) if found is None else found
+        changes.append(_change(number, step, summary))
     after = ContactState(
         location_id=before.location_id,
         contact_id=before.contact_id,
@@ -984,7 +994,11 @@ def _advance(
 
 
 async def _apply(
-    conn: Connection, before: ContactState, steps: Sequence[Step], now: dt.datetime
+    conn: Connection,
+    before: ContactState,
+    steps: Sequence[Step],
+    now: dt.datetime,
+    summaries: dict[tuple[Block, ...], StatusSummary] | None = None,
 ) -> tuple[ContactState, list[_Change]]:
     """``_advance``, with each step persisted by a statement of its own (on dnd_blocks,
     dnd_consents and dnd_address_suppressions; the state document is the caller's to write):
@@ -999,7 +1013,7 @@ async def _apply(
             await _apply_consent(conn, before, target, now)
         else:
             await _apply_suppression(conn, before.location_id, step.enabled, target, now)
-    return _advance(before, steps, now)
+    return _advance(before, steps, now, summaries)
 
 
 async def _apply_block(
@@ -1209,9 +1223,10 @@ async def _write_items(
     addresses = sorted({a for item in written for a in item.addresses})
     states, last_seqs, by_address, now = await _load_many(conn, location_id, contact_ids, addresses)
     deferred = _Deferred(conn)
+    summaries: dict[tuple[Block, ...], StatusSummary] = {}
     entries: list[tuple[ContactState, list[_Change], ChangeMeta]] = []
-    # Per item written: (index in outcomes, index in entries).
-    pending: list[tuple[int, int]] = []
+    # Per item written: (index in outcomes, index in entries, its steps and plan's detail).
+    pending: list[tuple[int, int, tuple[Step, ...], object]] = []
     outcomes: list[ItemOutcome | None] = []
     for item in chunk:
         if item is None:
@@ -1237,26 +1252,24 @@ async def _write_items(
             result = WriteResult(before, steps, last_seqs[item.contact_id], detail)
             outcomes.append(ItemOutcome(result=result))
             continue
-        after, changes = await _apply(cast(Connection, deferred), before, steps, now)
+        after, changes = await _apply(cast(Connection, deferred), before, steps, now, summaries)
         states[item.contact_id] = replace(after, suppressions=()) if after.suppressions else after
         for address in dict.fromkeys(item.addresses):
             by_address[address] = tuple(
                 s for s in after.suppressions if (s.channel, s.address) == address
             )
-        pending.append((len(outcomes), len(entries)))
+        pending.append((len(outcomes), len(entries), steps, detail))
         entries.append((after, changes, item.meta))
-        outcomes.append(ItemOutcome(result=WriteResult(after, steps, 0, detail)))
+        # Set once the changes are appended (below).
+        outcomes.append(None)
     await deferred.flush()
     if not entries:
         return outcomes, False
     seqs = await _append_many(conn, location_id, entries, now)
-    for at, entry in pending:
-        done = outcomes[at]
-        assert done is not None and done.result is not None
+    for at, entry, steps, detail in pending:
         last_seq, position = seqs[entry]
-        outcomes[at] = ItemOutcome(
-            result=replace(done.result, last_seq=last_seq, position=position)
-        )
+        result = WriteResult(entries[entry][0], steps, last_seq, detail, position)
+        outcomes[at] = ItemOutcome(result=result)
     return outcomes, True
 
 
@@ -1283,14 +1296,21 @@ async def _load_many(
     by_address: dict[tuple[Channel, str], tuple[AddressSuppression, ...]] = {
         a: tuple(s for s in read.suppressions if (s.channel, s.address) == a) for a in addresses
     }
-    states = {c: replace(s, suppressions=()) for c, s in read.contacts.items()}
+    states = {
+        c: replace(s, suppressions=()) if s.suppressions else s for c, s in read.contacts.items()
+    }
     return states, dict(read.last_seqs), by_address, now
+
+
+# Statements ``_Deferred`` sends as one statement of arrays when it has several rows of them.
+_MANY = {QUERIES["insert_block"]: QUERIES["insert_blocks"]}
 
 
 class _Deferred:
     """A connection for ``_apply`` in a bulk write: its ``execute`` calls are kept and sent
     by ``flush`` with ``executemany`` (consecutive calls of one statement together, in
-    order); any other call sends what is kept first."""
+    order; those of a statement in ``_MANY`` as one statement of arrays); any other call
+    sends what is kept first."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -1308,7 +1328,15 @@ class _Deferred:
             end = at
             while end < len(kept) and kept[end][0] == query:
                 end += 1
-            await self._conn.executemany(query, [args for _, args in kept[at:end]])
+            batch = [args for _, args in kept[at:end]]
+            many = _MANY.get(query)
+            if many is not None and len(batch) > 1:
+                # One statement of arrays (a column per parameter), not one per row.
+                await self._conn.execute(
+                    many, *(list(column) for column in zip(*batch, strict=True))
+                )
+            else:
+                await self._conn.executemany(query, batch)
             at = end
 
     def __getattr__(self, name: str) -> Any:
@@ -1359,7 +1387,7 @@ async def _append_many(
         [c.consent for _, c, _ in flat],
         lane,
         list(final),
-        [rows.state_document(a.blocks, a.consents, now) for a in final.values()],
+        _state_documents(final.values(), now),
     )
     # The rows' sequence numbers, in order: the first is the head before plus one.
     first = int(found[0]["first_seq"])
@@ -1369,6 +1397,24 @@ async def _append_many(
         at += len(changes)
         seqs.append((at, lanes.position_at(lane, at, heads)))
     return seqs
+
+
+def _state_documents(states: Iterable[ContactState], now: dt.datetime) -> list[str]:
+    """``rows.state_document`` of each state, each distinct set of blocks and consents
+    encoded once."""
+    documents: list[str] = []
+    encoded: dict[tuple[tuple[Block, ...], tuple[Consent, ...]], str] = {}
+    for state in states:
+        held = (state.blocks, state.consents)
+        try:
+            document = encoded.get(held)
+        except TypeError:  # a consent's evidence is not hashable
+            documents.append(rows.state_document(state.blocks, state.consents, now))
+            continue
+        if document is None:
+            document = encoded[held] = rows.state_document(state.blocks, state.consents, now)
+        documents.append(document)
+    return documents
 
 
 def _filter_args(flt: ListFilter) -> tuple[object, ...]:
