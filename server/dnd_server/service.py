@@ -19,6 +19,7 @@ from dnd_server.cache import ContactCache, Entry, PolicyCache, SettingsCache
 from dnd_server.domain.consent import (
     CONSENT_FOR,
     MARKETING_ONLY_REASONS,
+    NO_POLICY,
     ConsentPolicy,
     ConsentPurpose,
     ConsentRecord,
@@ -441,14 +442,12 @@ class DndService:
             location_id, [contact for contact, _ in targets], addresses, options
         )
         now = self._clock()
-        # Whether consent or quiet hours may judge the sends DND allows (``allowed``).
-        judging = purpose in CONSENT_FOR and direction is Direction.OUTBOUND
-        allowed: list[int] = []
-        results = []
-        for index, (contact_id, address) in enumerate(targets):
+
+        def decide(index: int, policy: ConsentPolicy = NO_POLICY) -> SendDecision:
+            contact_id, address = targets[index]
             state = snapshot.contacts[contact_id]
             suppressions = snapshot.suppressions.get((channel, address), ()) if address else ()
-            decision = decide_send(
+            return decide_send(
                 state.blocks,
                 channel,
                 direction,
@@ -456,11 +455,19 @@ class DndService:
                 purpose=purpose,
                 address=address,
                 consents=state.consents,
+                policy=policy,
                 now=now,
             )
+
+        # Whether consent or quiet hours may judge the sends DND allows (``allowed``).
+        judging = purpose in CONSENT_FOR and direction is Direction.OUTBOUND
+        allowed: list[int] = []
+        results = []
+        for index, (contact_id, _) in enumerate(targets):
+            decision = decide(index)
             if judging and decision.allowed:
                 allowed.append(index)
-            results.append((decision, state))
+            results.append((decision, snapshot.contacts[contact_id]))
         if not allowed:
             return results
         # The location's consent policy (cached): where it requires consent for the purpose
@@ -470,21 +477,7 @@ class DndService:
             policy = await self.consent_policy(location_id, options.consistent)
         if policy.requires(channel, purpose) is not None:
             for i in allowed:
-                contact_id, address = targets[i]
-                state = results[i][1]
-                suppressions = snapshot.suppressions.get((channel, address), ()) if address else ()
-                decision = decide_send(
-                    state.blocks,
-                    channel,
-                    direction,
-                    suppressions,
-                    purpose=purpose,
-                    address=address,
-                    consents=state.consents,
-                    policy=policy,
-                    now=now,
-                )
-                results[i] = (decision, state)
+                results[i] = (decide(i, policy), results[i][1])
             allowed = [i for i in allowed if results[i][0].allowed]
         if not allowed or not judged(purpose, channel, direction):
             return results
