@@ -35,7 +35,7 @@ from dnd.v1 import dnd_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.infra import REPO, Database, ServerGroup
+from bench.infra import REPO, CpuMeter, Database, ServerGroup
 
 clock = time.perf_counter
 
@@ -222,15 +222,44 @@ def table(figures: dict[str, Any]) -> str:
         f" ({exp['seconds']:.1f} s, {exp['messages']:,} messages)"
         f" | server RSS before {exp['rss_before_mb']:.0f} MB | peak {exp['rss_peak_mb']:.0f} MB"
         f" (+{growth:.0f} MB), after {exp['rss_after_mb']:.0f} MB | flat |",
+        "",
+        "CPU microseconds per change (cores busy x 10^6 / changes per second):",
+        "",
+        "| phase | server | postgres | callers | machine |",
+        "|---|---|---|---|---|",
     ]
+    for name, phase in (("SetDnd", single), ("BulkSetDnd", bulk)):
+        us = phase.get("cpu_us_per_change") or {}
+        lines.append(
+            f"| {name} | {us.get('servers')} | {us.get('postgres')} | {us.get('load_and_bench')}"
+            f" | {us.get('machine')} |"
+        )
     return "\n".join(lines)
 
 
+def with_cpu(result: dict[str, Any], before: Any, meter: CpuMeter) -> dict[str, Any]:
+    """The phase's cores busy per part, and CPU microseconds per change of each."""
+    cores = CpuMeter.cores(before, meter.snapshot())
+    rate = result["changes_per_s"]
+    result["cores"] = cores
+    result["cpu_us_per_change"] = {
+        name: round(cores[name] * 1e6 / rate, 1) if rate else None
+        for name in ("servers", "postgres", "load_and_bench", "machine")
+    }
+    return result
+
+
 async def run(args: argparse.Namespace, server: ServerGroup, db: Database) -> dict[str, Any]:
+    meter = CpuMeter(db.postmaster_pid)
+    meter.servers.append(server)
     progress(f"single SetDnd, {args.concurrency} in flight, {args.seconds:.0f} s ...")
+    before = meter.snapshot()
     single = await single_set_dnd(server.addr, args.seconds, args.concurrency)
+    single = with_cpu(single, before, meter)
     progress(f"BulkSetDnd of {args.items} items, {args.bulk_concurrency} in flight ...")
+    before = meter.snapshot()
     bulk = await bulk_set_dnd(server.addr, args.seconds, args.bulk_concurrency, args.items)
+    bulk = with_cpu(bulk, before, meter)
     progress(f"inserting {args.rows:,} suppressions with SQL ...")
     loaded = await load_suppressions(db.url, "bench-export", args.rows)
     progress(f"loaded in {loaded:.1f} s; exporting ...")

@@ -46,8 +46,9 @@ import asyncpg
 import grpc
 from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from infra import Database
-from watch_bench import Server, git_state, percentile, set_sms_dnd
+from watch_bench import CpuMeter, Server, git_state, percentile, set_sms_dnd
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
@@ -56,6 +57,10 @@ OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 # Wall-clock time: the subscribers run in processes of their own and their arrival times are
 # compared with the writers' answer times.
 clock = time.time
+
+# Who used the CPU in each measured window (set once the server runs): server, postgres,
+# bench, machine (cores).
+METER: CpuMeter | None = None
 
 TARGETS = {
     "own_sql_vs_free": 0.3,
@@ -73,6 +78,16 @@ def ratio(value: float | None, base: float | None) -> float | None:
     if value is None or not base:
         return None
     return round(value / base, 3)
+
+
+async def cores_between(begin: float, end: float) -> dict[str, float]:
+    """The cores each part used from ``begin`` to ``end`` (wall clock; run beside a phase)."""
+    if METER is None:
+        return {}
+    await asyncio.sleep(max(0.0, begin - clock()))
+    before = METER.snapshot()
+    await asyncio.sleep(max(0.0, end - clock()))
+    return CpuMeter.cores(before, METER.snapshot())
 
 
 # --- raw PostgreSQL baselines ----------------------------------------------------------------
@@ -143,6 +158,7 @@ async def closed_loop_pg(
                 if clock() >= warm_until:
                     counts[i] += 1
 
+        meter = asyncio.create_task(cores_between(warm_until, stop_at))
         await asyncio.gather(*(run(i) for i in range(connections)))
         total = sum(counts)
         return {
@@ -150,6 +166,7 @@ async def closed_loop_pg(
             "seconds": seconds,
             "rate": round(total / seconds, 1),
             "errors": errors,
+            "cores": await meter,
         }
     finally:
         for conn in conns:
@@ -327,6 +344,7 @@ class Writes:
     errors: int = 0
     started: float = 0.0
     finished: float = 0.0
+    cores: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -357,9 +375,35 @@ async def rpc_closed_loop(
             if at >= begin and answer.changed:
                 writes.acked[(request.location_id, request.contact_id, answer.status.version)] = at
 
+    meter = asyncio.create_task(cores_between(begin, stop_at))
     await asyncio.gather(*(writer(w) for w in range(len(locations))))
     writes.started, writes.finished = begin, stop_at
+    writes.cores = await meter
     return writes
+
+
+async def noop_closed_loop(
+    channels: list[Any], callers: int, seconds: float, warmup: float = 1.0
+) -> dict[str, Any]:
+    """The same callers on the same connections calling Health/Check, which does no work: the
+    cost of a call itself (client and server gRPC) on this machine."""
+    stubs = [health_pb2_grpc.HealthStub(c) for c in channels]
+    request = health_pb2.HealthCheckRequest()
+    begin = clock() + warmup
+    stop_at = begin + seconds
+    calls = 0
+
+    async def caller(w: int) -> None:
+        nonlocal calls
+        stub = stubs[w % len(stubs)]
+        while clock() < stop_at:
+            await stub.Check(request, timeout=RPC_TIMEOUT)  # type: ignore[attr-defined]
+            if clock() >= begin:
+                calls += 1
+
+    meter = asyncio.create_task(cores_between(begin, stop_at))
+    await asyncio.gather(*(caller(w) for w in range(callers)))
+    return {"rate": round(calls / seconds, 1), "calls": calls, "cores": await meter}
 
 
 async def rpc_paced(stubs: list[Any], locations: list[str], rate: float, seconds: float) -> Writes:
@@ -555,7 +599,10 @@ async def rpc_phases(addr: str, args: argparse.Namespace) -> dict[str, Any]:
             "rate": round(plain.rate, 1),
             "writes": len(plain.acked),
             "errors": plain.errors,
+            "cores": plain.cores,
         }
+        progress(f"(e) Health/Check (no work), {args.connections} callers ...")
+        out["noop"] = await noop_closed_loop(channels, args.connections, args.seconds)
 
         # The subscribers start (in their own processes) before the writes and report once
         # the writes and the drain time are over.
@@ -575,6 +622,7 @@ async def rpc_phases(addr: str, args: argparse.Namespace) -> dict[str, Any]:
             "lacking_deliveries": subs.lacking(list(watched.acked)),
             "messages": sum(s.messages for s in subs.all),
             "ended": [s.end for s in subs.all if s.end],
+            "cores": watched.cores,
         }
 
         progress(f"watch: {args.rate:.0f} paced writes/s with {args.subscribers} subscribers ...")
@@ -624,11 +672,38 @@ async def pg_phases(url: str, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def cpu_us(phase: dict[str, Any]) -> dict[str, float]:
+    """CPU microseconds per operation of the phase, by part: ``server``, ``postgres``, this
+    process (``bench``: the callers), ``machine`` (everything, other tenants' too)."""
+    rate, cores = phase.get("rate"), phase.get("cores") or {}
+    if not rate:
+        return {}
+    parts = ("server", "postgres", "bench", "machine")
+    return {k: round(cores[k] * 1e6 / rate) for k in parts if k in cores}
+
+
+def ceiling(own: float, noop: float) -> float | None:
+    """The highest (d)/(c) a server could reach on this machine if a write cost it nothing
+    but one gRPC call: both phases keep the same machine busy, so a write costing the CPU of
+    (c)'s transaction plus (e)'s call runs at 1 / (1/c + 1/e) = c x e / (c + e)."""
+    if not own or not noop:
+        return None
+    return round(noop / (own + noop), 3)
+
+
 def figures(phases: dict[str, Any]) -> dict[str, Any]:
     free = phases["free"]["rate"]
     own = phases["own_sql"]["rate"]
     rpc = phases["rpc"]["rate"]
+    noop = phases["noop"]["rate"]
     return {
+        "noop_calls_s": noop,
+        "rpc_vs_own_sql_ceiling": ceiling(own, noop),
+        "cpu_us_per_op": {
+            name: cpu_us(phases[name])
+            for name in ("free", "own_sql", "rpc", "noop", "rpc_watched")
+            if name in phases
+        },
         "free_tx_s": free,
         "single_log_tx_s": phases["single_log"]["rate"],
         "single_log_vs_free": ratio(phases["single_log"]["rate"], free),
@@ -677,6 +752,12 @@ def table(fig: dict[str, Any], phases: dict[str, Any], args: argparse.Namespace)
             + verdict(fig["rpc_vs_own_sql"] >= TARGETS["rpc_vs_own_sql"]),
         ),
         (
+            "(e) Health/Check, the same callers (a call alone)",
+            f"{fig['noop_calls_s']:.0f} calls/s",
+            "",
+            f"(d) / (c) could reach {fig['rpc_vs_own_sql_ceiling']} here (see below)",
+        ),
+        (
             f"SetDnd RPC with {args.subscribers} subscribers",
             f"{fig['watched_writes_s']:.0f} writes/s",
             f"{fig['watch_vs_raw']:.3f} x (d)",
@@ -711,6 +792,21 @@ def table(fig: dict[str, Any], phases: dict[str, Any], args: argparse.Namespace)
     ]
     for name, value, rel, target in rows:
         lines.append(f"{name:<{width}}  {value:>28}  {rel:>16}  {target}")
+    lines += [
+        "",
+        "CPU per operation (microseconds; machine = every process, other tenants' too):",
+        f"  {'phase':<14}{'server':>9}{'postgres':>10}{'callers':>9}{'machine':>9}",
+    ]
+    for name, us in fig["cpu_us_per_op"].items():
+        if us:
+            lines.append(
+                f"  {name:<14}{us.get('server', 0):>9}{us.get('postgres', 0):>10}"
+                f"{us.get('bench', 0):>9}{us.get('machine', 0):>9}"
+            )
+    lines.append(
+        "  The ceiling of (d) / (c): a write that cost the server nothing beyond one gRPC call "
+        "would run at c x e / (c + e)."
+    )
     return "\n".join(lines)
 
 
@@ -751,6 +847,8 @@ def main(argv: list[str] | None = None) -> int:
         db.start()
         server = Server(db.url, server_env)
         server.start()
+        global METER
+        METER = CpuMeter(server.pid, db.postmaster_pid)
         phases = asyncio.run(pg_phases(db.url, args))
         phases |= asyncio.run(rpc_phases(server.addr, args))
     except KeyboardInterrupt:

@@ -36,10 +36,14 @@ log = structlog.get_logger("dnd_server.feed")
 CHANNEL = "dnd_changes"
 _BATCH = 1000
 _LISTENER_PING_SECONDS = 10.0
-# Between two wake-ups of the other replicas (each a NOTIFY, which PostgreSQL serialises).
-_NOTIFY_GAP_SECONDS = 0.002
-# How long a woken feed waits for more commits before reading the log.
-_GATHER_SECONDS = 0.003
+# Between two wake-ups of the other replicas (each a NOTIFY, which PostgreSQL serialises): the
+# first NOTIFY after a quiet spell goes at once, later ones at most this often.
+_NOTIFY_GAP_SECONDS = 0.010
+# How long a woken feed waits for more commits before reading the log: briefly while writes
+# come one at a time, longer once a read finds several (each read and each dispatch to every
+# stream then serves more changes, and the feed's cost stops growing with the write rate).
+_GATHER_SECONDS = 0.002
+_GATHER_BUSY_SECONDS = 0.010
 
 
 # A change as the feed dispatches it, with the feed's position right after it.
@@ -112,6 +116,8 @@ class ChangeFeed:
         # The other replicas' wake-up after this process's writes: one NOTIFY in flight.
         self._notifier: asyncio.Task[None] | None = None
         self._notify_again = False
+        # Whether the last read of the log found more than one change.
+        self._busy = False
         # The listening connection runs one statement at a time (a ping or a NOTIFY).
         self._listener_busy = asyncio.Lock()
 
@@ -161,11 +167,12 @@ class ChangeFeed:
             await wait_event(self._wake, self._poll_interval)
             # Woken: let the writes committing right now join this read (one read, one
             # dispatch to every stream, for all of them).
-            await asyncio.sleep(_GATHER_SECONDS)
+            await asyncio.sleep(_GATHER_BUSY_SECONDS if self._busy else _GATHER_SECONDS)
             self._wake.clear()
 
     async def _catch_up(self) -> None:
         every = frozenset(range(len(self.position)))
+        self._busy = False
         while True:
             by_lane = await self._store.changes_after(sorted(every), self.position, _BATCH)
             read = [by_lane[lane] for lane in sorted(every)]
@@ -176,6 +183,7 @@ class ChangeFeed:
                 position = lanes.advance(position, change, every)
                 dispatched.append((change, position))
             if dispatched:
+                self._busy = len(dispatched) > 1
                 self.position = position
                 if self._cache is not None:
                     self._cache.apply([change for change, _ in dispatched], self.position)
@@ -187,7 +195,12 @@ class ChangeFeed:
             if all(complete):
                 return
 
-    def _notified(self, *_args: object) -> None:
+    def _notified(self, _conn: object, pid: int, *_args: object) -> None:
+        # This process's own NOTIFY (sent on the listening connection) wakes only the others:
+        # its writes woke this feed when they committed.
+        listener = self._listener
+        if listener is not None and pid == listener.get_server_pid():
+            return
         self._wake.set()
 
     def _committed(self) -> None:

@@ -349,7 +349,8 @@ def test_gapless_across_lanes_under_concurrent_writers(own_server: Any) -> None:
     )
     expected = {(r["location_id"], r["contact_id"], r["version"]) for r in rows}
     assert grpc.StatusCode.OK in codes and grpc.StatusCode.INTERNAL in codes  # some rolled back
-    assert len(expected) > 60 and len({r["lane"] for r in rows}) == 6
+    # About 60 of the 144 writes change something (random actions, every 7th rolled back).
+    assert len(expected) > 30 and len({r["lane"] for r in rows}) == 6
     for got in (events, first_part + rest):
         assert len(got) == len(expected) and set(keys(got)) == expected, "each change once"
     assert max(everything.batches, default=1) > 1, "a subscriber behind gets several at once"
