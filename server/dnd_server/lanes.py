@@ -22,6 +22,7 @@ import functools
 import hashlib
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
+from operator import le
 from typing import Protocol, TypeVar
 
 # One sequence number per lane.
@@ -53,12 +54,22 @@ def uniform(seq: int, lanes: int) -> Position:
 
 
 def join(a: Position, b: Position) -> Position:
-    return tuple(max(x, y) for x, y in zip(a, b, strict=True))
+    """Lane by lane the later of ``a`` and ``b``. Run for every event a stream sends: most
+    often one of them already includes the other, which is answered without a new tuple."""
+    if len(a) != len(b):
+        raise ValueError(f"positions of {len(a)} and {len(b)} lanes")
+    if all(map(le, a, b)):
+        return b
+    if all(map(le, b, a)):
+        return a
+    return tuple(map(max, a, b))
 
 
 def reached(target: Position, position: Position) -> bool:
     """Whether ``position`` includes every change ``target`` does."""
-    return all(t <= p for t, p in zip(target, position, strict=True))
+    if len(target) != len(position):
+        raise ValueError(f"positions of {len(target)} and {len(position)} lanes")
+    return all(map(le, target, position))
 
 
 def behind(head: Position, position: Position) -> int:

@@ -8,6 +8,7 @@ import itertools
 import random
 from dataclasses import dataclass
 
+import pytest
 from dnd_server.lanes import (
     Position,
     advance,
@@ -46,7 +47,13 @@ def test_a_location_s_lane_is_stable_and_spread() -> None:
 def test_positions() -> None:
     assert uniform(5, 3) == (5, 5, 5)
     assert join((1, 5, 2), (3, 1, 2)) == (3, 5, 2)
+    assert join((1, 1, 2), (3, 1, 2)) == (3, 1, 2) == join((3, 1, 2), (1, 1, 2))
+    assert join((4, 4), (4, 4)) == (4, 4)
     assert reached((1, 2), (1, 3)) and not reached((2, 2), (1, 3))
+    assert reached((1, 3), (1, 3)) and not reached((1, 4), (9, 3))
+    for mismatched in (join, reached):
+        with pytest.raises(ValueError, match="lanes"):
+            mismatched((1, 2), (1, 2, 3))
     assert behind((5, 5), (3, 9)) == 2
     assert position_at(1, 9, [4, 4, 4]) == (4, 9, 4)
     assert position_at(1, 9, None) == uniform(9, 16)
