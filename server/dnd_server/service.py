@@ -367,7 +367,8 @@ class DndService:
         if self._cache.fed_past(state.location_id, outcome.last_seq):
             return  # the next read stores it (see ContactCache.fed_past)
         key = (state.location_id, state.contact_id)
-        self._cache.put(key, Entry(replace(state, suppressions=()), outcome.last_seq))
+        kept = replace(state, suppressions=()) if state.suppressions else state
+        self._cache.put(key, Entry(kept, outcome.last_seq))
         for channel, address in addresses:
             matching = tuple(
                 s for s in state.suppressions if s.channel is channel and s.address == address

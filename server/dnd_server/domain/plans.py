@@ -46,7 +46,8 @@ def plan_add(state: ContactState, block: Block, address: str = "") -> list[Step]
     failure reason, also suppress the address (unless already suppressed for that reason).
     An opt-out revokes the consents it withdraws (``revoked_by_opt_out``) in the same change,
     at the block's ``since``."""
-    steps = [Step(True, b) for b in plan_enable(state.blocks, replace(block, address=address))]
+    addressed = block if block.address == address else replace(block, address=address)
+    steps = [Step(True, b) for b in plan_enable(state.blocks, addressed)]
     suppressing = (
         block.reason in ADDRESS_SUPPRESSING_REASONS or block.reason is Reason.KEYWORD_OPT_OUT
     )

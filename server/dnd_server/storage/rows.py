@@ -166,26 +166,29 @@ def position_of(row: asyncpg.Record, lanes: int) -> Position:
 
 def to_change(row: asyncpg.Record, lanes: int) -> ChangeRow:
     """A row of ``changes_after``."""
+    # The enums by value from tables: every write is read back by every replica's feed.
+    reason = row["reason"]
+    consent = row["consent"]
     return ChangeRow(
         seq=row["seq"],
         location_id=row["location_id"],
         contact_id=row["contact_id"],
-        direction=Direction(row["direction"]),
-        scope=parse_scope(row["scope"]),
+        direction=_DIRECTIONS[row["direction"]],
+        scope=_SCOPES[row["scope"]],
         enabled=row["enabled"],
-        reason=Reason(row["reason"]) if row["reason"] else None,
-        source=Source(row["source"]),
+        reason=_REASONS[reason] if reason else None,
+        source=_SOURCES[row["source"]],
         actor_id=row["actor_id"],
         time=row["created_at"],
         outbound=row["outbound"],
         inbound=row["inbound"],
-        blocked_channels=tuple(Channel(c) for c in row["blocked_channels"]),
+        blocked_channels=tuple(map(_CHANNELS.__getitem__, row["blocked_channels"])),
         version=row["version"],
         address=row["address"],
         owner_contact_id=row["owner_contact_id"],
         caller=row["caller"],
-        kind=ChangeKind(row["kind"]),
-        consent=_logged_consent(row["consent"], evidence=False),
+        kind=_KINDS[row["kind"]],
+        consent=None if consent is None else _logged_consent(consent, evidence=False),
         lane=row["lane"],
         heads=position_of(row, lanes),
     )
@@ -421,6 +424,8 @@ _DIRECTIONS = {d.value: d for d in Direction}
 _SCOPES: dict[str, Scope] = {"ALL": None, **{c.value: c for c in Channel}}
 _REASONS = {r.value: r for r in Reason}
 _SOURCES = {s.value: s for s in Source}
+_CHANNELS = {c.value: c for c in Channel}
+_KINDS = {k.value: k for k in ChangeKind}
 
 
 def state_document(blocks: Sequence[Block], consents: Sequence[Consent], now: dt.datetime) -> str:
