@@ -106,7 +106,8 @@ class Boundary:
         return caller
 
 
-_M = TypeVar("_M", bound=Message)
+# A response as a handler yields it: a message, or a stream message already serialized.
+_S = TypeVar("_S", bound=Message | bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +195,10 @@ class Call:
 
     # -- answers -------------------------------------------------------------------------------
 
-    def fits(self, response: _M) -> _M:
-        """``response``, unless it is larger than the send limit: then ResponseTooLarge."""
-        size = response.ByteSize()
+    def fits(self, response: _S) -> _S:
+        """``response`` (a message, or a stream message already serialized), unless it is
+        larger than the send limit: then ResponseTooLarge."""
+        size = len(response) if isinstance(response, bytes) else response.ByteSize()
         if size > self.boundary.max_response_bytes:
             raise ResponseTooLarge(size, self.boundary.max_response_bytes)
         return response
@@ -297,11 +299,12 @@ class Call:
 _B = TypeVar("_B", bound=Boundary)
 _R = TypeVar("_R")
 _T = TypeVar("_T", bound=Message)
+_ST = TypeVar("_ST", bound=Message | bytes)
 
 UnaryHandler = Callable[[_B, _R, Call], Awaitable[_T]]
 UnaryMethod = Callable[[_B, _R, grpc.aio.ServicerContext[_R, _T]], Awaitable[_T]]
-StreamHandler = Callable[[_B, _R, Call], AsyncGenerator[_T, None]]
-StreamMethod = Callable[[_B, _R, grpc.aio.ServicerContext[_R, _T]], AsyncIterator[_T]]
+StreamHandler = Callable[[_B, _R, Call], AsyncGenerator[_ST, None]]
+StreamMethod = Callable[[_B, _R, grpc.aio.ServicerContext[_R, _ST]], AsyncIterator[_ST]]
 
 
 def unary(
@@ -334,17 +337,17 @@ def unary(
 
 def stream(
     method: str, ended: str
-) -> Callable[[StreamHandler[_B, _R, _T]], StreamMethod[_B, _R, _T]]:
+) -> Callable[[StreamHandler[_B, _R, _ST]], StreamMethod[_B, _R, _ST]]:
     """A server-streaming RPC through the boundary: the handler gets the admitted ``Call``
     and counts the events it sends in ``call.events``; its end is logged as ``ended``."""
 
     rpc = Rpc(method, event=ended, streaming=True)
 
-    def wrap(fn: StreamHandler[_B, _R, _T]) -> StreamMethod[_B, _R, _T]:
+    def wrap(fn: StreamHandler[_B, _R, _ST]) -> StreamMethod[_B, _R, _ST]:
         @functools.wraps(fn)
         async def handler(
-            self: _B, request: _R, context: grpc.aio.ServicerContext[_R, _T]
-        ) -> AsyncIterator[_T]:
+            self: _B, request: _R, context: grpc.aio.ServicerContext[_R, _ST]
+        ) -> AsyncIterator[_ST]:
             call = Call(self, rpc, request, context)
             call.events = 0
             try:

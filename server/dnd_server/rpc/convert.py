@@ -782,46 +782,70 @@ def write_cursor(result: WriteResult) -> str:
 _BATCHES_KEPT = 64
 
 
+def _tag(message: Any, field: str) -> bytes:
+    """The key of a length-delimited field of ``message``, as protobuf encodes it."""
+    number = message.DESCRIPTOR.fields_by_name[field].number
+    return _varint(number << 3 | 2)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_EVENT_TAG = _tag(pb.WatchChangesResponse, "event")
+_EVENTS_TAG = _tag(pb.WatchChangesResponse, "events")
+_EVENTS_EVENT_TAG = _tag(pb.ChangeEvents, "events")
+
+
+def _field(tag: bytes, data: bytes) -> bytes:
+    return tag + _varint(len(data)) + data
+
+
 class ChangeMessages:
-    """The stream message of each recent event (a change at a stream position), built once
+    """The stream message of each recent event (a change at a stream position), encoded once
     and shared by every stream that has yet to send it (the ``keep`` most recent are kept);
-    several events ready together go in one message."""
+    several events ready together go in one message. Messages are serialized
+    ``WatchChangesResponse`` bytes, which gRPC sends as they are (``rpc/decoding.py``): a
+    message of several events is its events' encodings joined, each encoded once however many
+    streams send it in however many batches."""
 
     def __init__(self, keep: int = 4096) -> None:
         self._keep = keep
-        self._messages: OrderedDict[tuple[int, int, Position], pb.WatchChangesResponse] = (
+        # (lane, seq, position) -> the serialized ChangeEvent.
+        self._events: OrderedDict[tuple[int, int, Position], bytes] = OrderedDict()
+        self._batches: OrderedDict[tuple[tuple[tuple[int, int], ...], Position], bytes] = (
             OrderedDict()
         )
-        self._batches: OrderedDict[
-            tuple[tuple[tuple[int, int], ...], Position], pb.WatchChangesResponse
-        ] = OrderedDict()
 
-    def message(self, events: Sequence[Event]) -> pb.WatchChangesResponse:
+    def message(self, events: Sequence[Event]) -> bytes:
         if len(events) == 1:
-            return self._single(events[0])
+            return _field(_EVENT_TAG, self._event(events[0]))
         # Streams of one filter get the same events together from one feed batch: built once.
         key = (tuple((e.change.lane, e.change.seq) for e in events), events[-1].position)
         message = self._batches.get(key)
         if message is None:
-            message = pb.WatchChangesResponse(
-                events=pb.ChangeEvents(events=[self._single(e).event for e in events])
-            )
+            joined = b"".join([_field(_EVENTS_EVENT_TAG, self._event(e)) for e in events])
+            message = _field(_EVENTS_TAG, joined)
             self._batches[key] = message
             if len(self._batches) > _BATCHES_KEPT:
                 self._batches.popitem(last=False)
         return message
 
-    def _single(self, event: Event) -> pb.WatchChangesResponse:
+    def _event(self, event: Event) -> bytes:
         change = event.change
         key = (change.lane, change.seq, event.position)
-        message = self._messages.get(key)
-        if message is None:
-            pb_event = change_to_pb(change, encode_cursor(event.position))
-            message = pb.WatchChangesResponse(event=pb_event)
-            self._messages[key] = message
-            if len(self._messages) > self._keep:
-                self._messages.popitem(last=False)
-        return message
+        encoded = self._events.get(key)
+        if encoded is None:
+            encoded = change_to_pb(change, encode_cursor(event.position)).SerializeToString()
+            self._events[key] = encoded
+            if len(self._events) > self._keep:
+                self._events.popitem(last=False)
+        return encoded
 
 
 # --- consent ---------------------------------------------------------------------------------

@@ -48,6 +48,17 @@ def _decoder(cls: type[Message]) -> Callable[[bytes], Message | Undecodable]:
     return decode
 
 
+def _encoder(cls: type[Message]) -> Callable[[Message | bytes], bytes]:
+    """A stream's serializer: a message, or bytes a handler already serialized as one of
+    ``cls`` (``ChangeMessages``: one encoding shared by every stream that sends it)."""
+    serialize = cls.SerializeToString
+
+    def encode(message: Message | bytes) -> bytes:
+        return message if isinstance(message, bytes) else serialize(message)
+
+    return encode
+
+
 def add_dnd_service(servicer: Any, server: grpc.aio.Server) -> None:
     """Register every DndService method of ``servicer`` (as the generated
     ``add_DndServiceServicer_to_server`` does), decoding requests with ``_decoder``."""
@@ -65,7 +76,11 @@ def add_dnd_service(servicer: Any, server: grpc.aio.Server) -> None:
         handlers[method.name] = make(
             getattr(servicer, method.name),
             request_deserializer=_decoder(request_cls),
-            response_serializer=response_cls.SerializeToString,
+            response_serializer=(
+                _encoder(response_cls)
+                if method.server_streaming
+                else response_cls.SerializeToString
+            ),
         )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)

@@ -176,9 +176,11 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         return batch_check_to_pb(keyed, by_target, channel, details, allowance)
 
     @stream("WatchChanges", ended="watch_ended")
-    async def WatchChanges(
+    async def WatchChanges(  # type: ignore[override]  # the same messages, some pre-encoded
         self, request: pb.WatchChangesRequest, call: Call
-    ) -> AsyncGenerator[pb.WatchChangesResponse, None]:
+    ) -> AsyncGenerator[pb.WatchChangesResponse | bytes, None]:
+        # Events go out as serialized WatchChangesResponse bytes, encoded once for every
+        # stream (ChangeMessages); bookmarks as messages.
         flt, after, cursor_text, batch = validate.watch(request)
         flt = replace(flt, locations=call.reach(flt.locations))
         call.require(Permission.WATCH, *flt.locations)
