@@ -113,6 +113,9 @@ class ChangeFeed:
         self.listening = False
         # Subscriptions cut off so far for falling behind (their mailbox overflowed).
         self.cut_off = 0
+        # Reads of the log so far, and the changes they found.
+        self.reads = 0
+        self.changes_read = 0
         # The other replicas' wake-up after this process's writes: one NOTIFY in flight.
         self._notifier: asyncio.Task[None] | None = None
         self._notify_again = False
@@ -124,6 +127,8 @@ class ChangeFeed:
     def register_metrics(self, live: LiveValues) -> None:
         live.feed_listening = lambda: 1.0 if self.listening else 0.0
         live.watch_cut_off = lambda: float(self.cut_off)
+        live.feed_reads = lambda: float(self.reads)
+        live.feed_changes_read = lambda: float(self.changes_read)
 
     async def start(self) -> None:
         self.position = await self._store.heads()
@@ -175,6 +180,7 @@ class ChangeFeed:
         self._busy = False
         while True:
             by_lane = await self._store.changes_after(sorted(every), self.position, _BATCH)
+            self.reads += 1
             read = [by_lane[lane] for lane in sorted(every)]
             complete = [len(found) < _BATCH for found in read]
             dispatched: list[Dispatched] = []
@@ -183,6 +189,7 @@ class ChangeFeed:
                 position = lanes.advance(position, change, every)
                 dispatched.append((change, position))
             if dispatched:
+                self.changes_read += len(dispatched)
                 self._busy = len(dispatched) > 1
                 self.position = position
                 if self._cache is not None:

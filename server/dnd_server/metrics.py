@@ -31,6 +31,8 @@ class LiveValues:
     feed_listening: Callable[[], float] = lambda: 0.0
     feed_delay: Callable[[], float] = lambda: 0.0
     watch_cut_off: Callable[[], float] = lambda: 0.0
+    feed_reads: Callable[[], float] = lambda: 0.0
+    feed_changes_read: Callable[[], float] = lambda: 0.0
     pool_size: Callable[[], float] = lambda: 0.0
     pool_idle: Callable[[], float] = lambda: 0.0
     pool_max: Callable[[], float] = lambda: 0.0
@@ -60,11 +62,22 @@ class _LiveCollector(Collector):
         )
         for name, text, attribute in gauges:
             yield GaugeMetricFamily(name, text, value=getattr(self.live, attribute)())
-        yield CounterMetricFamily(
-            "dnd_watch_streams_cut_off",
-            "WatchChanges streams cut off for falling behind (SUBSCRIBER_TOO_SLOW).",
-            value=self.live.watch_cut_off(),
+        counters = (
+            (
+                "dnd_watch_streams_cut_off",
+                "WatchChanges streams cut off for falling behind (SUBSCRIBER_TOO_SLOW).",
+                "watch_cut_off",
+            ),
+            (
+                "dnd_feed_reads",
+                "Reads of the change log by this process's feed (each one reads every change "
+                "committed since the one before).",
+                "feed_reads",
+            ),
+            ("dnd_feed_changes_read", "Changes the feed read and dispatched.", "feed_changes_read"),
         )
+        for name, text, attribute in counters:
+            yield CounterMetricFamily(name, text, value=getattr(self.live, attribute)())
 
 
 class Metrics:

@@ -286,6 +286,24 @@ def test_cache_hits_and_misses(metrics: Metrics, mstub: dnd_pb2_grpc.DndServiceS
     assert value(after, "dnd_cache_entries") >= 1
 
 
+def test_the_feed_counts_its_reads_and_the_changes_they_found(
+    metrics: Metrics, mstub: dnd_pb2_grpc.DndServiceStub
+) -> None:
+    types = metrics.types()
+    assert types["dnd_feed_reads"] == types["dnd_feed_changes_read"] == "counter"
+    before = metrics.scrape()
+    for _ in range(5):
+        set_dnd(mstub, new_id("contact"))  # one change each
+    deadline = time.monotonic() + 10
+    while delta(before, metrics.scrape(), "dnd_feed_changes_read_total") < 5:
+        assert time.monotonic() < deadline, "the feed did not read the changes"
+        time.sleep(0.02)
+    after = metrics.scrape()
+    assert delta(before, after, "dnd_feed_changes_read_total") == 5
+    # At least one read, and no more than one per write (and a poll or two meanwhile).
+    assert 1 <= delta(before, after, "dnd_feed_reads_total") <= 7
+
+
 def test_pool_and_feed_gauges(metrics: Metrics, mstub: dnd_pb2_grpc.DndServiceStub) -> None:
     samples = metrics.scrape()
     assert value(samples, "dnd_db_pool_max_connections") == POOL_MAX
