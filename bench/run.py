@@ -1259,7 +1259,7 @@ def git_state() -> dict[str, Any]:
             )
         except (OSError, subprocess.SubprocessError):
             return ""
-        return done.stdout.strip()
+        return done.stdout.rstrip("\n")  # porcelain lines start with a space
 
     changed = [
         line[3:]

@@ -1040,7 +1040,7 @@ def git_state() -> dict[str, Any]:
         with contextlib.suppress(Exception):
             return subprocess.run(
                 ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=5
-            ).stdout.strip()
+            ).stdout.rstrip("\n")  # porcelain lines start with a space
         return ""
 
     changed = [
