@@ -57,6 +57,8 @@ class Config:
     policy_cache_seconds: float = 5.0
     # Server processes sharing the gRPC port (SO_REUSEPORT).
     workers: int = 1
+    # The event loop each server process runs: uvloop (when installed) or the standard one.
+    event_loop: str = "uvloop"
     # This process's index among them (set by the supervisor for each worker it starts).
     worker_index: int = 0
     # Security: bearer tokens file; "disabled" to run open off loopback; TLS files.
@@ -142,6 +144,7 @@ class Config:
                 env, "DND_POLICY_CACHE_SECONDS", d.policy_cache_seconds, maximum=3600.0
             ),
             workers=_int(env, "DND_WORKERS", d.workers, 1),
+            event_loop=_choice(env, "DND_EVENT_LOOP", ("", "uvloop", "asyncio")) or d.event_loop,
             worker_index=_int(env, "DND_WORKER_INDEX", d.worker_index, 0),
             tokens_file=env.get("DND_TOKENS_FILE", "").strip(),
             tokens_reload_seconds=_float(env, "DND_TOKENS_RELOAD_SECONDS", d.tokens_reload_seconds),

@@ -801,3 +801,23 @@ def test_scaling_doc_cites_benchmark_results() -> None:
     text = SCALING.read_text(encoding="utf-8")
     cited = re.findall(r"bench/results/[\w.-]+\.json", text)
     assert cited, "quote figures with the bench/results/*.json file they came from"
+
+
+def test_the_server_runs_on_uvloop_unless_told_otherwise() -> None:
+    import asyncio
+
+    from dnd_server.cli import run_loop
+    from dnd_server.config import Config, ConfigError
+
+    assert Config.from_env({}).event_loop == "uvloop"
+    assert Config.from_env({"DND_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
+    with pytest.raises(ConfigError, match="DND_EVENT_LOOP must be one of uvloop, asyncio"):
+        Config.from_env({"DND_EVENT_LOOP": "trio"})
+    ran: list[str] = []
+
+    async def note_the_loop() -> None:
+        ran.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+
+    run_loop(note_the_loop(), "uvloop")
+    run_loop(note_the_loop(), "asyncio")
+    assert ran == ["uvloop", "asyncio"]
