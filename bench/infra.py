@@ -365,3 +365,23 @@ class CpuMeter:
         # Everything else on the machine (other tenants, the system).
         cores["others"] = round(max(0.0, cores["machine"] - ours), 2)
         return cores
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and the files outside bench/ that differ from it."""
+
+    def git(*argv: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *argv], cwd=REPO, capture_output=True, text=True, timeout=5, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.rstrip("\n")  # porcelain lines start with a space
+
+    changed = [
+        line[3:]
+        for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+        if not line[3:].startswith("bench/")
+    ]
+    return {"git_commit": git("rev-parse", "--short", "HEAD"), "git_modified_files": changed}

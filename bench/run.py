@@ -72,7 +72,7 @@ from grpc_frames import (
     write_frame,
 )
 from grpc_health.v1 import health_pb2
-from infra import REPO, CpuMeter, Database, ServerGroup
+from infra import REPO, CpuMeter, Database, ServerGroup, git_state
 from loadgen import LoadGen, LoadResult
 from otlp_sink import OtlpSink
 
@@ -1249,24 +1249,6 @@ def table(run: dict[str, Any], gen: LoadGen, args: argparse.Namespace) -> str:
     for name, summary in run["profiles"].items():
         lines.append(profiling.render(f"py-spy {name} (workers={run['workers']})", summary))
     return "\n".join(lines)
-
-
-def git_state() -> dict[str, Any]:
-    def git(*argv: str) -> str:
-        try:
-            done = subprocess.run(
-                ["git", *argv], cwd=REPO, capture_output=True, text=True, timeout=5, check=False
-            )
-        except (OSError, subprocess.SubprocessError):
-            return ""
-        return done.stdout.rstrip("\n")  # porcelain lines start with a space
-
-    changed = [
-        line[3:]
-        for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
-        if not line[3:].startswith("bench/")
-    ]
-    return {"git_commit": git("rev-parse", "--short", "HEAD"), "git_modified_files": changed}
 
 
 def _interrupt(signum: int, _frame: object) -> None:

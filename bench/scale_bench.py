@@ -43,8 +43,7 @@ from dnd.v1 import dnd_pb2_grpc
 from dnd_server.domain.model import Block, Channel, Direction, Reason, Source
 from dnd_server.storage import rows
 from dnd_server.storage.migrations import migrate
-from infra import REPO, CpuMeter, Database, ServerGroup
-from run import git_state
+from infra import REPO, CpuMeter, Database, ServerGroup, git_state
 
 RESULTS_DIR = REPO / "bench" / "results"
 LOCATION = "scale"

@@ -40,7 +40,7 @@ import psutil  # type: ignore[import-untyped]
 from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from infra import Database, free_port
+from infra import Database, free_port, git_state
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
@@ -1031,24 +1031,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if "=" not in item:
             p.error(f"--server-env wants NAME=VALUE, got {item!r}")
     return args
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured, and whether files outside bench/ differ from it."""
-
-    def git(*args: str) -> str:
-        with contextlib.suppress(Exception):
-            return subprocess.run(
-                ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=5
-            ).stdout.rstrip("\n")  # porcelain lines start with a space
-        return ""
-
-    changed = [
-        line[3:]
-        for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
-        if not line[3:].startswith("bench/")
-    ]
-    return {"git_commit": git("rev-parse", "--short", "HEAD"), "git_modified_files": changed}
 
 
 async def run(args: argparse.Namespace, server: Server, db: Database) -> dict[str, Any]:

@@ -125,8 +125,8 @@ class CursorCodec:
             raise ValueError(f"a position is between 0 and 2**63 - 1, got {position}")
         deltas = [seq - base for seq in position]
         # Deltas below 128 (the usual case) are their own one-byte varints.
-        packed = bytes(deltas) if max(deltas) < 0x80 else b"".join(map(_varint, deltas))
-        plain = _varint(len(position)) + _varint(base) + packed + salt
+        packed = bytes(deltas) if max(deltas) < 0x80 else b"".join(map(varint, deltas))
+        plain = varint(len(position)) + varint(base) + packed + salt
         header = _LANES_VERSION + _CURSOR
         iv = self._prf(b"dnd-cursor-iv", header + plain, _IV_BYTES)
         stream = self._keystream(header + iv, len(plain))
@@ -190,7 +190,8 @@ class CursorCodec:
 _ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """``value`` (not negative) as a protobuf base-128 varint."""
     if 0 <= value < 0x80:
         return _ONE_BYTE[value]
     out = bytearray()

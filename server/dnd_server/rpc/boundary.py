@@ -299,12 +299,11 @@ class Call:
 _B = TypeVar("_B", bound=Boundary)
 _R = TypeVar("_R")
 _T = TypeVar("_T", bound=Message)
-_ST = TypeVar("_ST", bound=Message | bytes)
 
 UnaryHandler = Callable[[_B, _R, Call], Awaitable[_T]]
 UnaryMethod = Callable[[_B, _R, grpc.aio.ServicerContext[_R, _T]], Awaitable[_T]]
-StreamHandler = Callable[[_B, _R, Call], AsyncGenerator[_ST, None]]
-StreamMethod = Callable[[_B, _R, grpc.aio.ServicerContext[_R, _ST]], AsyncIterator[_ST]]
+StreamHandler = Callable[[_B, _R, Call], AsyncGenerator[_S, None]]
+StreamMethod = Callable[[_B, _R, grpc.aio.ServicerContext[_R, _S]], AsyncIterator[_S]]
 
 
 def unary(
@@ -337,17 +336,17 @@ def unary(
 
 def stream(
     method: str, ended: str
-) -> Callable[[StreamHandler[_B, _R, _ST]], StreamMethod[_B, _R, _ST]]:
+) -> Callable[[StreamHandler[_B, _R, _S]], StreamMethod[_B, _R, _S]]:
     """A server-streaming RPC through the boundary: the handler gets the admitted ``Call``
     and counts the events it sends in ``call.events``; its end is logged as ``ended``."""
 
     rpc = Rpc(method, event=ended, streaming=True)
 
-    def wrap(fn: StreamHandler[_B, _R, _ST]) -> StreamMethod[_B, _R, _ST]:
+    def wrap(fn: StreamHandler[_B, _R, _S]) -> StreamMethod[_B, _R, _S]:
         @functools.wraps(fn)
         async def handler(
-            self: _B, request: _R, context: grpc.aio.ServicerContext[_R, _ST]
-        ) -> AsyncIterator[_ST]:
+            self: _B, request: _R, context: grpc.aio.ServicerContext[_R, _S]
+        ) -> AsyncIterator[_S]:
             call = Call(self, rpc, request, context)
             call.events = 0
             try:

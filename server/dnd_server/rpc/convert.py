@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from dnd_server import lanes
 from dnd_server.auth import Caller
-from dnd_server.cursor import encode_bookmark, encode_cursor, encode_page_token
+from dnd_server.cursor import encode_bookmark, encode_cursor, encode_page_token, varint
 from dnd_server.domain.consent import (
     MARKETING_ONLY_REASONS,
     Consent,
@@ -785,16 +785,7 @@ _BATCHES_KEPT = 64
 def _tag(message: Any, field: str) -> bytes:
     """The key of a length-delimited field of ``message``, as protobuf encodes it."""
     number = message.DESCRIPTOR.fields_by_name[field].number
-    return _varint(number << 3 | 2)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return varint(number << 3 | 2)
 
 
 _EVENT_TAG = _tag(pb.WatchChangesResponse, "event")
@@ -803,7 +794,7 @@ _EVENTS_EVENT_TAG = _tag(pb.ChangeEvents, "events")
 
 
 def _field(tag: bytes, data: bytes) -> bytes:
-    return tag + _varint(len(data)) + data
+    return tag + varint(len(data)) + data
 
 
 class ChangeMessages:

@@ -168,7 +168,6 @@ def to_change(row: asyncpg.Record, lanes: int) -> ChangeRow:
     """A row of ``changes_after``."""
     # The enums by value from tables: every write is read back by every replica's feed.
     reason = row["reason"]
-    consent = row["consent"]
     return ChangeRow(
         seq=row["seq"],
         location_id=row["location_id"],
@@ -188,7 +187,7 @@ def to_change(row: asyncpg.Record, lanes: int) -> ChangeRow:
         owner_contact_id=row["owner_contact_id"],
         caller=row["caller"],
         kind=_KINDS[row["kind"]],
-        consent=None if consent is None else _logged_consent(consent, evidence=False),
+        consent=_logged_consent(row["consent"], evidence=False),
         lane=row["lane"],
         heads=position_of(row, lanes),
     )
