@@ -203,6 +203,48 @@ def test_named_addresses_keep_the_channels_the_contact_opted_out_of(
     assert stub.CheckSend(f.check(new_id("loc"), other, address=PHONE), timeout=T).allowed
 
 
+@pytest.mark.parametrize("opted_out", [pb.CHANNEL_WHATSAPP, pb.CHANNEL_RCS])
+def test_keyword_opt_outs_of_whatsapp_and_rcs_are_kept_for_their_numbers(
+    stub: Any, loc: str, contact: str, opted_out: int
+) -> None:
+    """A STOP on WhatsApp or RCS (a KEYWORD_OPT_OUT) is an opt-out of the number on that
+    channel: the erasure keeps it by hash for the number the STOP came from and for the
+    numbers the request names, so the person under a new contact id is still denied."""
+    named = "+14155550188"
+    assert stub.ProcessInboundMessage(
+        f.inbound(loc, contact, "STOP", channel=opted_out, from_address=PHONE), timeout=T
+    ).changed
+    answer = stub.EraseContact(f.erase(loc, contact, phone_numbers=[named]), timeout=T)
+    assert answer.changed
+    other = new_id("contact")
+    for number in (PHONE, named):
+        check = f.check(loc, other, channel=opted_out, address=number, fully_consistent=True)
+        found = stub.CheckSend(check, timeout=T)
+        assert found.denial == pb.DENIAL_ADDRESS_SUPPRESSED, (number, found)
+    # The opted-out channel only: SMS to the number stays allowed.
+    sms = f.check(loc, other, address=PHONE, fully_consistent=True)
+    assert stub.CheckSend(sms, timeout=T).allowed
+
+
+def test_an_erased_opt_out_allows_no_compliance_reply(stub: Any, loc: str, contact: str) -> None:
+    """Before the erasure the one reply after a STOP may go only to the number that sent it.
+    The erasure drops the number from the block: the reply not yet sent is spent, never
+    allowed to any number."""
+    assert stub.ProcessInboundMessage(
+        f.inbound(loc, contact, "STOP", from_address=PHONE), timeout=T
+    ).changed
+    elsewhere = f.check(loc, contact, address="+14155550999", purpose=pb.PURPOSE_COMPLIANCE_REPLY)
+    refused = stub.CheckSend(elsewhere, timeout=T)
+    assert refused.denial == pb.DENIAL_COMPLIANCE_REPLY_SPENT
+    assert "only to the address that opted out" in refused.explanation
+    assert stub.EraseContact(f.erase(loc, contact), timeout=T).changed
+    for address in ("+14155550999", PHONE, ""):
+        check = f.check(loc, contact, address=address, purpose=pb.PURPOSE_COMPLIANCE_REPLY)
+        found = stub.CheckSend(check, timeout=T)
+        assert not found.allowed, (address, found)
+        assert found.denial in (pb.DENIAL_COMPLIANCE_REPLY_SPENT, pb.DENIAL_ADDRESS_SUPPRESSED)
+
+
 def test_stored_answers_replay_without_personal_data(
     stub: Any, db: Database, loc: str, contact: str
 ) -> None:

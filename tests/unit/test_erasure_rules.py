@@ -4,6 +4,7 @@ hash, the hash itself, the reference kept, and the scrubbing of stored answers."
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 from dnd.v1 import dnd_pb2 as pb
@@ -65,13 +66,44 @@ def test_blocks_lose_their_personal_fields_only() -> None:
         address="a@b.co",
         replied_at=T0,
     )
-    kept = scrubbed(block)
+    later = T0 + dt.timedelta(minutes=1)
+    kept = scrubbed(block, later)
     assert (kept.actor_id, kept.note, kept.evidence, kept.provider_detail, kept.address) == (
         ("",) * 5
     )
     assert kept.key == block.key and kept.since == T0 and kept.source is Source.USER
     assert kept.replied_at == T0
-    assert scrubbed(kept) == kept
+    assert scrubbed(kept, later) == kept
+
+
+def test_an_unsent_compliance_reply_is_spent_with_the_address() -> None:
+    """The one reply after an opt-out goes only to its address: erased with the address, it
+    may go nowhere. An opt-out that never had an address keeps its allowance."""
+    stop = stop_block()
+    assert stop.address and stop.replied_at is None
+    later = T0 + dt.timedelta(minutes=1)
+    assert scrubbed(stop, later).replied_at == later
+    bare = replace(stop, address="")
+    assert scrubbed(bare, later).replied_at is None
+    [kept] = plan_erasure(state(stop), [], (), later).blocks
+    assert kept.replied_at == later and kept.address == ""
+
+
+def test_keyword_opt_outs_of_whatsapp_and_rcs_keep_their_numbers() -> None:
+    for channel in (Channel.WHATSAPP, Channel.RCS):
+        block = Block(
+            Direction.OUTBOUND,
+            channel,
+            Reason.KEYWORD_OPT_OUT,
+            Source.CONTACT,
+            since=T0,
+            address=PHONE,
+        )
+        plan = plan_erasure(state(block), [], [(channel, "+14155550188"), (Channel.SMS, PHONE)])
+        assert {(k.channel, k.address) for k in plan.kept} == {
+            (channel, PHONE),
+            (channel, "+14155550188"),
+        }
 
 
 def test_the_contacts_suppressions_and_opt_out_addresses_are_kept_by_hash() -> None:

@@ -36,7 +36,7 @@ from dnd_server.domain.model import (
     Reason,
     Source,
 )
-from dnd_server.domain.provider_events import ADDRESS_SUPPRESSING_REASONS
+from dnd_server.domain.provider_events import SUPPRESSING_REASONS
 
 KEY_BYTES = 32
 DIGEST_BYTES = 32
@@ -111,20 +111,37 @@ class ErasurePlan:
     consents_erased: int
 
 
-def scrubbed(block: Block) -> Block:
-    """``block`` without its personal fields (what it is, who set it and when stay)."""
-    return replace(block, actor_id="", note="", evidence="", provider_detail="", address="")
+def scrubbed(block: Block, now: dt.datetime) -> Block:
+    """``block`` without its personal fields (what it is, who set it and when stay). An
+    opt-out's one compliance reply goes only to the address it came from: with the address
+    erased, a reply not yet sent is spent at ``now`` (an opt-out without an address would
+    allow it to any address)."""
+    replied = block.replied_at
+    if block.address and replied is None:
+        replied = now
+    return replace(
+        block,
+        actor_id="",
+        note="",
+        evidence="",
+        provider_detail="",
+        address="",
+        replied_at=replied,
+    )
 
 
 def plan_erasure(
     state: ContactState,
     suppressions: Iterable[AddressSuppression],
     named: Sequence[tuple[Channel, str]] = (),
+    now: dt.datetime | None = None,
 ) -> ErasurePlan:
-    """The erasure of ``state``'s contact. ``suppressions``: the plaintext suppressions the
-    contact's events set, and those of the ``named`` (channel, address) pairs, whoever set
-    them (both are the person's addresses)."""
-    blocks = tuple(scrubbed(b) for b in state.blocks)
+    """The erasure of ``state``'s contact at ``now`` (the database's clock; None: the
+    machine's). ``suppressions``: the plaintext suppressions the contact's events set, and
+    those of the ``named`` (channel, address) pairs, whoever set them (both are the person's
+    addresses)."""
+    at = now if now is not None else dt.datetime.now(dt.UTC)
+    blocks = tuple(scrubbed(b, at) for b in state.blocks)
     changed = sum(1 for before, after in zip(state.blocks, blocks, strict=True) if before != after)
     removed = tuple(dict.fromkeys(suppressions))
     kept: dict[tuple[Channel, str, Reason], KeptSuppression] = {}
@@ -137,9 +154,7 @@ def plan_erasure(
 
     for s in removed:
         keep(KeptSuppression(s.channel, s.address, s.reason, s.source, s.since))
-    opt_outs = [
-        b for b in state.blocks if b.reason in ADDRESS_SUPPRESSING_REASONS and b.scope is not None
-    ]
+    opt_outs = [b for b in state.blocks if b.reason in SUPPRESSING_REASONS and b.scope is not None]
     for b in opt_outs:
         if b.address and b.scope is not None:
             keep(KeptSuppression(b.scope, b.address, b.reason, b.source, b.since))

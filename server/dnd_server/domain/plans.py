@@ -30,7 +30,7 @@ from dnd_server.domain.model import (
     Source,
     Step,
 )
-from dnd_server.domain.provider_events import ADDRESS_SUPPRESSING_REASONS
+from dnd_server.domain.provider_events import SUPPRESSING_REASONS
 from dnd_server.domain.replies import ReplyKind, ReplyMark, reply_due
 from dnd_server.domain.rules import (
     ClearCredentials,
@@ -48,10 +48,7 @@ def plan_add(state: ContactState, block: Block, address: str = "") -> list[Step]
     at the block's ``since``."""
     addressed = block if block.address == address else replace(block, address=address)
     steps = [Step(True, b) for b in plan_enable(state.blocks, addressed)]
-    suppressing = (
-        block.reason in ADDRESS_SUPPRESSING_REASONS or block.reason is Reason.KEYWORD_OPT_OUT
-    )
-    if address and suppressing and block.scope is not None:
+    if address and block.reason in SUPPRESSING_REASONS and block.scope is not None:
         suppression = AddressSuppression(
             channel=block.scope,
             address=address,

@@ -1103,6 +1103,10 @@ ADDRESS_SUPPRESSING_REASONS: frozenset[Reason] = frozenset(
         Reason.EMAIL_UNSUBSCRIBE_LINK,
     }
 )
+# Reasons whose blocks, set with an address, suppress it: those above, and the keyword opt-out
+# of WhatsApp and RCS (an opt-out of the number on its channel). An erasure keeps each of them
+# by the address's keyed hash.
+SUPPRESSING_REASONS: frozenset[Reason] = ADDRESS_SUPPRESSING_REASONS | {Reason.KEYWORD_OPT_OUT}
 
 
 class EventOutcome(enum.StrEnum):

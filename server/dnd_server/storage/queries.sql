@@ -584,9 +584,11 @@ FROM dnd_address_suppressions
 WHERE location_id = $1 AND contact_id = $2
 
 -- erase_blocks --
--- The contact's blocks without their personal fields.
+-- The contact's blocks without their personal fields; an opt-out's compliance reply not yet
+-- sent is spent at $3 with its address (domain/erasure.py ``scrubbed``).
 UPDATE dnd_blocks
-SET actor_id = '', note = '', evidence = '', provider_detail = '', address = ''
+SET actor_id = '', note = '', evidence = '', provider_detail = '', address = '',
+    replied_at = CASE WHEN address <> '' THEN coalesce(replied_at, $3) ELSE replied_at END
 WHERE location_id = $1 AND contact_id = $2
   AND (actor_id <> '' OR note <> '' OR evidence <> '' OR provider_detail <> '' OR address <> '')
 

@@ -534,8 +534,10 @@ class Store:
                         QUERIES["get_suppressions"], location_id, named_channels, named_values
                     )
                 ]
-            plan = plan_erasure(before, found, named)
-            blocks = _rowcount(await conn.execute(QUERIES["erase_blocks"], location_id, contact_id))
+            plan = plan_erasure(before, found, named, now)
+            blocks = _rowcount(
+                await conn.execute(QUERIES["erase_blocks"], location_id, contact_id, now)
+            )
             consents = _rowcount(
                 await conn.execute(QUERIES["erase_consents"], location_id, contact_id)
             )
