@@ -238,7 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp = commands.add_parser("import", help="load an opt-out list")
     imp.add_argument("format", choices=FORMATS)
     imp.add_argument("file", type=Path)
-    imp.add_argument("--location", default="", help="location of the list's rows")
+    imp.add_argument(
+        "--location",
+        default="",
+        help="location of the rows (csv, jsonl: every row, instead of its location_id)",
+    )
     imp.add_argument("--concurrency", type=int, default=16)
     imp.add_argument("--actor", default="dndctl-import")
     imp.add_argument(
@@ -966,7 +970,7 @@ def _export(args: argparse.Namespace, out: Any) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "import" and args.format != "csv" and not args.location:
+    if args.command == "import" and args.format not in ("csv", "jsonl") and not args.location:
         parser.error(f"import {args.format} needs --location")
     if args.json and args.output == "table":
         parser.error("--json is --output json: not with --output table")

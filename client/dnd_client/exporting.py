@@ -93,6 +93,25 @@ def suppression_row(location_id: str, suppression: pb.AddressSuppression) -> dic
     }
 
 
+# A cell a spreadsheet would run as a formula starts with one of these ("+" and "-" unless a
+# number follows, as in a phone number): ``csv_cell`` quotes it with "'", ``csv_value`` of the
+# importer removes that quote again.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """``value`` safe in a spreadsheet: a leading "'" before a cell that would be a formula
+    (and before a value already starting with "'", so the import gives back the value)."""
+    if not value:
+        return value
+    first = value[0]
+    if first == "'" or first in "=@\t\r":
+        return "'" + value
+    if first in "+-" and not value[1:].isdigit():
+        return "'" + value
+    return value
+
+
 def _carried(row: dict[str, str]) -> tuple[str, str, str, str]:
     """What of a row an import turns into an address suppression: its key."""
     return (row["contact_id"], row["channel"], row["reason"], row["address"])
@@ -200,7 +219,7 @@ def write_export(
             if writer is None:
                 out.write(json.dumps(row, separators=(",", ":")) + "\n")
             else:
-                writer.writerow(row)
+                writer.writerow({k: csv_cell(v) for k, v in row.items()})
             done += 1
         if counter is not None:
             counter.update(done)

@@ -67,20 +67,31 @@ def _rows(text: str, fmt: str) -> Iterator[tuple[int, dict[str, str]]]:
     if fmt == "jsonl":
         yield from _json_rows(text)
         return
-    fieldnames = ["phone_number"] if fmt == "twilio" and not _has_header(text) else None
-    reader = csv.DictReader(io.StringIO(text), fieldnames=fieldnames)
-    if reader.fieldnames is None:
+    # Blank lines before the header (or the first number) are skipped, the lines still counted.
+    body = text.lstrip("\r\n\t ")
+    skipped = text[: len(text) - len(body)].count("\n")
+    fieldnames = ["phone_number"] if fmt == "twilio" and not _has_header(body) else None
+    reader = csv.DictReader(io.StringIO(body), fieldnames=fieldnames)
+    if not reader.fieldnames:
         return
     last = (reader.fieldnames[-1] or "").strip().lower()
     for row in reader:
-        line = reader.line_num
+        line = reader.line_num + skipped
         extra = row.pop(None, None)
-        cleaned = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        cleaned = {(k or "").strip().lower(): csv_value((v or "").strip()) for k, v in row.items()}
         if extra:
             cleaned[last] = ",".join([cleaned.get(last, ""), *extra]).strip()
         if not any(cleaned.values()):
             continue
         yield line, cleaned
+
+
+def csv_value(cell: str) -> str:
+    """A cell as ``dndctl export`` wrote it (``exporting.csv_cell``): without the "'" quoting
+    a value a spreadsheet would run as a formula."""
+    if len(cell) > 1 and cell[0] == "'" and (cell[1] == "'" or cell[1] in "=+-@\t\r"):
+        return cell[1:]
+    return cell
 
 
 def _json_rows(text: str) -> Iterator[tuple[int, dict[str, str]]]:
@@ -169,7 +180,9 @@ def plan_row(fmt: str, row: dict[str, str], location_id: str, actor: str) -> Pla
         )
         return Planned(location_id, item)
     if fmt in ("csv", "jsonl"):
-        location = row.get("location_id") or row.get("location") or location_id
+        # ``--location`` puts every row into that location (a file exported from one location
+        # loads into another); without it each row goes to the location it names.
+        location = location_id or row.get("location_id") or row.get("location") or ""
         contact = _pick(row, ("contact_id", "contact"), "contact id")
         direction = _enum(Direction, row.get("direction") or "OUTBOUND", "direction")
         named = _pick(row, ("channel",), "channel") if direction is Direction.OUTBOUND else ""
@@ -333,8 +346,10 @@ def _item_error(result: pb.BulkItemResult) -> str:
 
 
 def _has_header(text: str) -> bool:
-    first = text.lstrip().split("\n", 1)[0].strip().lower()
-    return any(c.isalpha() for c in first)
+    """Whether a Twilio list starts with a header: its first field names a column (letters,
+    no digits), where a number ("+14155550100", "tel:+14155550100") has digits."""
+    first = text.lstrip().split("\n", 1)[0].split(",", 1)[0].strip()
+    return any(c.isalpha() for c in first) and not any(c.isdigit() for c in first)
 
 
 def count_rows(text: str, fmt: str) -> int:

@@ -205,6 +205,15 @@ class ContactCache:
         self._addresses.move_to_end(key)
         self._trim()
 
+    def drop_address(self, key: AddressKey, seq: int) -> None:
+        """Forget an address's cached suppressions, as of change ``seq`` of its location's
+        lane (a write that named it): a read that began before that change stores nothing."""
+        self._addresses.pop(key, None)
+        if not self.enabled:
+            return
+        lane = lane_of(key[0], count())
+        self._recent[key] = (lane, max(seq, self._invalidated(key)))
+
     def _trim(self) -> None:
         while len(self._contacts) + len(self._addresses) > self.max_entries:
             if len(self._contacts) >= len(self._addresses):

@@ -360,22 +360,21 @@ class DndService:
         return Snapshot(contacts, by_address)
 
     def _remember(self, outcome: WriteResult | Replay, addresses: Addresses) -> None:
-        """Writes through this replica update its cache before they return."""
+        """Writes through this replica update its cache before they return: the contact's
+        state is stored, its addresses' cached suppressions dropped (the next read fills
+        them). A write knows only the plaintext suppressions of its addresses, not those kept
+        by keyed hash after an erasure, which a read adds (``_erased``): storing the write's
+        would cache an erased opt-out as no suppression at all."""
         if self._cache is None or not isinstance(outcome, WriteResult):
             return
         state = outcome.state
+        for channel, address in addresses:
+            self._cache.drop_address((state.location_id, channel, address), outcome.last_seq)
         if self._cache.fed_past(state.location_id, outcome.last_seq):
             return  # the next read stores it (see ContactCache.fed_past)
         key = (state.location_id, state.contact_id)
         kept = replace(state, suppressions=()) if state.suppressions else state
         self._cache.put(key, Entry(kept, outcome.last_seq))
-        for channel, address in addresses:
-            matching = tuple(
-                s for s in state.suppressions if s.channel is channel and s.address == address
-            )
-            self._cache.put_address(
-                (state.location_id, channel, address), matching, outcome.last_seq
-            )
 
     async def get_status(
         self,
@@ -977,12 +976,16 @@ class DndService:
         """One expiry pass: clear every temporary carrier block at least its location's
         lifetime old at ``now`` (None: the database's clock), each contact in a write of its
         own, decided again under the contact's lock (``plan_expiry``), so passes racing on
-        several replicas clear each block once. Returns the number of blocks cleared."""
+        several replicas clear each block once. The location's lifetime is read again right
+        before each write: a pass never clears a block by a lifetime the location has since
+        lengthened or turned off. Returns the number of blocks cleared."""
         cleared = 0
         for _ in range(_EXPIRY_BATCHES_MAX):
             found = await self._store.expiring_contacts(now, batch)
             for location_id, contact_id in dict.fromkeys((loc, c) for loc, c, _ in found):
-                lifetime = next(t for loc, c, t in found if (loc, c) == (location_id, contact_id))
+                lifetime = (await self._store.block_expiry(location_id)).sms_carrier_temporary
+                if lifetime is None:
+                    continue  # turned off since the contacts were found
                 outcome = await self._store.write(
                     location_id,
                     contact_id,

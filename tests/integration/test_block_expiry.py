@@ -17,6 +17,7 @@ import pytest
 from dnd.v1 import dnd_pb2 as pb
 from dnd_server import cursor
 from dnd_server.config import Config
+from dnd_server.domain.expiry import expiry_of
 from dnd_server.runtime import install_cursor_key
 from dnd_server.service import DndService
 from dnd_server.storage.store import Store
@@ -146,3 +147,50 @@ def test_racing_passes_clear_each_block_once(
         loc,
     )
     assert {r["contact_id"]: r["n"] for r in rows} == dict.fromkeys(contacts, 1)
+
+
+class _SettingChangedMidPass(Store):
+    """A store whose location setting changes right after a pass found its contacts, as an
+    operator's update racing the pass would (the same database, the real statements)."""
+
+    changed_to: dict[str, int] = {}
+
+    async def expiring_contacts(
+        self, now: dt.datetime | None, limit: int
+    ) -> list[tuple[str, str, dt.timedelta]]:
+        found = await super().expiring_contacts(now, limit)
+        for location_id, seconds in self.changed_to.items():
+            await self.put_block_expiry(location_id, expiry_of(seconds))
+        return found
+
+
+async def _pass_with_change(url: str, now: dt.datetime, changed_to: dict[str, int]) -> int:
+    config = Config(database_url=url)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    try:
+        store = _SettingChangedMidPass(pool=pool, timeout=10, idempotency_ttl=86400)
+        store.changed_to = changed_to
+        await install_cursor_key(config, store)
+        cursor.install_lanes(await store.open_log(config.change_lanes))
+        return await DndService(store=store).expire_blocks(now)
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize("seconds", [0, 2 * HOUR])
+def test_a_pass_clears_nothing_the_location_no_longer_expires(
+    stub: Any, database_url: str, loc: str, seconds: int
+) -> None:
+    """The lifetime turned off (0) or lengthened after the pass found the blocks: each write
+    reads the location's lifetime again, and the blocks stay."""
+    stub.UpdateBlockExpirySettings(f.block_expiry(loc, 60), timeout=T)
+    contacts = [new_id("contact") for _ in range(3)]
+    for contact in contacts:
+        temporary_block(stub, loc, contact)
+    cleared = run_async(_pass_with_change(database_url, later(120), {loc: seconds}))
+    assert cleared == 0
+    for contact in contacts:
+        check = f.check(loc, contact, fully_consistent=True)
+        assert stub.CheckSend(check, timeout=T).denied_by[0].reason == (
+            pb.REASON_SMS_CARRIER_TEMPORARY
+        )

@@ -245,6 +245,38 @@ def test_an_erased_opt_out_allows_no_compliance_reply(stub: Any, loc: str, conta
         assert found.denial in (pb.DENIAL_COMPLIANCE_REPLY_SPENT, pb.DENIAL_ADDRESS_SUPPRESSED)
 
 
+def test_a_write_naming_an_erased_address_leaves_it_denied(
+    stub: Any, loc: str, contact: str
+) -> None:
+    """A write through this replica that names an erased address (another contact's block,
+    sent to that address) must not cache the address as unsuppressed: a write reads only
+    its plaintext suppressions, not those kept by hash. Checked through the cache once it
+    holds the write, as a caller reading its own write would."""
+    assert stub.ProcessInboundMessage(
+        f.inbound(loc, contact, "STOP", from_address=PHONE), timeout=T
+    ).changed
+    assert stub.EraseContact(f.erase(loc, contact), timeout=T).changed
+    checker = new_id("contact")
+    consistent = f.check(loc, checker, address=PHONE, fully_consistent=True)
+    assert stub.CheckSend(consistent, timeout=T).denial == pb.DENIAL_ADDRESS_SUPPRESSED
+    written = stub.SetDnd(f.enable(loc, new_id("contact"), address=PHONE), timeout=T)
+    assert written.changed
+    for check in (
+        f.check(loc, checker, address=PHONE, min_cursor=written.cursor),
+        f.check(loc, checker, address=PHONE),
+        f.check(loc, checker, address=PHONE, purpose=pb.PURPOSE_MARKETING),
+    ):
+        found = stub.CheckSend(check, timeout=T)
+        assert found.denial == pb.DENIAL_ADDRESS_SUPPRESSED, found
+    batch = stub.BatchCheckSend(
+        pb.BatchCheckSendRequest(
+            location_id=loc, channel=pb.CHANNEL_SMS, targets=f.targets((checker, PHONE))
+        ),
+        timeout=T,
+    )
+    assert not batch.results[0].allowed
+
+
 def test_stored_answers_replay_without_personal_data(
     stub: Any, db: Database, loc: str, contact: str
 ) -> None:

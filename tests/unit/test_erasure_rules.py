@@ -168,13 +168,37 @@ def test_the_hash_is_keyed_and_bound_to_location_and_channel() -> None:
         address_digest(b"short", "loc", Channel.SMS, PHONE)
 
 
-@pytest.mark.parametrize("reference", ["GDPR-2026-0042", "ticket 123456789", "DSR#77"])
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "GDPR-2026-0042",
+        "ticket 123456789",
+        "DSR#77",
+        "REQ-4155550123",
+        "#4155550123",
+        "ZD-2026-12-01 0042",
+        "case 2026/12/01",
+    ],
+)
 def test_a_ticket_reference_is_kept(reference: str) -> None:
     validate_reference(reference)
 
 
 @pytest.mark.parametrize(
-    "reference", ["", "   ", "x" * 129, "for lee@example.com", "call +1 (415) 555-0123"]
+    "reference",
+    [
+        "",
+        "   ",
+        "x" * 129,
+        "for lee@example.com",
+        "call +1 (415) 555-0123",
+        "call 4155550123",
+        "(415) 555-0123",
+        "tel 415.555.0123",
+        "415 555 0123",
+        "0044 20 7946 0958",
+        "caller 020 7946 0958",
+    ],
 )
 def test_a_reference_holding_contact_data_is_refused(reference: str) -> None:
     with pytest.raises(InvalidArgument) as caught:

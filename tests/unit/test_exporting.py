@@ -4,11 +4,13 @@ lists holding only their channel's and reasons' addresses, each once. Pure: no s
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 
 from dnd.v1 import dnd_pb2 as pb
 from dnd_client.exporting import write_export
+from dnd_client.importing import _rows as rows_of
 from dnd_client.importing import plan_row
 
 
@@ -87,3 +89,56 @@ def test_provider_lists_hold_their_addresses_once() -> None:
     assert out.getvalue().splitlines()[1].startswith("gone@example.com,")
     out = io.StringIO()
     assert write_export([message()], "mailgun-complaints", "loc-1", out) == 0
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_quoted_and_read_back() -> None:
+    """Notes, actor ids and contact ids come from callers: a cell starting like a formula is
+    written with a leading "'" (a phone number is not), and the import reads the value back."""
+    values = {
+        '=HYPERLINK("http://x","y")': '\'=HYPERLINK("http://x","y")',
+        "@SUM(1)": "'@SUM(1)",
+        "-2+3": "'-2+3",
+        "+cmd": "'+cmd",
+        "'=quoted": "''=quoted",
+        "+14155550100": "+14155550100",
+        "-5": "-5",
+        "plain": "plain",
+    }
+    for value, cell in values.items():
+        block = pb.Block(
+            direction=pb.DIRECTION_OUTBOUND,
+            scope=pb.Scope(channel=pb.CHANNEL_SMS),
+            reason=pb.REASON_MANUAL,
+            source=pb.SOURCE_USER,
+            note=value,
+            actor_id=value,
+        )
+        out = io.StringIO()
+        listed = pb.ListedBlock(contact_id=value, block=block)
+        write_export([pb.ExportSuppressionsResponse(blocks=[listed])], "csv", "loc-1", out)
+        [row] = csv.DictReader(io.StringIO(out.getvalue()))
+        assert (row["note"], row["actor_id"], row["contact_id"]) == (cell,) * 3
+        [(_, read)] = list(rows_of(out.getvalue(), "csv"))
+        item = plan_row("csv", read, "", "t").item
+        assert (item.note, item.actor_id, item.contact_id) == (value,) * 3
+
+
+def test_import_location_wins_over_the_files() -> None:
+    """A file exported from one location loads into the one ``--location`` names; without it
+    each row goes to its own."""
+    row = {"location_id": "loc-a", "contact_id": "c1", "channel": "SMS"}
+    assert plan_row("csv", row, "loc-b", "t").location_id == "loc-b"
+    assert plan_row("jsonl", row, "loc-b", "t").location_id == "loc-b"
+    assert plan_row("csv", row, "", "t").location_id == "loc-a"
+
+
+def test_blank_lines_before_the_header_are_skipped_and_counted() -> None:
+    text = "\n\r\ncontact_id,channel\nc1,SMS\n"
+    assert list(rows_of(text, "csv")) == [(4, {"contact_id": "c1", "channel": "SMS"})]
+    assert list(rows_of("\n", "csv")) == []
+    # A Twilio list without a header, whose numbers carry a scheme, keeps its first number.
+    numbers = list(rows_of("tel:+14155550100\n+14155550101\n", "twilio"))
+    assert [r["phone_number"] for _, r in numbers] == ["tel:+14155550100", "+14155550101"]
+    assert [r for _, r in rows_of("Phone Number\n+14155550101\n", "twilio")] == [
+        {"phone number": "+14155550101"}
+    ]

@@ -49,8 +49,17 @@ EMAIL_ADDRESS_CHANNELS: tuple[Channel, ...] = (Channel.EMAIL,)
 
 # A reference is kept: it must not carry the person's contact data.
 _EMAIL_LIKE = re.compile(r"[^@\s]+@[^@\s]+")
-# An international phone number: "+" and at least 7 digits (ticket numbers are digits too).
-_PHONE_LIKE = re.compile(r"\+\s*(?:\d[\s().-]*){7,}")
+# A phone number as people write one: international ("+" and at least 7 digits, or "00" and a
+# country code), grouped as a national number ("(415) 555-0123", "415.555.0123"), or 10 to 15
+# digits in a row ("4155550123"). Ticket numbers are digits too: one attached to its prefix
+# ("REQ-4155550123", "#4155550123") or shorter than a phone number passes.
+_PHONE_LIKE = re.compile(
+    r"\+\s*(?:\d[\s().-]*){7,}"
+    r"|(?<![\w#-])00\d{1,3}(?:[\s.-]?\d){6,}"
+    r"|(?<![\w#-])\(\d{2,5}\)[\s.-]*\d{3,4}[\s.-]?\d{3,4}(?!\d)"
+    r"|(?<![\w#-])\d{2,5}[\s.-]\d{3,4}[\s.-]\d{4}(?!\d)"
+    r"|(?<![\w#-])\d{10,15}(?!\d)"
+)
 
 
 def address_digest(key: bytes, location_id: str, channel: Channel, address: str) -> bytes:

@@ -11,7 +11,8 @@ from google.protobuf.message import DecodeError, Message
 _SERVICE = pb.DESCRIPTOR.services_by_name["DndService"]
 
 # Text fields that hold personal data in any answer: who said what, the proof, the addresses,
-# and explanations (which may name an address).
+# and explanations, subjects and descriptions (which may name an address or a contact, as a
+# bulk item's refusal does).
 PERSONAL_FIELDS = frozenset(
     {
         "actor_id",
@@ -22,6 +23,8 @@ PERSONAL_FIELDS = frozenset(
         "explanation",
         "consent_source",
         "matched_keyword",
+        "subject",
+        "description",
     }
 )
 # Messages cleared whole wherever they appear.
