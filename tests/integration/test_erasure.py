@@ -294,6 +294,34 @@ def test_stored_answers_replay_without_personal_data(
     assert db.changes(loc) == changes
 
 
+def test_a_stored_bulk_answer_replays_without_the_erased_address(
+    stub: Any, loc: str, contact: str
+) -> None:
+    """A bulk item refused by the contact's suppression names it (subject and description):
+    the erasure scrubs those from the stored answer too."""
+    victim_stop = f.enable(
+        loc,
+        contact,
+        reason=pb.REASON_SMS_OPT_OUT_KEYWORD,
+        source=pb.SOURCE_CONTACT,
+        address=PHONE,
+    )
+    foreign_clear = f.disable(loc, new_id("contact"), address=PHONE)
+    for item in (victim_stop, foreign_clear):
+        item.location_id = ""
+    request = pb.BulkSetDndRequest(
+        location_id=loc, items=[victim_stop, foreign_clear], idempotency_key="bulk-erase-1"
+    )
+    first = stub.BulkSetDnd(request, timeout=T)
+    assert first.results[1].outcome == pb.BULK_ITEM_OUTCOME_REFUSED
+    assert PHONE in first.results[1].refusals[0].subject
+    assert stub.EraseContact(f.erase(loc, contact), timeout=T).changed
+    replay = stub.BulkSetDnd(request, timeout=T)
+    assert replay.results[1].outcome == pb.BULK_ITEM_OUTCOME_REFUSED
+    text = str(replay)
+    assert PHONE not in text and PHONE[2:] not in text and contact not in text
+
+
 def test_watchers_see_the_erasure_without_personal_data(
     server: ServerProcess, stub: Any, loc: str, contact: str
 ) -> None:
