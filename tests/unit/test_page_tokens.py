@@ -67,3 +67,41 @@ def test_a_token_of_another_request_or_deployment_is_refused() -> None:
     cursor.install_key(bytes(32))
     with pytest.raises(InvalidArgument):
         page_tokens.open_token("page_token", bound(), token, 4)
+
+
+def _raw(token: str) -> bytes:
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+
+
+def test_a_token_reveals_neither_contact_nor_address() -> None:
+    """Tokens end up in logs: the contact id and address inside are encrypted, and two
+    tokens of one key are alike (the same request gets the same token)."""
+    key = ["lee@example.com", "OUTBOUND", "SMS", "+14155550123"]
+    token = page_tokens.seal(bound(), key)
+    raw = _raw(token)
+    for secret in (b"lee@example.com", b"example", b"14155550123", b"OUTBOUND", bound().encode()):
+        assert secret not in raw
+    assert page_tokens.seal(bound(), key) == token
+    assert page_tokens.open_token("page_token", bound(), token, 4) == key
+    # Under another deployment's key it opens to nothing.
+    cursor.install_key(bytes(32))
+    with pytest.raises(InvalidArgument):
+        page_tokens.open_token("page_token", bound(), token, 4)
+
+
+def test_a_token_of_the_earlier_version_still_opens() -> None:
+    """A listing under way across an upgrade goes on: the earlier readable, tagged tokens
+    are still taken (and still refused when edited)."""
+    payload = b'[1,"' + bound().encode() + b'",["c1","OUTBOUND","SMS","MANUAL"]]'
+    legacy = base64.urlsafe_b64encode(payload + cursor.token_mac(payload)).decode().rstrip("=")
+    assert page_tokens.open_token("page_token", bound(), legacy, 4) == [
+        "c1",
+        "OUTBOUND",
+        "SMS",
+        "MANUAL",
+    ]
+    edited = base64.urlsafe_b64encode(
+        payload.replace(b"c1", b"c2") + cursor.token_mac(payload)
+    ).decode()
+    with pytest.raises(InvalidArgument):
+        page_tokens.open_token("page_token", bound(), edited.rstrip("="), 4)

@@ -1,7 +1,10 @@
 """Page tokens of ListBlocks and ListSuppressions, resume tokens of ExportSuppressions: the
-key of the last row answered, bound to the request's location and filter and tagged under the
-deployment's key (``cursor.token_mac``), so an edited, made-up or misapplied token (another
-filter, another location, another listing) is refused, never followed."""
+key of the last row answered, bound to the request's location and filter, encrypted and
+authenticated under the deployment's key (``cursor.seal_list_token``), so a token reveals no
+contact id or address where it is logged, and an edited, made-up or misapplied token (another
+filter, another location, another listing) is refused, never followed. Tokens of the earlier
+version (readable, tagged by ``cursor.token_mac``) are still opened, so a listing under way
+across an upgrade goes on."""
 
 from __future__ import annotations
 
@@ -13,11 +16,13 @@ import json
 
 from google.protobuf.message import Message
 
-from dnd_server.cursor import token_mac
+from dnd_server.cursor import open_list_token, seal_list_token, token_mac
 from dnd_server.domain.errors import InvalidArgument
 
 _TAG_BYTES = 16
 _VERSION = 1
+# The first byte of a sealed token (a token of the earlier version starts with "[").
+_SEALED = b"\x02"
 
 
 def binding(kind: str, location_id: str, *parts: Message | bool) -> str:
@@ -34,7 +39,7 @@ def binding(kind: str, location_id: str, *parts: Message | bool) -> str:
 
 def seal(bound: str, key: list[str]) -> str:
     payload = json.dumps([_VERSION, bound, key], separators=(",", ":")).encode()
-    raw = payload + token_mac(payload)
+    raw = _SEALED + seal_list_token(payload)
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -51,9 +56,15 @@ def open_token(field: str, bound: str, token: str, size: int) -> list[str]:
     # One spelling per token: the decoder also takes padding, "+" and "/".
     if base64.urlsafe_b64encode(raw).decode().rstrip("=") != token:
         raise refused
-    payload, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
-    if len(raw) <= _TAG_BYTES or not hmac.compare_digest(tag, token_mac(payload)):
-        raise refused
+    if raw[:1] == _SEALED:
+        opened = open_list_token(raw[1:])
+        if opened is None:
+            raise refused
+        payload = opened
+    else:
+        payload, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
+        if len(raw) <= _TAG_BYTES or not hmac.compare_digest(tag, token_mac(payload)):
+            raise refused
     try:
         version, found, key = json.loads(payload)
     except (ValueError, TypeError):
