@@ -116,6 +116,8 @@ class ChangeFeed:
         # Reads of the log so far, and the changes they found.
         self.reads = 0
         self.changes_read = 0
+        # Reads that failed other than by the database being unavailable (each logged).
+        self.failures = 0
         # The other replicas' wake-up after this process's writes: one NOTIFY in flight.
         self._notifier: asyncio.Task[None] | None = None
         self._notify_again = False
@@ -129,6 +131,7 @@ class ChangeFeed:
         live.watch_cut_off = lambda: float(self.cut_off)
         live.feed_reads = lambda: float(self.reads)
         live.feed_changes_read = lambda: float(self.changes_read)
+        live.feed_failures = lambda: float(self.failures)
 
     async def start(self) -> None:
         self.position = await self._store.heads()
@@ -163,6 +166,13 @@ class ChangeFeed:
                 if self._cache is not None:
                     self._cache.feed_lost()
                 log.warning("feed_poll_failed", error=str(error))
+            except Exception as error:
+                # Anything else (a change row it cannot read, a bug): the feed must never end
+                # behind a cache still trusted. The cache is dropped, the read tried again.
+                if self._cache is not None:
+                    self._cache.feed_lost()
+                self.failures += 1
+                log.error("feed_failed", error=type(error).__name__, exc_info=True)
             else:
                 if self._cache is not None:
                     if self.listening:

@@ -33,6 +33,7 @@ class LiveValues:
     watch_cut_off: Callable[[], float] = lambda: 0.0
     feed_reads: Callable[[], float] = lambda: 0.0
     feed_changes_read: Callable[[], float] = lambda: 0.0
+    feed_failures: Callable[[], float] = lambda: 0.0
     pool_size: Callable[[], float] = lambda: 0.0
     pool_idle: Callable[[], float] = lambda: 0.0
     pool_max: Callable[[], float] = lambda: 0.0
@@ -75,6 +76,12 @@ class _LiveCollector(Collector):
                 "feed_reads",
             ),
             ("dnd_feed_changes_read", "Changes the feed read and dispatched.", "feed_changes_read"),
+            (
+                "dnd_feed_failures",
+                "Reads of the change log that failed other than by an unavailable database "
+                "(each logged as feed_failed; the cache is dropped, the read tried again).",
+                "feed_failures",
+            ),
         )
         for name, text, attribute in counters:
             yield CounterMetricFamily(name, text, value=getattr(self.live, attribute)())

@@ -15,6 +15,7 @@ from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 
 from tests.factories import check, enable
+from tests.integration.test_metrics import Metrics
 from tests.support import Database, ServerProcess, error_details, new_id
 
 
@@ -275,3 +276,40 @@ def test_two_workers_share_one_port(fresh_database: Any) -> None:
                 assert not stub.CheckSend(check(loc, f"c{i}", min_cursor=cursor)).allowed
     finally:
         assert process.stop() == 0
+
+
+def test_a_change_the_feed_cannot_read_drops_the_cache(fresh_database: Any) -> None:
+    """A change row the feed fails on (here one of a reason this version does not know) must
+    not end the feed behind a cache still trusted: the failure is logged and counted, the
+    cache dropped, reads go to the database, and the feed keeps trying."""
+    url = fresh_database()
+    server = ServerProcess(url, {"DND_METRICS_ADDR": "127.0.0.1:0"}).start()
+    db = Database(url)
+    try:
+        port = next(e["port"] for e in server.logs if e.get("event") == "metrics_listening")
+        stub = dnd_pb2_grpc.DndServiceStub(grpc.insecure_channel(server.addr))
+        loc = new_id("loc")
+        written = stub.SetDnd(enable(loc, "writer"), timeout=10)
+        assert stub.CheckSend(check(loc, "c", min_cursor=written.cursor), timeout=10).allowed
+        mark = server.log_mark()
+        db.fetch(
+            "WITH lane AS (UPDATE dnd_log_lanes SET seq = seq + 1 "
+            "WHERE lane = (SELECT lane FROM dnd_changes WHERE location_id = $1 LIMIT 1) "
+            "RETURNING lane, seq) "
+            "INSERT INTO dnd_changes (lane, heads, seq, location_id, contact_id, direction, "
+            "scope, enabled, reason, source, version, outbound, inbound, blocked_channels, "
+            "created_at) SELECT lane.lane, NULL, lane.seq, $1, 'odd', 'OUTBOUND', 'SMS', true, "
+            "'REASON_OF_A_LATER_VERSION', 'USER', 1, 'NONE', 'NONE', '{}', now() FROM lane",
+            loc,
+        )
+        failed = server.wait_log({"event": "feed_failed"}, after=mark)
+        assert failed["level"] == "error" and failed["error"] == "KeyError"
+        insert_block_behind_the_feed(db, loc, "c")
+        assert not stub.CheckSend(check(loc, "c"), timeout=10).allowed
+        # Still failing on that row, still counted and still not trusting the cache.
+        server.wait_log({"event": "feed_failed"}, after=server.log_mark())
+        metrics = Metrics(port)
+        assert metrics.value("dnd_feed_failures_total") >= 2
+        assert metrics.value("dnd_cache_enabled") == 0
+    finally:
+        server.stop()
