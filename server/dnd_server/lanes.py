@@ -152,15 +152,22 @@ def position_at(lane: int, seq: int, heads: Sequence[int] | None) -> Position:
 
 
 class LogLayoutMismatch(RuntimeError):
-    """DND_CHANGE_LANES differs from the lane count of a log that has changes."""
+    """DND_CHANGE_LANES differs from the lane count of a log that has changes, or that other
+    servers (``running``) follow."""
 
-    def __init__(self, wanted: int, found: int) -> None:
+    def __init__(self, wanted: int, found: int, running: int = 0) -> None:
+        why = (
+            f"{running} other server(s) run on it with {found}"
+            if running
+            else "the lane count is fixed once the log has a change"
+        )
         super().__init__(
             f"DND_CHANGE_LANES is {wanted} but the database's change log has {found} lanes; "
-            f"the lane count is fixed once the log has a change: set DND_CHANGE_LANES={found}"
+            f"{why}: set DND_CHANGE_LANES={found}"
         )
         self.wanted = wanted
         self.found = found
+        self.running = running
 
 
 def advance(position: Position, change: Sequenced, followed: frozenset[int]) -> Position:

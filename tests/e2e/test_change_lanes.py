@@ -243,3 +243,31 @@ def test_a_stream_of_several_lanes_resumes_across_a_restart(
             events = watcher.wait_past(later.cursor, cursor_codec(url))
     assert [e.cursor for e in events] == [m.cursor for m in missed] + [later.cursor]
     assert len({lane_of(loc, 16) for loc in locs}) == 3
+
+
+def test_a_log_others_follow_is_never_laid_out_anew(fresh_database: Any, servers: Any) -> None:
+    """A second server set to another lane count, started while the first runs on a log with
+    no change yet, is refused: laying the log out anew would take away the lanes the first
+    writes to. The first serves on, on its lanes."""
+    url = fresh_database()
+    first = servers(url)
+    db = Database(url)
+    assert db.fetchval("SELECT lanes FROM dnd_log_layout") == 16
+    refused = dnd_server(
+        "serve",
+        env={"DND_DATABASE_URL": url, "DND_GRPC_ADDR": "127.0.0.1:0", "DND_CHANGE_LANES": "8"},
+        timeout=60,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert (
+        "DND_CHANGE_LANES is 8" in refused.stderr and "other server(s) run on it" in refused.stderr
+    )
+    assert db.fetchval("SELECT lanes FROM dnd_log_layout") == 16
+    assert db.heads() == (0,) * 16
+    loc = new_id("loc")
+    with grpc.insecure_channel(first.addr) as channel:
+        answer = stub_for(channel).SetDnd(set_dnd(loc, "c"), timeout=TIMEOUT)
+    assert answer.changed
+    assert db.fetchval("SELECT lane FROM dnd_changes WHERE location_id = $1", loc) == lane_of(
+        loc, 16
+    )

@@ -398,6 +398,12 @@ SELECT legacy_head = 0 AND (SELECT max(seq) FROM dnd_log_lanes) = 0
        AND NOT EXISTS (SELECT 1 FROM dnd_changes)
 FROM dnd_log_layout
 
+-- servers_following_the_log --
+-- Other servers running on this database: each follows the log on a connection of its own
+-- (the change feed's), opened once it has laid the log out; this one's is not open yet.
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = 'dnd-service-feed'
+
 -- relayout_log --
 -- A log that never had a change, laid out anew in $1 lanes (with clear_lanes first).
 WITH heads AS (

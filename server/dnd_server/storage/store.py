@@ -193,6 +193,11 @@ class Store:
                 return wanted
             if not await conn.fetchval(QUERIES["log_unwritten"]):
                 raise LogLayoutMismatch(wanted, layout["lanes"])
+            running = await conn.fetchval(QUERIES["servers_following_the_log"])
+            if running:
+                # Laid out anew under a running server, the log would lose the lanes that
+                # server writes to (or take changes its cursors cannot hold).
+                raise LogLayoutMismatch(wanted, layout["lanes"], running=running)
             await conn.execute(QUERIES["clear_lanes"])
             await conn.execute(QUERIES["relayout_log"], wanted)
             return wanted
