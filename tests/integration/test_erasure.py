@@ -194,6 +194,10 @@ def test_named_addresses_keep_the_channels_the_contact_opted_out_of(
         timeout=T,
     )
     assert answer.changed and answer.erased.suppressions_hashed == 1
+    # The answer shows the opt-out kept, never its address (the answer is stored for replays).
+    [kept] = answer.status.address_suppressions
+    assert kept.erased and kept.address == "" and kept.channel == pb.CHANNEL_SMS
+    assert kept.reason == pb.REASON_SMS_OPT_OUT_KEYWORD
     other = new_id("contact")
     sms = stub.CheckSend(f.check(loc, other, address=PHONE, fully_consistent=True), timeout=T)
     assert sms.denial == pb.DENIAL_ADDRESS_SUPPRESSED

@@ -3599,8 +3599,8 @@ class EraseContactResponse(_message.Message):
     def erased(self) -> Global___ErasureCounts: ...
     @_builtins.property
     def status(self) -> Global___ContactStatus:
-        """The contact's state after the erasure (its blocks without personal fields, the hashed
-        suppressions of the addresses named).
+        """The contact's state after the erasure: its blocks without personal fields, and the
+        opt-outs this erasure kept by keyed hash (erased, without their addresses).
         """
 
     def __init__(

@@ -1060,7 +1060,7 @@ def erase_to_pb(result: WriteResult) -> pb.EraseContactResponse:
             history_entries_scrubbed=counts.history_entries_scrubbed,
             idempotent_answers_scrubbed=counts.idempotent_answers_scrubbed,
         ),
-        status=status_to_pb(replace(result.state, suppressions=(), consents=())),
+        status=status_to_pb(replace(result.state, consents=())),
         cursor=write_cursor(result),
         explanation=done.explanation,
     )

@@ -614,6 +614,19 @@ class Store:
                     blocks=plan.blocks,
                     version=before.version + 1,
                     updated_at=now,
+                    # What the answer shows of the opt-outs kept: never their addresses (the
+                    # answer is stored for replays).
+                    suppressions=tuple(
+                        AddressSuppression(
+                            channel=k.channel,
+                            address="",
+                            reason=k.reason,
+                            source=k.source,
+                            since=k.since,
+                            erased=True,
+                        )
+                        for k in plan.kept
+                    ),
                 )
                 summary = summarize(plan.blocks)
                 change = _Change(
