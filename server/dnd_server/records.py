@@ -77,8 +77,11 @@ class Idempotency:
 
     key: str
     method: str
+    # The request's hash keyed with the deployment's secret (``rpc/idempotency.py``).
     request_hash: bytes
     respond: Callable[[WriteResult], bytes]
+    # Its unkeyed hash, as earlier versions kept it: a key claimed before still replays.
+    legacy_hash: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +202,8 @@ class BulkClaim:
     # The progress after a chunk: the kept one (None at first), the chunk's first index and
     # its outcomes (None for an item that was not written: invalid).
     record: Callable[[bytes | None, int, Sequence[ItemOutcome | None]], bytes]
+    # The request's unkeyed hash, as earlier versions kept it (``Idempotency.legacy_hash``).
+    legacy_hash: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from dnd_server.domain.erasure import KEY_BYTES as ERASURE_KEY_BYTES
 from dnd_server.domain.errors import Unavailable
 from dnd_server.feed import ChangeFeed
 from dnd_server.metrics import LiveValues
+from dnd_server.rpc import idempotency
 from dnd_server.service import DndService
 from dnd_server.storage.migrations import migrate
 from dnd_server.storage.store import Store
@@ -83,6 +84,7 @@ async def open_runtime(
         # The log's lane count: the database's (LogLayoutMismatch when the setting differs).
         cursor.install_lanes(await store.open_log(config.change_lanes))
         erasure_key = await load_erasure_key(store)
+        idempotency.install_key(erasure_key)
         cache = ContactCache(config.cache_max_entries) if config.cache else None
         feed = ChangeFeed(store, url, config.feed_poll_seconds, cache)
         await feed.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -422,3 +423,46 @@ def test_default_retention_is_24_hours(stub: Any, db: Database, loc: str, contac
     renewed = stub.SetDnd(set_dnd(loc, contact, "day-key"), timeout=TIMEOUT)
     assert renewed.changed and renewed.status.version == 3
     assert db.changes(loc) == 3
+
+
+def _unkeyed(method: str, request: Any) -> bytes:
+    """The request hash earlier versions kept: SHA-256 of the method and the request without
+    its key."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("idempotency_key")
+    return hashlib.sha256(
+        method.encode() + b"\0" + copy.SerializeToString(deterministic=True)
+    ).digest()
+
+
+def test_the_kept_request_hash_is_keyed_and_earlier_keys_still_replay(
+    stub: Any, db: Database, loc: str
+) -> None:
+    """A request names phone numbers: its kept hash is keyed with the deployment's secret, so
+    nobody holding the table can try every number against it. A key kept by an earlier
+    version (the unkeyed hash) still replays, and still refuses another request."""
+    request = factories.enable(loc, "c-hash", idempotency_key="k-hash", address="+14155550123")
+    first = stub.SetDnd(request, timeout=10)
+    row = db.fetch(
+        "SELECT method, request_hash FROM dnd_idempotency WHERE location_id = $1 AND key = $2",
+        loc,
+        "k-hash",
+    )[0]
+    assert len(row["request_hash"]) == 32
+    assert bytes(row["request_hash"]) != _unkeyed(row["method"], request)
+    # As an earlier version kept it.
+    db.fetch(
+        "UPDATE dnd_idempotency SET request_hash = $3 WHERE location_id = $1 AND key = $2",
+        loc,
+        "k-hash",
+        _unkeyed(row["method"], request),
+    )
+    changes = db.changes(loc)
+    assert stub.SetDnd(request, timeout=10) == first
+    assert db.changes(loc) == changes
+    other = factories.enable(loc, "c-other", idempotency_key="k-hash")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.SetDnd(other, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_fields(caught.value) == ["idempotency_key"]

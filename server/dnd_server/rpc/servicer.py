@@ -430,6 +430,7 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
                 held.request_hash,
                 done=lambda kept: len(pb.BulkSetDndResponse.FromString(kept).results),
                 record=record,
+                legacy_hash=held.legacy_hash,
             )
         chunks = await call.runtime.service.bulk_set_dnd(
             location_id, commands, claim, caller=call.caller_name

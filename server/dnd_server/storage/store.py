@@ -793,7 +793,8 @@ class Store:
             return None
         row = await conn.fetchrow(QUERIES["get_idempotency_key"], location_id, claim.key)
         assert row is not None
-        if row["method"] != claim.method or bytes(row["request_hash"]) != claim.request_hash:
+        kept = bytes(row["request_hash"])
+        if row["method"] != claim.method or kept not in (claim.request_hash, claim.legacy_hash):
             raise InvalidArgument.one(
                 "idempotency_key",
                 f"{claim.key!r} was already used for a different request "
@@ -858,7 +859,13 @@ class Store:
         replay = await self._claim(
             conn,
             location_id,
-            Idempotency(claim.key, claim.method, claim.request_hash, lambda _: b""),
+            Idempotency(
+                claim.key,
+                claim.method,
+                claim.request_hash,
+                lambda _: b"",
+                legacy_hash=claim.legacy_hash,
+            ),
         )
         return None if replay is None else replay.response
 
