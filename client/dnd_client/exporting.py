@@ -36,6 +36,8 @@ CSV_COLUMNS = (
     "address",
     "actor_id",
     "note",
+    "evidence",
+    "provider_detail",
     "since",
 )
 
@@ -74,6 +76,8 @@ def block_row(location_id: str, listed: pb.ListedBlock) -> dict[str, str]:
         "address": block.address,
         "actor_id": block.actor_id,
         "note": block.note,
+        "evidence": block.evidence,
+        "provider_detail": block.provider_detail,
         "since": _since(block),
     }
 
@@ -89,6 +93,8 @@ def suppression_row(location_id: str, suppression: pb.AddressSuppression) -> dic
         "address": suppression.address,
         "actor_id": suppression.actor_id,
         "note": "",
+        "evidence": "",
+        "provider_detail": suppression.provider_detail,
         "since": _since(suppression),
     }
 

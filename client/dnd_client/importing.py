@@ -205,6 +205,8 @@ def plan_row(fmt: str, row: dict[str, str], location_id: str, actor: str) -> Pla
                 reason=reason,
                 actor_id=row.get("actor_id") or actor,
                 note=row.get("note", "")[:1000] or f"imported from {fmt.upper()}",
+                evidence=row.get("evidence", ""),
+                provider_detail=row.get("provider_detail", ""),
                 address=address,
             )
         except ValueError as error:

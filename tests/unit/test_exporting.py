@@ -142,3 +142,23 @@ def test_blank_lines_before_the_header_are_skipped_and_counted() -> None:
     assert [r for _, r in rows_of("Phone Number\n+14155550101\n", "twilio")] == [
         {"phone number": "+14155550101"}
     ]
+
+
+def test_evidence_and_provider_detail_travel_with_the_rows() -> None:
+    """What proves an opt-out (the STOP text, the provider's detail) is exported and imported
+    again, so a list moved to another location keeps its proof."""
+    stop = pb.Block(
+        direction=pb.DIRECTION_OUTBOUND,
+        scope=pb.Scope(channel=pb.CHANNEL_SMS),
+        reason=pb.REASON_SMS_OPT_OUT_KEYWORD,
+        source=pb.SOURCE_CONTACT,
+        evidence="STOP",
+        provider_detail="keyword:STOP",
+    )
+    for fmt in ("csv", "jsonl"):
+        out = io.StringIO()
+        listed = pb.ListedBlock(contact_id="c1", block=stop)
+        write_export([pb.ExportSuppressionsResponse(blocks=[listed])], fmt, "loc-1", out)
+        [(_, row)] = list(rows_of(out.getvalue(), fmt))
+        item = plan_row(fmt, row, "loc-2", "t").item
+        assert (item.evidence, item.provider_detail) == ("STOP", "keyword:STOP")
