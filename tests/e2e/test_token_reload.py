@@ -355,3 +355,30 @@ def test_an_open_watch_stream_ends_when_its_token_loses_the_scope(
         for _ in stream:
             pass
     assert ended.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_stream_of_every_location_ends_when_its_token_is_narrowed(
+    watching_streams: Secured,
+) -> None:
+    """A stream naming no location follows every location its token allows: "*". Narrowed to
+    some locations, the token may not go on watching the others: the stream ends."""
+    stub = watching_streams.stub
+    metadata = (("authorization", f"Bearer {TOKENS['revoked']}"),)
+    stream = stub.WatchChanges(pb.WatchChangesRequest(), metadata=metadata, timeout=30)
+    assert next(stream).HasField("bookmark")
+    narrowed = entry("revoked", scopes=["read", "watch"])
+    narrowed["locations"] = ["loc-reload"]
+    watching_streams.path.write_text(
+        tokens_json(entry("keeper", scopes=["read", "watch"]), narrowed), encoding="utf-8"
+    )
+    started = time.monotonic()
+    watching_streams.server.signal(signal.SIGHUP)
+    with pytest.raises(grpc.RpcError) as ended:
+        for _ in stream:
+            assert time.monotonic() - started < 5, "the narrowed token's stream kept running"
+    assert ended.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "every location" in (ended.value.details() or "")
+    # A stream naming the location it may still watch goes on.
+    named = open_stream(stub, "revoked")
+    assert next(named).HasField("bookmark")
+    named.cancel()

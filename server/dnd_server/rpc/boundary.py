@@ -35,7 +35,15 @@ import grpc
 import structlog
 from google.protobuf.message import Message
 
-from dnd_server.auth import ANONYMOUS, Caller, Permission, TokenTable, Unauthenticated, bearer
+from dnd_server.auth import (
+    ANONYMOUS,
+    Caller,
+    Permission,
+    PermissionDenied,
+    TokenTable,
+    Unauthenticated,
+    bearer,
+)
 from dnd_server.domain.errors import DndError, ResponseTooLarge, TooManyStreams, Unavailable
 from dnd_server.metrics import Metrics
 from dnd_server.rpc.decoding import Undecodable
@@ -240,7 +248,15 @@ class Call:
             if boundary.tokens is table and now - checked < _RECHECK_SECONDS:
                 return
             table, checked = boundary.tokens, now
-            boundary.authenticate(self.context).require(permission, locations)
+            caller = boundary.authenticate(self.context)
+            if not locations and caller.locations is not None:
+                # The stream follows every location (its token had "*"): a token narrowed to
+                # some locations may not go on watching the others.
+                raise PermissionDenied(
+                    f"caller {caller.name!r} may no longer act on every location; open a "
+                    "stream naming the locations it may"
+                )
+            caller.require(permission, locations)
 
         return check
 
