@@ -203,3 +203,67 @@ def test_evidence_is_shown_only_with_read(sstub: Stub) -> None:
     )
     (revoked,) = stop.status.consents
     assert revoked.status == pb.CONSENT_STATUS_REVOKED and not revoked.HasField("evidence")
+
+
+SECRETS = ("agent-secret-7", "called about the bill", "the STOP text", "carrier:30007")
+
+
+def test_write_answers_tell_decisions_not_dossiers_without_read(sstub: Stub) -> None:
+    """A write's answer shows the contact's status: to a caller without ``read`` (a gateway
+    posting inbound messages, a writer) it is the decision view CheckSend gives, no actor,
+    note, evidence, provider detail or address of any block, and no contact holding a
+    suppressed address; a caller with ``read`` sees the record whole."""
+    holder, probe = new_id("contact"), new_id("contact")
+    admin = bearer("admin")
+    sstub.SetDnd(
+        factories.enable(
+            LOC,
+            holder,
+            reason=pb.REASON_SMS_OPT_OUT_KEYWORD,
+            source=pb.SOURCE_CONTACT,
+            address=PHONE,
+            actor_id=SECRETS[0],
+            note=SECRETS[1],
+            evidence=SECRETS[2],
+            provider_detail=SECRETS[3],
+        ),
+        metadata=admin,
+        timeout=T,
+    )
+    sstub.SetDnd(
+        factories.enable(LOC, holder, pb.CHANNEL_EMAIL, actor_id=SECRETS[0], note=SECRETS[1]),
+        metadata=admin,
+        timeout=T,
+    )
+    answers = {
+        # Nothing to do: the message is no keyword, and the sender is another contact's.
+        "gateway": sstub.ProcessInboundMessage(
+            factories.inbound(LOC, holder, "hello there"), metadata=bearer("gateway"), timeout=T
+        ),
+        "gateway, another contact": sstub.ProcessInboundMessage(
+            factories.inbound(LOC, probe, "hello", from_address=PHONE),
+            metadata=bearer("gateway"),
+            timeout=T,
+        ),
+        "writer": sstub.SetDnd(
+            factories.enable(LOC, probe, address=PHONE),
+            metadata=bearer("writer"),
+            timeout=T,
+        ),
+    }
+    for who, answer in answers.items():
+        text = str(answer)
+        # The holding contact is named only in the answer about itself.
+        for secret in (*SECRETS, *([holder] if who != "gateway" else [])):
+            assert secret not in text, (who, secret, text)
+    # The decision stays: what denies, and since when.
+    shown = answers["gateway"].status
+    assert {b.reason for b in shown.blocks} == {pb.REASON_SMS_OPT_OUT_KEYWORD, pb.REASON_MANUAL}
+    assert all(b.HasField("since") for b in shown.blocks)
+    [suppression] = answers["writer"].status.address_suppressions
+    assert suppression.reason == pb.REASON_SMS_OPT_OUT_KEYWORD and suppression.contact_id == ""
+    # With read, the record is whole.
+    whole = sstub.ProcessInboundMessage(
+        factories.inbound(LOC, holder, "hello again"), metadata=admin, timeout=T
+    )
+    assert all(secret in str(whole) for secret in SECRETS)

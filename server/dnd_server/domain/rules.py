@@ -197,18 +197,19 @@ def refusal_for(block: Block | AddressSuppression, who: ClearCredentials) -> Ref
 def _foreign_refusal(suppression: AddressSuppression, who: ClearCredentials) -> str | None:
     """Why ``who`` (allowed by the clear policy) may still not clear a suppression set by
     another contact's event, or None when it may."""
-    owner = suppression.contact_id
+    # The contact whose event set it is not named: a refusal reaches callers without the read
+    # permission, who may not learn which contact holds an address (GetStatus shows it).
     if who.source is Source.SUPPORT:
         if who.evidence.strip():
             return None
         return (
-            f"source SUPPORT must give non-empty evidence to clear a suppression set by "
-            f"contact {owner}'s event"
+            "source SUPPORT must give non-empty evidence to clear a suppression set by "
+            "another contact's event"
         )
     if who.source is Source.CONTACT and who.from_address == suppression.address:
         return None
     return (
-        f"the suppression was set by contact {owner}'s event; source {who.source.value} "
+        f"the suppression was set by another contact's event; source {who.source.value} "
         f"acting on contact {who.contact_id} is not the address itself and may not clear it"
     )
 
@@ -234,9 +235,8 @@ def what_clears_foreign(suppression: AddressSuppression) -> str:
                 f"address {suppression.address})"
             )
     return (
-        f"set by contact {suppression.contact_id}'s event: from another contact "
-        f"{' or '.join(ways)} may clear it; from contact {suppression.contact_id}, "
-        f"{what_clears(reason)}"
+        f"set by another contact's event: from any other contact {' or '.join(ways)} may "
+        f"clear it; from the contact whose event set it, {what_clears(reason)}"
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from dnd.v1 import dnd_pb2 as pb
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -863,21 +864,37 @@ def policy_to_pb(policy: ConsentPolicy) -> pb.ConsentPolicy:
 _M = TypeVar("_M", bound=Message)
 
 
-def without_consent_evidence(answer: _M) -> _M:
-    """``answer`` with the evidence of every consent it shows cleared (its ``status``'s
-    consents, its ``consent``, its ``revoked``), for a caller without the read permission."""
-    message: Any = answer  # one of several answers: its fields are looked up by name
-    fields = answer.DESCRIPTOR.fields_by_name
-    shown: list[pb.Consent] = []
-    if "status" in fields and message.HasField("status"):
-        shown.extend(message.status.consents)
-    if "consent" in fields and message.HasField("consent"):
-        shown.append(message.consent)
-    if "revoked" in fields:
-        shown.extend(message.revoked)
-    for consent in shown:
-        consent.ClearField("evidence")
+# What a caller without the read permission is not shown of a write's answer, by message:
+# who wrote what about the contact (as CheckSend's decision view), and which other contact
+# holds a suppressed address.
+_DOSSIER_FIELDS: dict[str, tuple[str, ...]] = {
+    "dnd.v1.Block": ("actor_id", "note", "evidence", "provider_detail", "address"),
+    "dnd.v1.AddressSuppression": ("address", "actor_id", "contact_id", "provider_detail"),
+    "dnd.v1.Consent": ("evidence",),
+}
+
+
+def decisions_only(answer: _M) -> _M:
+    """``answer`` as a caller without the read permission is shown it: every block with its
+    direction, scope, reason, source and since only, every suppression with its channel,
+    reason, source and since only, no consent's evidence (at any depth)."""
+    _strip(answer)
     return answer
+
+
+def _strip(message: Any) -> None:
+    for name in _DOSSIER_FIELDS.get(message.DESCRIPTOR.full_name, ()):
+        message.ClearField(name)
+    for field, value in message.ListFields():
+        if field.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        if field.is_repeated:
+            if field.message_type.GetOptions().map_entry:
+                continue
+            for item in value:
+                _strip(item)
+        else:
+            _strip(value)
 
 
 def record_consent_to_pb(

@@ -41,6 +41,7 @@ from dnd_server.rpc.convert import (
     bulk_progress,
     check_send_to_pb,
     compliance_replies_to_pb,
+    decisions_only,
     delivery_mappings_to_pb,
     erase_to_pb,
     history_page_to_pb,
@@ -59,7 +60,6 @@ from dnd_server.rpc.convert import (
     settings_to_pb,
     status_to_pb,
     suppression_to_pb,
-    without_consent_evidence,
 )
 from dnd_server.rpc.scrub import scrub_answer
 from dnd_server.service import ExportBatch, InboundDecision, ProviderEvent
@@ -536,9 +536,11 @@ _VERSION = _server_version()
 
 
 def _shown(call: Call, answer: _A) -> _A:
-    """A write's answer as the caller may see it: consent evidence only with the read
-    permission (the answer kept for retries has it; each caller is shown its share)."""
-    return answer if call.may(Permission.READ) else without_consent_evidence(answer)
+    """A write's answer as the caller may see it: the contact's dossier (who wrote what, the
+    proof, the contact holding a suppressed address, consent evidence) only with the read
+    permission, decisions otherwise (``decisions_only``), as CheckSend answers. The answer
+    kept for retries is whole; each caller is shown its share."""
+    return answer if call.may(Permission.READ) else decisions_only(answer)
 
 
 def _inbound_answer(channel: Channel, result: WriteResult) -> pb.ProcessInboundMessageResponse:
