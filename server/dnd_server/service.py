@@ -442,6 +442,16 @@ class DndService:
             location_id, [contact for contact, _ in targets], addresses, options
         )
         now = self._clock()
+        # Consent is judged when the send is to go: one expiring before ``send_at`` does not
+        # count for it. A compliance reply goes now, its window judged now.
+        if (
+            purpose is not Purpose.COMPLIANCE_REPLY
+            and timing.send_at is not None
+            and timing.send_at > now
+        ):
+            consent_at = timing.send_at
+        else:
+            consent_at = now
 
         def decide(index: int, policy: ConsentPolicy = NO_POLICY) -> SendDecision:
             contact_id, address = targets[index]
@@ -456,7 +466,7 @@ class DndService:
                 address=address,
                 consents=state.consents,
                 policy=policy,
-                now=now,
+                now=consent_at,
             )
 
         # Whether consent or quiet hours may judge the sends DND allows (``allowed``).

@@ -109,6 +109,11 @@ def check(stub: Any, loc: str, contact: str, **fields: Any) -> pb.CheckSendRespo
     return stub.CheckSend(factories.check(loc, contact, **fields), timeout=T)
 
 
+def soon() -> Any:
+    """A send planned a minute from now (consent is judged at the planned time)."""
+    return ts(now() + dt.timedelta(minutes=1))
+
+
 def status(stub: Any, loc: str, contact: str, **fields: Any) -> pb.ContactStatus:
     return stub.GetStatus(factories.get_status(loc, contact, **fields), timeout=T).status
 
@@ -295,10 +300,12 @@ def test_revoke_consent(stub: Any, db: Database, loc: str, contact: str) -> None
     stub.RecordConsent(record(loc, contact, purpose=INFORMATIONAL), timeout=T)
     stub.RecordConsent(record(loc, contact, address=PHONE), timeout=T)
     stub.RecordConsent(record(loc, contact, channel=EMAIL), timeout=T)
-    # One address's.
+    # One address's: its own consent, and the contact-wide informational one for it alone (a
+    # revoked record of the address, so the contact-wide one no longer counts there).
     one = stub.RevokeConsent(revoke(loc, contact, address=PHONE_RAW, note="asked"), timeout=T)
-    assert one.changed and [(c.address, c.status) for c in one.revoked] == [
-        (PHONE, pb.CONSENT_STATUS_REVOKED)
+    assert one.changed and [(c.address, c.purpose, c.status) for c in one.revoked] == [
+        (PHONE, MARKETING, pb.CONSENT_STATUS_REVOKED),
+        (PHONE, INFORMATIONAL, pb.CONSENT_STATUS_REVOKED),
     ]
     assert one.revoked[0].revoked_by == "REVOKED"
     assert one.revoked[0].HasField("revoked_at")
@@ -310,7 +317,7 @@ def test_revoke_consent(stub: Any, db: Database, loc: str, contact: str) -> None
     assert [c.purpose for c in rest.revoked] == [INFORMATIONAL]
     nothing = stub.RevokeConsent(revoke(loc, contact), timeout=T)
     assert not nothing.changed and not nothing.revoked
-    assert nothing.status.version == rest.status.version == 7
+    assert nothing.status.version == rest.status.version == 8
     by_channel = {
         (c.channel, c.purpose, c.address): c.status for c in status(stub, loc, contact).consents
     }
@@ -318,6 +325,7 @@ def test_revoke_consent(stub: Any, db: Database, loc: str, contact: str) -> None
         (SMS, MARKETING, ""): pb.CONSENT_STATUS_REVOKED,
         (SMS, MARKETING, PHONE): pb.CONSENT_STATUS_REVOKED,
         (SMS, INFORMATIONAL, ""): pb.CONSENT_STATUS_REVOKED,
+        (SMS, INFORMATIONAL, PHONE): pb.CONSENT_STATUS_REVOKED,
         (EMAIL, MARKETING, ""): pb.CONSENT_STATUS_ACTIVE,
     }
     entry = history(stub, loc, contact)[0]
@@ -325,6 +333,21 @@ def test_revoke_consent(stub: Any, db: Database, loc: str, contact: str) -> None
     assert entry.consent.status == pb.CONSENT_STATUS_REVOKED
     assert entry.note == ""  # the last revoke had no note
     assert history(stub, loc, contact)[2].note == "asked"
+    assert history(stub, loc, contact)[3].note == "asked"
+
+
+def test_revoking_one_number_stops_sends_to_it_under_a_contact_wide_consent(
+    stub: Any, loc: str, contact: str
+) -> None:
+    require(stub, loc, SMS)
+    stub.RecordConsent(record(loc, contact), timeout=T)
+    other = "+14155550199"
+    assert check(stub, loc, contact, address=PHONE_RAW).allowed
+    stub.RevokeConsent(revoke(loc, contact, address=PHONE_RAW), timeout=T)
+    denied = check(stub, loc, contact, address=PHONE_RAW)
+    assert denied.denial == pb.DENIAL_NO_CONSENT and "revoked" in denied.explanation
+    # The contact's other numbers keep the contact-wide consent.
+    assert check(stub, loc, contact, address=other).allowed
 
 
 # --- the policy on the send path ------------------------------------------------------------
@@ -476,7 +499,10 @@ def test_consent_that_expired_no_longer_counts(
     # An express consent with an expiry, counting until its stored expiry is moved past.
     other = new_id("contact")
     stub.RecordConsent(record(loc, other, expires_at=ts(now() + dt.timedelta(days=30))), timeout=T)
-    assert check(stub, loc, other).allowed
+    assert check(stub, loc, other, send_at=soon()).allowed
+    # A send planned after the expiry is not allowed by it.
+    planned = check(stub, loc, other, send_at=ts(now() + dt.timedelta(days=31)))
+    assert planned.denial == pb.DENIAL_NO_CONSENT and "has expired" in planned.explanation
     db.execute(
         "UPDATE dnd_consents SET expires_at = now() - interval '1 second' "
         "WHERE location_id = $1 AND contact_id = $2",
@@ -540,7 +566,7 @@ def test_double_opt_in_confirmed_by_yes_within_the_window(
     window = pending.confirm_by.ToDatetime() - pending.captured_at.ToDatetime()
     assert window == dt.timedelta(hours=1)
     assert "until the contact confirms" in answer.explanation
-    denied = check(stub, loc, contact)
+    denied = check(stub, loc, contact, send_at=soon())
     assert denied.denial == pb.DENIAL_NO_CONSENT
     assert "waiting for the contact's confirmation" in denied.explanation
 

@@ -24,6 +24,7 @@ from dnd_server.domain.consent import (
     ImpliedBasis,
     confirmable,
     consent_sort_key,
+    counting_consent,
     explain_recorded,
     keyword_consents,
     recorded_consent,
@@ -227,8 +228,10 @@ def test_revoke_by_purpose_and_address() -> None:
 
     assert keys(None, "") == [(MARKETING, ""), (MARKETING, PHONE), (INFORMATIONAL, "")]
     assert keys(MARKETING, "") == [(MARKETING, ""), (MARKETING, PHONE)]
-    assert keys(None, PHONE) == [(MARKETING, PHONE)]
-    assert keys(None, OTHER) == []  # expired: nothing to revoke
+    # One address: its own consents, and a revoked record of it for each contact-wide one
+    # covering it (unless the address has a record of that purpose: OTHER's expired one).
+    assert keys(None, PHONE) == [(MARKETING, PHONE), (INFORMATIONAL, PHONE)]
+    assert keys(None, OTHER) == [(MARKETING, OTHER)]
     [(enabled, revoked)] = consents_of(plan_revoke_consent(state(address), SMS, None, PHONE, at))
     assert not enabled
     assert (revoked.status, revoked.revoked_at, revoked.revoked_by) == (
@@ -485,3 +488,57 @@ def test_watch_filter_by_kind(kind: ChangeKind) -> None:
     assert WatchFilter(kinds=frozenset({kind})).matches(change(kind))
     others = frozenset(ChangeKind) - {kind}
     assert not WatchFilter(kinds=others).matches(change(kind))
+
+
+def test_a_contact_wide_consent_revoked_for_one_address_no_longer_counts_there() -> None:
+    """RevokeConsent for one number stops sends to it under the contact-wide consent, not to
+    the contact's other numbers; a contact-wide consent captured after that counts again."""
+    wide = consent()
+    at = T0 + DAY
+    [for_phone] = to_revoke((wide,), SMS, MARKETING, PHONE, at)
+    assert (for_phone.address, for_phone.status, for_phone.revoked_at) == (
+        PHONE,
+        ConsentStatus.REVOKED,
+        at,
+    )
+    held = (wide, for_phone)
+    assert counting_consent(held, SMS, MARKETING, PHONE, at + SECOND) is None
+    assert counting_consent(held, SMS, MARKETING, OTHER, at + SECOND) == wide
+    again = consent(captured_at=at + DAY)
+    assert counting_consent((again, for_phone), SMS, MARKETING, PHONE, at + 2 * DAY) == again
+
+
+def test_a_consent_counts_once_captured() -> None:
+    """A capture time ahead of the clock (allowed within the skew) counts from then on."""
+    ahead = consent(captured_at=T0 + 4 * 60 * SECOND)
+    assert counting_consent((ahead,), SMS, MARKETING, PHONE, T0) is None
+    assert counting_consent((ahead,), SMS, MARKETING, PHONE, T0 + 5 * 60 * SECOND) == ahead
+
+
+def test_an_implied_basis_bounds_the_expiry_given() -> None:
+    """CASL: an inquiry counts 6 months, a purchase 2 years; a later expiry is cut to it, an
+    earlier one kept."""
+    captured = T0
+    long = request(
+        kind=ConsentKind.IMPLIED,
+        implied_basis=ImpliedBasis.INQUIRY,
+        captured_at=captured,
+        expires_at=dt.datetime(2098, 1, 1, tzinfo=dt.UTC),
+    )
+    made = long.consent(captured, WINDOW)
+    assert made.expires_at == dt.datetime(2026, 9, 1, 12, 0, tzinfo=dt.UTC)
+    short = request(
+        kind=ConsentKind.IMPLIED,
+        implied_basis=ImpliedBasis.PURCHASE,
+        captured_at=captured,
+        expires_at=captured + DAY,
+    )
+    assert short.consent(captured, WINDOW).expires_at == captured + DAY
+
+
+def test_start_from_an_unknown_sender_records_no_keyword_consent() -> None:
+    """The keyword consent is the number's: a START whose sender is not known lifts the
+    opt-out and records no consent for the contact's numbers at large."""
+    stopped = state(blocks=(stop_block(),))
+    outcome = plan_inbound_message(stopped, classify("START"), "START", "", T0 + DAY)
+    assert outcome.steps and all(isinstance(s.target, Block) for s in outcome.steps)

@@ -257,9 +257,12 @@ def test_a_dnd_opt_out_revokes_every_purpose_of_its_channel_only() -> None:
         consent(status=ConsentStatus.REVOKED),
     ]
     revoked = revoked_by_opt_out(held, opt_out(), PHONE, T0)
+    # The contact's other numbers too: the opt-out blocks the contact on the channel, and a
+    # consent of another number must not outlive it (to count again once the block lifts).
     assert [(c.channel, c.purpose, c.address) for c in revoked] == [
         (Channel.SMS, ConsentPurpose.MARKETING, ""),
         (Channel.SMS, ConsentPurpose.INFORMATIONAL, ""),
+        (Channel.SMS, ConsentPurpose.MARKETING, OTHER),
     ]
     assert all(c.status is ConsentStatus.REVOKED and c.revoked_at == T0 for c in revoked)
     assert {c.revoked_by for c in revoked} == {"SMS_OPT_OUT_KEYWORD"}

@@ -109,6 +109,29 @@ def test_the_reply_goes_only_to_the_address_that_opted_out() -> None:
     assert decision.allowed and len(steps) == 1
 
 
+def test_an_opt_out_naming_no_address_replies_to_no_suppressed_address() -> None:
+    """A STOP whose sender is not known allows its one reply to any address, but not to one
+    an opt-out suppressed (another contact's, which had its reply, or one of its own)."""
+    bare = block(address="")
+    other_stop = AddressSuppression(
+        Channel.SMS, OTHER, Reason.SMS_OPT_OUT_KEYWORD, Source.CONTACT, "c2", since=T0
+    )
+    decision = decide_send(
+        (bare,),
+        Channel.SMS,
+        Direction.OUTBOUND,
+        (other_stop,),
+        purpose=Purpose.COMPLIANCE_REPLY,
+        address=OTHER,
+        now=T0 + SECOND,
+    )
+    assert not decision.allowed and decision.denial is Denial.COMPLIANCE_REPLY_SPENT
+    assert f"may not go to {OTHER}" in decision.explanation
+    # To an address no opt-out suppressed, the one reply still goes.
+    decision, steps = plan_claim_reply(state(bare), Channel.SMS, PHONE, T0 + SECOND)
+    assert decision.allowed and len(steps) == 1
+
+
 def test_no_reply_on_another_channel_that_dnd_blocks() -> None:
     everything = block(Reason.MANUAL, scope=None, source=Source.USER, address="")
     contact = state(block(), everything)

@@ -418,3 +418,12 @@ def test_a_judged_decision_keeps_every_field_of_the_decision() -> None:
     judged_ = with_quiet_hours(base, verdict)
     assert judged_.allowed and judged_.explanation == base.explanation
     assert all(getattr(judged_, name) == getattr(base, name) for name in copied)
+
+
+def test_the_pacific_territories_are_judged_in_their_own_zones() -> None:
+    """American Samoa, Guam and the Northern Marianas lie outside the zones assumed for a +1
+    number: an exchange the number data do not place still gets its territory's zone."""
+    assert number_facts("+16842581234")[0] == ("Pacific/Pago_Pago",)
+    assert number_facts("+16715551234")[0] == ("Pacific/Guam",)
+    assert number_facts("+16705551234")[0] == ("Pacific/Saipan",)
+    assert recipient("+16842581234", "").zones == ("Pacific/Pago_Pago",)

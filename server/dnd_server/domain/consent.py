@@ -297,13 +297,32 @@ def counting_consent(
     now: dt.datetime,
 ) -> Consent | None:
     """The consent that allows a send of ``purpose`` on ``channel`` to ``address`` at
-    ``now``, or None."""
+    ``now``, or None: one active at ``now`` and captured by then, that covers the address,
+    and (a contact-wide one) not revoked for that address since it was captured."""
+    consents = list(consents)
     for consent in consents:
-        if consent.covers(channel, purpose, address) and consent.status_at(now) is (
-            ConsentStatus.ACTIVE
+        if (
+            consent.covers(channel, purpose, address)
+            and consent.status_at(now) is ConsentStatus.ACTIVE
+            and consent.captured_at <= now
+            and not (not consent.address and _revoked_for(consents, consent, address))
         ):
             return consent
     return None
+
+
+def _revoked_for(consents: Sequence[Consent], wide: Consent, address: str) -> bool:
+    """Whether the contact-wide consent ``wide`` was revoked for ``address`` alone (a revoked
+    consent of that address, revoked after ``wide`` was captured)."""
+    return bool(address) and any(
+        c.address == address
+        and c.channel is wide.channel
+        and c.purpose is wide.purpose
+        and c.status is ConsentStatus.REVOKED
+        and c.revoked_at is not None
+        and c.revoked_at >= wide.captured_at
+        for c in consents
+    )
 
 
 def explain_no_consent(
@@ -380,8 +399,8 @@ def revoked_by_opt_out(
             continue
         if consent.purpose not in purposes:
             continue
-        if consent.address and address and consent.address != address:
-            continue
+        # Every consent of the channel, whatever address it names: the opt-out blocks the
+        # contact on the channel, and a consent of its other numbers must not outlive it.
         revoked.append(
             replace(
                 consent,
@@ -497,8 +516,11 @@ class ConsentRecord:
         the expiry unless one is given; a pending double opt-in must be confirmed within
         ``window`` of its capture."""
         expires_at = self.expires_at
-        if expires_at is None and self.implied_basis is not None:
-            expires_at = implied_expiry(self.implied_basis, captured_at)
+        if self.implied_basis is not None:
+            # The basis bounds an implied consent: an expiry given may shorten it, never
+            # lengthen it past what the basis allows (CASL).
+            limit = implied_expiry(self.implied_basis, captured_at)
+            expires_at = limit if expires_at is None else min(expires_at, limit)
         return Consent(
             channel=self.channel,
             purpose=self.purpose,
@@ -546,15 +568,31 @@ def to_revoke(
 ) -> list[Consent]:
     """The consents a RevokeConsent of ``channel`` (``purpose`` None: both purposes;
     ``address`` "": the contact's and every address's) revokes, revoked: those still
-    standing (active or pending at ``now``)."""
-    return [
+    standing (active or pending at ``now``). Revoked for one address, a contact-wide consent
+    that covers it gets a revoked record of that address (``counting_consent`` then no
+    longer counts it there), unless the address has a record of its own."""
+    consents = list(consents)
+    standing = (ConsentStatus.ACTIVE, ConsentStatus.PENDING)
+    made = [
         revoked(c, now)
         for c in consents
         if c.channel is channel
         and (purpose is None or c.purpose is purpose)
         and (not address or c.address == address)
-        and c.status_at(now) in (ConsentStatus.ACTIVE, ConsentStatus.PENDING)
+        and c.status_at(now) in standing
     ]
+    if address:
+        own = {c.key for c in consents if c.address == address}
+        for wide in consents:
+            if (
+                not wide.address
+                and wide.channel is channel
+                and (purpose is None or wide.purpose is purpose)
+                and wide.status_at(now) in standing
+                and ConsentKey(channel, wide.purpose, address) not in own
+            ):
+                made.append(replace(revoked(wide, now), address=address))
+    return made
 
 
 def confirmable(

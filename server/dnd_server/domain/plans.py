@@ -215,7 +215,8 @@ def plan_inbound_message(
         for each in channels:
             steps += plan_remove(state, Direction.OUTBOUND, each, None, who, from_address)
         consents = [confirmed(c) for c in pending]
-        if steps and Channel.SMS in channels:
+        # Keyword consent is the number's: a START whose sender is not known records none.
+        if steps and Channel.SMS in channels and from_address:
             consents += keyword_consents(
                 state.consents,
                 Channel.SMS,

@@ -395,7 +395,19 @@ def number_facts(e164: str) -> tuple[tuple[str, ...], str]:
     if number.country_code == 1:
         national = str(number.national_number)
         state = AREA_CODE_STATES.get(national[:3], "") if len(national) == 10 else ""
+        if not zones and len(national) == 10:
+            # The Pacific territories' area codes are one zone each, whatever the exchange
+            # (the number data give the whole plan's zones for some exchanges).
+            zones = _TERRITORY_ZONES.get(national[:3], ())
     return zones, state
+
+
+# Area codes of US territories outside the zones of ``US_ZONES``.
+_TERRITORY_ZONES: dict[str, tuple[str, ...]] = {
+    "684": ("Pacific/Pago_Pago",),
+    "671": ("Pacific/Guam",),
+    "670": ("Pacific/Saipan",),
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -489,6 +489,16 @@ def _compliance_reply(
 ) -> SendDecision:
     """A COMPLIANCE_REPLY where DND denies: the one reply of a fresh opt-out, or nothing."""
     opt_out = reply_allowance(blocks, channel, address, now)
+    if opt_out is not None and not opt_out.address and by_address:
+        assert opt_out.since is not None
+        # An opt-out that named no address allows its reply to any address, but not to one
+        # an opt-out suppressed (that opt-out had its own reply, or it is another contact's).
+        why = (
+            f"denied: the one compliance reply after the {opt_out.reason.value} opt-out of "
+            f"{_iso(opt_out.since)} may not go to {address}, which is suppressed on "
+            f"{channel.value}; name the address the opt-out came from"
+        )
+        return SendDecision(False, dnd, why, by_address, Denial.COMPLIANCE_REPLY_SPENT)
     if opt_out is not None:
         assert opt_out.since is not None
         why = (
