@@ -296,6 +296,18 @@ def test_every_provider_has_an_opt_out_or_unreachable_code() -> None:
             "user_preferences:marketing_messages:stop",
             ("meta", "user_preferences:stop_marketing"),
         ),
+        # In any letter case, as the other providers' names: an upper-cased stop is a stop.
+        ("meta", "USER_PREFERENCES:STOP_MARKETING", ("meta", "user_preferences:stop_marketing")),
+        (
+            "meta",
+            "User_Preferences:Marketing_Messages:Stop",
+            ("meta", "user_preferences:stop_marketing"),
+        ),
+        (
+            "meta",
+            " user_preferences:Resume_Marketing ",
+            ("meta", "user_preferences:resume_marketing"),
+        ),
     ],
 )
 def test_names_and_codes_are_normalised(
@@ -311,7 +323,6 @@ def test_names_and_codes_are_normalised(
     [
         ("twilio", "99999"),
         ("twilio", "131050"),  # Meta's code, not Twilio's
-        ("meta", "USER_PREFERENCES:STOP_MARKETING"),  # Meta's event names are exact
         ("ses", "Bounce"),
         ("sendgrid", "bounce:permanent"),
         ("acme", "30004"),  # an unknown provider knows no code

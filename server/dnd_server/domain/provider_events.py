@@ -378,12 +378,15 @@ RESUME_MARKETING = "user_preferences:resume_marketing"
 def _meta_code(code: str) -> str:
     """Meta's numeric error codes without leading zeros; the user_preferences webhook as
     ``user_preferences:stop_marketing`` / ``resume_marketing``, also spelt as its payload
-    says it (``user_preferences:marketing_messages:stop`` / ``:resume``)."""
+    says it (``user_preferences:marketing_messages:stop`` / ``:resume``), in any letter case
+    (as the other providers' names: a caller's upper-cased stop is still a stop)."""
     spelt = {
+        STOP_MARKETING: STOP_MARKETING,
+        RESUME_MARKETING: RESUME_MARKETING,
         "user_preferences:marketing_messages:stop": STOP_MARKETING,
         "user_preferences:marketing_messages:resume": RESUME_MARKETING,
     }
-    return spelt.get(code, _numeric(code))
+    return spelt.get(code.strip().lower(), _numeric(code))
 
 
 _META_ERRORS = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes"
