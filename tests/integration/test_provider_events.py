@@ -338,8 +338,8 @@ def test_the_contact_texting_start_clears_carrier_blocks(
         )
     )
     assert answer.changed
-    # Two blocks set, two lifted; no keyword consent (the START names no sender number).
-    assert answer.status.version == 4 and not answer.status.consents
+    # Two blocks set, two lifted, two keyword consents recorded.
+    assert answer.status.version == 6
     assert db.blocks(loc) == 0
     assert check(stub, loc, contact, SMS).allowed
 

@@ -534,11 +534,3 @@ def test_an_implied_basis_bounds_the_expiry_given() -> None:
         expires_at=captured + DAY,
     )
     assert short.consent(captured, WINDOW).expires_at == captured + DAY
-
-
-def test_start_from_an_unknown_sender_records_no_keyword_consent() -> None:
-    """The keyword consent is the number's: a START whose sender is not known lifts the
-    opt-out and records no consent for the contact's numbers at large."""
-    stopped = state(blocks=(stop_block(),))
-    outcome = plan_inbound_message(stopped, classify("START"), "START", "", T0 + DAY)
-    assert outcome.steps and all(isinstance(s.target, Block) for s in outcome.steps)

@@ -240,7 +240,7 @@ def test_meta_events(
     [
         ("meta", "131026"),  # undeliverable: not an opt-out
         ("meta", "131050 "),
-        ("meta", "USER_PREFERENCES:STOP_MARKETING"),
+        ("meta", "user_preferences:stop_everything"),
         ("twilio", "131050"),
         ("", "131050"),
     ],

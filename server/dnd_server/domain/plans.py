@@ -215,8 +215,7 @@ def plan_inbound_message(
         for each in channels:
             steps += plan_remove(state, Direction.OUTBOUND, each, None, who, from_address)
         consents = [confirmed(c) for c in pending]
-        # Keyword consent is the number's: a START whose sender is not known records none.
-        if steps and Channel.SMS in channels and from_address:
+        if steps and Channel.SMS in channels:
             consents += keyword_consents(
                 state.consents,
                 Channel.SMS,
