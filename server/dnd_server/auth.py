@@ -151,7 +151,7 @@ class TokenTable:
         tokens = data.get("tokens") if isinstance(data, dict) else None
         if not isinstance(tokens, list) or not tokens:
             raise TokensFileError(f'{path}: expected {{"tokens": [...]}} with at least one token')
-        entries = []
+        entries: list[TokenEntry] = []
         for i, item in enumerate(tokens):
             where = f"{path}: tokens[{i}]"
             if not isinstance(item, dict):
@@ -176,7 +176,21 @@ class TokenTable:
                 permissions=permissions,
             )
             expires_at = _timestamp(item.get("expires_at"), f"{where}.expires_at")
-            entries.append(TokenEntry(bytes.fromhex(digest), caller, expires_at))
+            hashed = bytes.fromhex(digest)
+            for earlier in entries:
+                # One token, two entries: which scopes and locations hold would be the file's
+                # order, and the names recorded ambiguous.
+                if earlier.digest == hashed:
+                    raise TokensFileError(
+                        f"{where}.sha256: the same token as {earlier.caller.name!r}; "
+                        "each token has one entry"
+                    )
+                if earlier.caller.name == caller.name:
+                    raise TokensFileError(
+                        f"{where}.name: {caller.name!r} names another entry too; each name "
+                        "is one token's (it is recorded as the caller of its changes)"
+                    )
+            entries.append(TokenEntry(hashed, caller, expires_at))
         return cls(entries, clock)
 
     def authenticate(self, token: str) -> Caller | None:

@@ -26,7 +26,7 @@ from dnd.v1 import dnd_pb2 as pb
 from dnd.v1 import dnd_pb2_grpc
 from dnd_server.auth import hash_token
 
-from tests.support import ServerProcess, error_details, new_id, wait_until
+from tests.support import Database, ServerProcess, error_details, new_id, wait_until
 
 T = 10.0  # seconds allowed to any one call
 NAMES = ("keeper", "revoked", "added", "expired", "later")
@@ -382,3 +382,33 @@ def test_a_stream_of_every_location_ends_when_its_token_is_narrowed(
     named = open_stream(stub, "revoked")
     assert next(named).HasField("bookmark")
     named.cancel()
+
+
+def test_an_export_under_way_ends_when_its_token_is_revoked(
+    watching_streams: Secured, database_url: str
+) -> None:
+    """An export is a stream: a token revoked while it runs ends it, as a watch's."""
+    loc = new_id("loc-export")
+    Database(database_url).fetch(
+        "INSERT INTO dnd_address_suppressions (location_id, channel, address, reason, source, "
+        "contact_id, since) SELECT $1, 'SMS', '+1' || lpad(i::text, 10, '0'), "
+        "'SMS_OPT_OUT_KEYWORD', 'CONTACT', 'c-' || i, now() FROM generate_series(1, 8000) AS i",
+        loc,
+    )
+    metadata = (("authorization", f"Bearer {TOKENS['revoked']}"),)
+    request = pb.ExportSuppressionsRequest(location_id=loc, suppressions_only=True)
+    export = watching_streams.stub.ExportSuppressions(request, metadata=metadata, timeout=30)
+    first = next(export)
+    assert len(first.suppressions) > 0
+    mark = watching_streams.mark()
+    watching_streams.path.write_text(
+        tokens_json(entry("keeper", scopes=["read", "watch"])), encoding="utf-8"
+    )
+    watching_streams.server.signal(signal.SIGHUP)
+    wait_log(watching_streams.server, "tokens_reloaded", mark)
+    rows = len(first.suppressions)
+    with pytest.raises(grpc.RpcError) as ended:
+        for message in export:
+            rows += len(message.suppressions)
+    assert ended.value.code() == REFUSED
+    assert rows < 8000

@@ -86,3 +86,15 @@ def test_expires_at_must_be_an_rfc3339_timestamp_with_a_zone(tmp_path: Path, val
     assert "tokens[1].expires_at" in message
     assert "RFC 3339" in message and "time zone" in message
     assert str(tmp_path) in message
+
+
+def test_a_token_or_a_name_listed_twice_is_refused(tmp_path: Path) -> None:
+    """Two entries of one token would make its scopes and locations the file's order; two
+    of one name would record two tokens' changes as one caller."""
+    twice = entry("keeper")
+    again = {**entry("later"), "sha256": twice["sha256"]}
+    with pytest.raises(TokensFileError, match=r"tokens\[1\]\.sha256.*'keeper'"):
+        load(tmp_path, twice, again)
+    named = {**entry("later"), "name": "keeper"}
+    with pytest.raises(TokensFileError, match=r"tokens\[1\]\.name"):
+        load(tmp_path, twice, named)

@@ -482,9 +482,12 @@ class DndServicer(Boundary, dnd_pb2_grpc.DndServiceServicer):
         flt, start, bound = validate.export_suppressions(request, self.region)
         call.require(Permission.READ, request.location_id)
         with call.stream_slot():
+            # A token removed, expired or narrowed meanwhile ends the export (as a watch).
+            still_allowed = call.recheck(Permission.READ, frozenset({request.location_id}))
             batches = call.runtime.service.export(request.location_id, flt, start)
             async with contextlib.aclosing(batches) as rows:
                 async for batch in rows:
+                    still_allowed()
                     call.events += len(batch.blocks) + len(batch.suppressions)
                     # Each message is sent (flow control permitting) before the batch after
                     # the next is read; a batch of large rows goes as several messages.
