@@ -652,3 +652,26 @@ def test_the_migration_gives_logged_suppression_changes_their_owner(empty_databa
         (5, "c", ""),
         (6, "d", ""),
     ]
+
+
+# --- one address, several contacts' opt-outs ------------------------------------------------------
+
+
+@pytest.mark.parametrize("first", ["a", "b"])
+def test_an_address_two_contacts_opted_out_is_neither_ones_to_clear(
+    stub: Any, db: Database, loc: str, first: str
+) -> None:
+    """Two contacts unsubscribed the same address (the same reason, one suppression row): it
+    is both their opt-out, so neither contact's USER clear lifts it, whichever came first;
+    the address itself, or SUPPORT with evidence, still may."""
+    a, b, third = new_id("contact"), new_id("contact"), new_id("contact")
+    for contact in (a, b) if first == "a" else (b, a):
+        assert email_event(stub, loc, contact, pb.EMAIL_EVENT_UNSUBSCRIBE_LINK).changed
+    for contact in (a, b):
+        refusal(lambda c=contact: clear(stub, loc, c, EMAIL, EMAIL_ADDRESS, USER))
+    assert not check(stub, loc, third, EMAIL, EMAIL_ADDRESS)
+    [row] = db.fetch("SELECT contact_id FROM dnd_address_suppressions WHERE location_id = $1", loc)
+    assert row["contact_id"] == ""
+    # The address undoing its own unsubscribe lifts it.
+    clear(stub, loc, a, EMAIL, EMAIL_ADDRESS, CONTACT)
+    assert check(stub, loc, third, EMAIL, EMAIL_ADDRESS)

@@ -256,15 +256,17 @@ def test_contact_and_address_denials_are_told_apart(
     assert [s.reason for s in both.denied_by_address] == [R.REASON_SMS_OPT_OUT_KEYWORD]
 
 
-def test_a_second_contact_stopping_from_the_number_adds_only_its_block(
+def test_a_second_contact_stopping_from_the_number_adds_its_block_and_shares_the_suppression(
     stub: Any, loc: str, contact: str, other: str, db: Database
 ) -> None:
+    """The number's one suppression row becomes both contacts' opt-out: no contact is named
+    as its holder, so neither contact's clear alone lifts it (test_address_ownership.py)."""
     inbound(stub, loc, contact, "STOP", from_address=PHONE)
     answer = inbound(stub, loc, other, "stop", from_address="415-555-2671")
     assert answer.changed
-    assert answer.status.version == 1
+    assert answer.status.version == 2
     assert [b.reason for b in answer.status.blocks] == [R.REASON_SMS_OPT_OUT_KEYWORD]
-    assert suppression_rows(db, loc) == [(*STOP_SUPPRESSION, contact)]
+    assert suppression_rows(db, loc) == [(*STOP_SUPPRESSION, "")]
     assert db.blocks(loc) == 2
 
 

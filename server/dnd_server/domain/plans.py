@@ -61,8 +61,13 @@ def plan_add(state: ContactState, block: Block, address: str = "") -> list[Step]
             provider_detail=block.provider_detail,
             since=block.since,
         )
-        if all(s.key != suppression.key for s in state.suppressions):
+        existing = next((s for s in state.suppressions if s.key == suppression.key), None)
+        if existing is None:
             steps.append(Step(True, suppression))
+        elif existing.contact_id and existing.contact_id != state.contact_id:
+            # Another contact's event suppressed the address for this reason already: now it
+            # is several contacts' opt-out, no one contact's to clear (``refusal_for``).
+            steps.append(Step(True, replace(existing, contact_id="")))
     if block.since is not None:
         withdrawn = revoked_by_opt_out(state.consents, block, address, block.since)
         steps.extend(Step(False, c) for c in withdrawn)

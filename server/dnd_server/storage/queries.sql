@@ -214,9 +214,14 @@ JOIN unnest($2::text[], $3::text[]) AS a(channel, address)
 WHERE s.location_id = $1
 
 -- insert_suppression --
+-- A suppression, or (set again by a second contact's event) its row replaced.
 INSERT INTO dnd_address_suppressions (location_id, channel, address, reason, source, contact_id,
                                       actor_id, note, evidence, provider_detail, since)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (location_id, channel, address, reason) DO UPDATE
+SET source = EXCLUDED.source, contact_id = EXCLUDED.contact_id, actor_id = EXCLUDED.actor_id,
+    note = EXCLUDED.note, evidence = EXCLUDED.evidence,
+    provider_detail = EXCLUDED.provider_detail, since = EXCLUDED.since
 
 -- delete_suppression --
 DELETE FROM dnd_address_suppressions

@@ -998,7 +998,8 @@ def _advance(
         elif isinstance(target, Consent):
             consents = [c for c in consents if c.key != target.key] + [target]
         elif step.enabled:
-            suppressions.append(target)
+            # A suppression set again (by a second contact's event) replaces the one of its key.
+            suppressions = [s for s in suppressions if s.key != target.key] + [target]
         else:
             suppressions = [s for s in suppressions if s.key != target.key]
         if summaries is None:
