@@ -99,10 +99,10 @@ def suppression_row(location_id: str, suppression: pb.AddressSuppression) -> dic
     }
 
 
-# A cell a spreadsheet would run as a formula starts with one of these ("+" and "-" unless a
-# number follows, as in a phone number): ``csv_cell`` quotes it with "'", ``csv_value`` of the
-# importer removes that quote again.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A cell a spreadsheet would run as a formula starts with one of these ("+" and "-" unless
+# digits alone follow, as in a phone number): ``csv_cell`` quotes it with "'", ``csv_value``
+# (the importer's) removes the quote again.
+FORMULA_STARTS = "=+-@\t\r"
 
 
 def csv_cell(value: str) -> str:
@@ -111,11 +111,16 @@ def csv_cell(value: str) -> str:
     if not value:
         return value
     first = value[0]
-    if first == "'" or first in "=@\t\r":
-        return "'" + value
-    if first in "+-" and not value[1:].isdigit():
+    if first == "'" or (first in FORMULA_STARTS and not (first in "+-" and value[1:].isdigit())):
         return "'" + value
     return value
+
+
+def csv_value(cell: str) -> str:
+    """A cell as ``csv_cell`` wrote it, without the quote it added."""
+    if len(cell) > 1 and cell[0] == "'" and (cell[1] == "'" or cell[1] in FORMULA_STARTS):
+        return cell[1:]
+    return cell
 
 
 def _carried(row: dict[str, str]) -> tuple[str, str, str, str]:

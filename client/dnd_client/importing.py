@@ -21,6 +21,7 @@ from dnd.v1 import dnd_pb2 as pb
 from dnd_client._requests import DndAction, bulk_item
 from dnd_client.aio import AsyncDndClient
 from dnd_client.errors import DndError
+from dnd_client.exporting import csv_value
 from dnd_client.types import Channel, Direction, Reason, Source
 
 FORMATS = (
@@ -84,14 +85,6 @@ def _rows(text: str, fmt: str) -> Iterator[tuple[int, dict[str, str]]]:
         if not any(cleaned.values()):
             continue
         yield line, cleaned
-
-
-def csv_value(cell: str) -> str:
-    """A cell as ``dndctl export`` wrote it (``exporting.csv_cell``): without the "'" quoting
-    a value a spreadsheet would run as a formula."""
-    if len(cell) > 1 and cell[0] == "'" and (cell[1] == "'" or cell[1] in "=+-@\t\r"):
-        return cell[1:]
-    return cell
 
 
 def _json_rows(text: str) -> Iterator[tuple[int, dict[str, str]]]:

@@ -93,8 +93,7 @@ class ContactCache:
             self._recent[key] = (change.lane, change.seq)
             if change.address and change.scope is not None:
                 akey: AddressKey = (change.location_id, change.scope, change.address)
-                self._addresses.pop(akey, None)
-                self._recent[akey] = (change.lane, change.seq)
+                self._drop_address(akey, change.lane, change.seq)
             if change.kind is ChangeKind.ERASURE:
                 # The change names no address (it holds no personal data).
                 self.forget_addresses(change.location_id, change.seq)
@@ -188,18 +187,16 @@ class ContactCache:
         self,
         key: AddressKey,
         suppressions: tuple[AddressSuppression, ...],
-        read_from: Position | int,
+        read_from: Position,
     ) -> None:
-        """Store an address's suppressions read at feed position ``read_from`` (or as of the
-        change ``read_from`` of its location's lane), unless a change of the address was seen
-        since the read began."""
+        """Store an address's suppressions read at feed position ``read_from``, unless a
+        change of the address was seen since the read began."""
         if not self.enabled:
             return
-        if isinstance(read_from, tuple):
-            read_from = read_from[lane_of(key[0], count())] if read_from else 0
-        if self._invalidated(key) > read_from:
+        seq = read_from[lane_of(key[0], count())] if read_from else 0
+        if self._invalidated(key) > seq:
             return
-        if self._invalidated((key[0],)) > read_from:
+        if self._invalidated((key[0],)) > seq:
             return  # an erasure of the location since the read began
         self._addresses[key] = suppressions
         self._addresses.move_to_end(key)
@@ -208,10 +205,13 @@ class ContactCache:
     def drop_address(self, key: AddressKey, seq: int) -> None:
         """Forget an address's cached suppressions, as of change ``seq`` of its location's
         lane (a write that named it): a read that began before that change stores nothing."""
+        if self.enabled:
+            self._drop_address(key, lane_of(key[0], count()), seq)
+        else:
+            self._addresses.pop(key, None)
+
+    def _drop_address(self, key: AddressKey, lane: int, seq: int) -> None:
         self._addresses.pop(key, None)
-        if not self.enabled:
-            return
-        lane = lane_of(key[0], count())
         self._recent[key] = (lane, max(seq, self._invalidated(key)))
 
     def _trim(self) -> None:

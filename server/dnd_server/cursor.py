@@ -292,36 +292,32 @@ def token_mac(data: bytes) -> bytes:
     return _installed()._prf(b"dnd-list-token", data, 16)
 
 
-# The synthetic IV of a sealed listing token (as a cursor's: the tag of the plaintext).
+# The synthetic IV of a sealed listing token (as a cursor's: the tag of the plaintext), and the
+# header of its keystream (the cursors' keystream, of a header no cursor has).
 _TOKEN_IV_BYTES = 16
+_LIST_TOKEN = b"list"
+# No token this service makes is longer (its keys are ids and addresses); longer is not one.
+_LIST_TOKEN_MAX = 4096
 
 
 def seal_list_token(plain: bytes) -> bytes:
-    """``plain`` encrypted and authenticated under the deployment's key (as cursors are: the
-    IV is a keyed hash of the plaintext, the keystream one of the IV), for the listing and
+    """``plain`` encrypted and authenticated under the deployment's key, as a cursor is (the
+    IV a keyed hash of the plaintext, the keystream one of the IV), for the listing and
     export tokens: they carry contact ids and addresses, which must not be readable where a
     token is logged. A purpose of its own, so no cursor opens as one."""
     codec = _installed()
     iv = codec._prf(b"dnd-list-iv", plain, _TOKEN_IV_BYTES)
-    return iv + _xor(plain, _token_stream(codec, iv, len(plain)))
+    return iv + _xor(plain, codec._keystream(_LIST_TOKEN + iv, len(plain)))
 
 
 def open_list_token(sealed: bytes) -> bytes | None:
     """The plaintext of ``seal_list_token``'s output; None when it is not one this deployment
     sealed."""
-    if len(sealed) <= _TOKEN_IV_BYTES:
+    if not _TOKEN_IV_BYTES < len(sealed) <= _TOKEN_IV_BYTES + _LIST_TOKEN_MAX:
         return None
     codec = _installed()
     iv, body = sealed[:_TOKEN_IV_BYTES], sealed[_TOKEN_IV_BYTES:]
-    plain = _xor(body, _token_stream(codec, iv, len(body)))
+    plain = _xor(body, codec._keystream(_LIST_TOKEN + iv, len(body)))
     if not hmac.compare_digest(iv, codec._prf(b"dnd-list-iv", plain, _TOKEN_IV_BYTES)):
         return None
     return plain
-
-
-def _token_stream(codec: CursorCodec, iv: bytes, size: int) -> bytes:
-    blocks = [
-        codec._prf(b"dnd-list-ks", iv + number.to_bytes(4, "big"), 64)
-        for number in range((size + 63) // 64)
-    ]
-    return b"".join(blocks)[:size]

@@ -992,7 +992,7 @@ class DndService:
         cleared = 0
         for _ in range(_EXPIRY_BATCHES_MAX):
             found = await self._store.expiring_contacts(now, batch)
-            for location_id, contact_id in dict.fromkeys((loc, c) for loc, c, _ in found):
+            for location_id, contact_id in dict.fromkeys(found):
                 lifetime = (await self._store.block_expiry(location_id)).sms_carrier_temporary
                 if lifetime is None:
                     continue  # turned off since the contacts were found

@@ -157,7 +157,7 @@ class _SettingChangedMidPass(Store):
 
     async def expiring_contacts(
         self, now: dt.datetime | None, limit: int
-    ) -> list[tuple[str, str, dt.timedelta]]:
+    ) -> list[tuple[str, str]]:
         found = await super().expiring_contacts(now, limit)
         for location_id, seconds in self.changed_to.items():
             await self.put_block_expiry(location_id, expiry_of(seconds))

@@ -99,7 +99,7 @@ def test_keyword_opt_outs_of_whatsapp_and_rcs_keep_their_numbers() -> None:
             since=T0,
             address=PHONE,
         )
-        plan = plan_erasure(state(block), [], [(channel, "+14155550188"), (Channel.SMS, PHONE)])
+        plan = plan_erasure(state(block), [], [(channel, "+14155550188"), (Channel.SMS, PHONE)], T0)
         assert {(k.channel, k.address) for k in plan.kept} == {
             (channel, PHONE),
             (channel, "+14155550188"),
@@ -111,7 +111,7 @@ def test_the_contacts_suppressions_and_opt_out_addresses_are_kept_by_hash() -> N
         Channel.SMS, PHONE, Reason.SMS_OPT_OUT_KEYWORD, Source.CONTACT, "c-1", since=T0
     )
     manual = Block(Direction.OUTBOUND, Channel.SMS, Reason.MANUAL, Source.USER, address="+1415")
-    plan = plan_erasure(state(stop_block(), manual), [own])
+    plan = plan_erasure(state(stop_block(), manual), [own], (), T0)
     assert plan.blocks_scrubbed == 2 and plan.suppressions == (own,)
     # One kept opt-out per (channel, address, reason): the block's address is the same one;
     # a manual block's address is no opt-out of the address.
@@ -129,14 +129,14 @@ def test_named_addresses_are_kept_on_the_channels_the_contact_opted_out_of() -> 
         Channel.EMAIL,
         "lee@example.com",
     ) in named
-    plan = plan_erasure(state(block), [], named)
+    plan = plan_erasure(state(block), [], named, T0)
     assert [(k.channel, k.address, k.reason) for k in plan.kept] == [
         (Channel.SMS, "+14155550999", Reason.SMS_CARRIER_PERMANENT)
     ]
     # Without an opt-out nothing is kept, and marketing-only opt-outs keep no address.
     marketing = Block(Direction.OUTBOUND, Channel.SMS, Reason.MARKETING_OPT_OUT, Source.USER)
-    assert plan_erasure(state(marketing), [], named).kept == ()
-    assert plan_erasure(state(), [], named).kept == ()
+    assert plan_erasure(state(marketing), [], named, T0).kept == ()
+    assert plan_erasure(state(), [], named, T0).kept == ()
 
 
 def test_the_earliest_opt_out_of_an_address_is_kept() -> None:
@@ -148,7 +148,7 @@ def test_the_earliest_opt_out_of_an_address_is_kept() -> None:
         "c-9",
         since=T0 + dt.timedelta(days=1),
     )
-    [kept] = plan_erasure(state(stop_block()), [later]).kept
+    [kept] = plan_erasure(state(stop_block()), [later], (), T0).kept
     assert kept.since == T0 and kept.source is Source.CONTACT
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import Any
 
 from dnd.v1 import dnd_pb2 as pb
 from dnd_client.exporting import write_export
@@ -14,14 +15,19 @@ from dnd_client.importing import _rows as rows_of
 from dnd_client.importing import plan_row
 
 
+def sms_block(**fields: Any) -> pb.Block:
+    """An outbound SMS block: a STOP by the contact unless ``fields`` say otherwise."""
+    base: dict[str, Any] = {
+        "direction": pb.DIRECTION_OUTBOUND,
+        "scope": pb.Scope(channel=pb.CHANNEL_SMS),
+        "reason": pb.REASON_SMS_OPT_OUT_KEYWORD,
+        "source": pb.SOURCE_CONTACT,
+    }
+    return pb.Block(**{**base, **fields})
+
+
 def message() -> pb.ExportSuppressionsResponse:
-    stop = pb.Block(
-        direction=pb.DIRECTION_OUTBOUND,
-        scope=pb.Scope(channel=pb.CHANNEL_SMS),
-        reason=pb.REASON_SMS_OPT_OUT_KEYWORD,
-        source=pb.SOURCE_CONTACT,
-        address="+14155550100",
-    )
+    stop = sms_block(address="+14155550100")
     every = pb.Block(
         direction=pb.DIRECTION_OUTBOUND,
         scope=pb.Scope(all_channels=True),
@@ -105,13 +111,8 @@ def test_csv_cells_a_spreadsheet_would_run_are_quoted_and_read_back() -> None:
         "plain": "plain",
     }
     for value, cell in values.items():
-        block = pb.Block(
-            direction=pb.DIRECTION_OUTBOUND,
-            scope=pb.Scope(channel=pb.CHANNEL_SMS),
-            reason=pb.REASON_MANUAL,
-            source=pb.SOURCE_USER,
-            note=value,
-            actor_id=value,
+        block = sms_block(
+            reason=pb.REASON_MANUAL, source=pb.SOURCE_USER, note=value, actor_id=value
         )
         out = io.StringIO()
         listed = pb.ListedBlock(contact_id=value, block=block)
@@ -147,14 +148,7 @@ def test_blank_lines_before_the_header_are_skipped_and_counted() -> None:
 def test_evidence_and_provider_detail_travel_with_the_rows() -> None:
     """What proves an opt-out (the STOP text, the provider's detail) is exported and imported
     again, so a list moved to another location keeps its proof."""
-    stop = pb.Block(
-        direction=pb.DIRECTION_OUTBOUND,
-        scope=pb.Scope(channel=pb.CHANNEL_SMS),
-        reason=pb.REASON_SMS_OPT_OUT_KEYWORD,
-        source=pb.SOURCE_CONTACT,
-        evidence="STOP",
-        provider_detail="keyword:STOP",
-    )
+    stop = sms_block(evidence="STOP", provider_detail="keyword:STOP")
     for fmt in ("csv", "jsonl"):
         out = io.StringIO()
         listed = pb.ListedBlock(contact_id="c1", block=stop)

@@ -43,6 +43,7 @@ def test_a_token_opens_for_its_request() -> None:
         lambda t: "",
         lambda t: "not a token",
         lambda t: base64.urlsafe_b64encode(b'[1,"x",["a","b","c","d"]]' + bytes(16)).decode(),
+        lambda t: base64.urlsafe_b64encode(b"\x02" + bytes(40_000)).decode().rstrip("="),
     ],
 )
 def test_an_edited_or_made_up_token_is_refused(edit: object) -> None:

@@ -142,15 +142,13 @@ def scrubbed(block: Block, now: dt.datetime) -> Block:
 def plan_erasure(
     state: ContactState,
     suppressions: Iterable[AddressSuppression],
-    named: Sequence[tuple[Channel, str]] = (),
-    now: dt.datetime | None = None,
+    named: Sequence[tuple[Channel, str]],
+    now: dt.datetime,
 ) -> ErasurePlan:
-    """The erasure of ``state``'s contact at ``now`` (the database's clock; None: the
-    machine's). ``suppressions``: the plaintext suppressions the contact's events set, and
-    those of the ``named`` (channel, address) pairs, whoever set them (both are the person's
-    addresses)."""
-    at = now if now is not None else dt.datetime.now(dt.UTC)
-    blocks = tuple(scrubbed(b, at) for b in state.blocks)
+    """The erasure of ``state``'s contact at ``now`` (the database's clock).
+    ``suppressions``: the plaintext suppressions the contact's events set, and those of the
+    ``named`` (channel, address) pairs, whoever set them (both are the person's addresses)."""
+    blocks = tuple(scrubbed(b, now) for b in state.blocks)
     changed = sum(1 for before, after in zip(state.blocks, blocks, strict=True) if before != after)
     removed = tuple(dict.fromkeys(suppressions))
     kept: dict[tuple[Channel, str, Reason], KeptSuppression] = {}

@@ -10,7 +10,6 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from dnd.v1 import dnd_pb2 as pb
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -82,6 +81,7 @@ from dnd_server.domain.replies import ComplianceReplies, ReplyKind, every_reply
 from dnd_server.domain.rules import Denial, SendDecision, explain_without_holder, summarize
 from dnd_server.lanes import Position
 from dnd_server.records import ChangeRow, HistoryRow, ItemOutcome, ListedBlock, WriteResult
+from dnd_server.rpc.scrub import messages
 from dnd_server.watch import Event
 
 CHANNEL_TO_PB: dict[Channel, pb.Channel.ValueType] = {
@@ -878,23 +878,10 @@ def decisions_only(answer: _M) -> _M:
     """``answer`` as a caller without the read permission is shown it: every block with its
     direction, scope, reason, source and since only, every suppression with its channel,
     reason, source and since only, no consent's evidence (at any depth)."""
-    _strip(answer)
+    for message in messages(answer):
+        for name in _DOSSIER_FIELDS.get(message.DESCRIPTOR.full_name, ()):
+            message.ClearField(name)
     return answer
-
-
-def _strip(message: Any) -> None:
-    for name in _DOSSIER_FIELDS.get(message.DESCRIPTOR.full_name, ()):
-        message.ClearField(name)
-    for field, value in message.ListFields():
-        if field.type != FieldDescriptor.TYPE_MESSAGE:
-            continue
-        if field.is_repeated:
-            if field.message_type.GetOptions().map_entry:
-                continue
-            for item in value:
-                _strip(item)
-        else:
-            _strip(value)
 
 
 def record_consent_to_pb(

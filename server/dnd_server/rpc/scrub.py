@@ -4,6 +4,8 @@ written again, so a retry after the erasure replays the answer without it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from dnd.v1 import dnd_pb2 as pb
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
@@ -52,18 +54,30 @@ def scrub_answer(method: str, answer: bytes) -> bytes:
 def scrub(message: Message) -> bool:
     """Clear ``message``'s personal fields in place; whether anything was cleared."""
     cleared = False
-    for field, value in message.ListFields():
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
-            kind = field.message_type
-            if kind is not None and kind.full_name in PERSONAL_MESSAGES:
-                message.ClearField(field.name)
+    for each in messages(message):
+        for field, _ in each.ListFields():
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                kind = field.message_type
+                if kind is not None and kind.full_name in PERSONAL_MESSAGES:
+                    each.ClearField(field.name)
+                    cleared = True
+            elif field.name in PERSONAL_FIELDS and field.type == FieldDescriptor.TYPE_STRING:
+                each.ClearField(field.name)
                 cleared = True
-            elif field.is_repeated:
-                for item in value:
-                    cleared = scrub(item) or cleared
-            else:
-                cleared = scrub(value) or cleared
-        elif field.name in PERSONAL_FIELDS and field.type == FieldDescriptor.TYPE_STRING:
-            message.ClearField(field.name)
-            cleared = True
     return cleared
+
+
+def messages(message: Message) -> Iterator[Message]:
+    """``message`` and every message inside it, each before its own fields are looked at:
+    a field the caller clears in one is not entered."""
+    yield message
+    for field, value in message.ListFields():
+        kind = field.message_type
+        if (
+            field.type != FieldDescriptor.TYPE_MESSAGE
+            or kind is None
+            or kind.GetOptions().map_entry
+        ):
+            continue
+        for item in value if field.is_repeated else (value,):
+            yield from messages(item)

@@ -668,7 +668,7 @@ SET sms_carrier_temporary_seconds = EXCLUDED.sms_carrier_temporary_seconds, upda
 -- expiring_contacts --
 -- Contacts holding a temporary carrier block at least its location's lifetime old at $1
 -- (NULL: the database's clock), at most $2, the oldest blocks first.
-SELECT b.location_id, b.contact_id, s.sms_carrier_temporary_seconds AS lifetime
+SELECT b.location_id, b.contact_id
 FROM dnd_location_settings s
 CROSS JOIN LATERAL (
     SELECT x.location_id, x.contact_id, x.since

@@ -681,17 +681,15 @@ class Store:
 
     async def expiring_contacts(
         self, now: dt.datetime | None, limit: int
-    ) -> list[tuple[str, str, dt.timedelta]]:
-        """Up to ``limit`` (location, contact, lifetime) holding a temporary carrier block at
-        least its location's lifetime old at ``now`` (None: the database's clock), the
-        oldest first; a contact may come more than once."""
+    ) -> list[tuple[str, str]]:
+        """Up to ``limit`` (location, contact) holding a temporary carrier block at least its
+        location's lifetime old at ``now`` (None: the database's clock), the oldest first; a
+        contact may come more than once."""
         found = await self._run(
             lambda conn: conn.fetch(QUERIES["expiring_contacts"], now, limit),
             attempts=_READ_ATTEMPTS,
         )
-        return [
-            (r["location_id"], r["contact_id"], dt.timedelta(seconds=r["lifetime"])) for r in found
-        ]
+        return [(r["location_id"], r["contact_id"]) for r in found]
 
     async def write(
         self,
