@@ -155,9 +155,7 @@ class _SettingChangedMidPass(Store):
 
     changed_to: dict[str, int] = {}
 
-    async def expiring_contacts(
-        self, now: dt.datetime | None, limit: int
-    ) -> list[tuple[str, str]]:
+    async def expiring_contacts(self, now: dt.datetime | None, limit: int) -> list[tuple[str, str]]:
         found = await super().expiring_contacts(now, limit)
         for location_id, seconds in self.changed_to.items():
             await self.put_block_expiry(location_id, expiry_of(seconds))

@@ -679,9 +679,7 @@ class Store:
             lambda conn: conn.execute(QUERIES["put_block_expiry"], location_id, seconds)
         )
 
-    async def expiring_contacts(
-        self, now: dt.datetime | None, limit: int
-    ) -> list[tuple[str, str]]:
+    async def expiring_contacts(self, now: dt.datetime | None, limit: int) -> list[tuple[str, str]]:
         """Up to ``limit`` (location, contact) holding a temporary carrier block at least its
         location's lifetime old at ``now`` (None: the database's clock), the oldest first; a
         contact may come more than once."""
