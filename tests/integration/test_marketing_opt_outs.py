@@ -522,6 +522,7 @@ def test_marketing_opt_outs_in_history_and_the_change_stream(
     stub: Stub, server: ServerProcess, loc: str, contact: str
 ) -> None:
     with Watcher(server.addr, factories.watch(loc)) as watcher:
+        assert watcher.wait_bookmarks(1), watcher.error  # the stream has started
         enable_marketing(stub, loc, contact, None)
         delivery(stub, loc, contact, "131050")
         stub.ReportEmailEvent(
