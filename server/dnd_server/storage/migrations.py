@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 
 import asyncpg
 import structlog
 
+from dnd_server.storage import rekey
+
 log = structlog.get_logger("dnd_server.migrations")
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Arbitrary constant key of the advisory lock migrations take.
 _LOCK_KEY = 0x444E44  # "DND"
+
+
+async def _rekey(conn: asyncpg.Connection) -> None:
+    await rekey.rekey_addresses(conn)
+
+
+# Data steps: Python run right after a migration's SQL, in its transaction, for what SQL alone
+# cannot do (the addresses' keys are computed by the domain's normalisation).
+DATA_STEPS: dict[int, Callable[[asyncpg.Connection], Awaitable[None]]] = {14: _rekey}
 
 
 class MigrationError(RuntimeError):
@@ -89,6 +101,9 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)
+                step = DATA_STEPS.get(migration.version)
+                if step is not None:
+                    await step(conn)
                 await conn.execute(
                     "INSERT INTO dnd_schema_migrations (version, name, checksum) "
                     "VALUES ($1, $2, $3)",
