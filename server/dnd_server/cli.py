@@ -1,4 +1,5 @@
-"""``dnd-server`` command: ``serve`` (default) and ``migrate``."""
+"""``dnd-server`` command: ``serve`` (default), ``migrate``, ``rekey``, ``hash-token`` and
+``healthcheck``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from dnd_server.app import StartupError, database_url, serve
 from dnd_server.auth import hash_token
 from dnd_server.config import Config, ConfigError
 from dnd_server.logs import configure_logging
-from dnd_server.runtime import run_migrations
+from dnd_server.runtime import run_migrations, run_rekey
+from dnd_server.storage.migrations import MigrationError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,9 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "migrate", "hash-token", "healthcheck"],
+        choices=["serve", "migrate", "rekey", "hash-token", "healthcheck"],
         help="serve (default): run the gRPC server; migrate: apply database migrations and "
-        "exit; hash-token: print the SHA-256 of a token (read from stdin) for the tokens file; "
+        "exit; rekey: move addresses stored under an older spelling to their keys (after a "
+        "rolling update to a version whose address keys changed; safe beside serving "
+        "servers, and to run again); hash-token: print the SHA-256 of a token (read from "
+        "stdin) for the tokens file; "
         "healthcheck: exit 0 when the local server reports SERVING",
     )
     parser.add_argument(
@@ -58,13 +63,24 @@ def main(argv: list[str] | None = None) -> int:
     log = structlog.get_logger("dnd_server.cli")
     if args.command == "healthcheck":
         return healthcheck(config, args.service)
-    if args.command == "migrate":
+    if args.command in ("migrate", "rekey"):
         try:
             url, _embedded = database_url(config)
         except StartupError as error:
             log.error("startup_refused", error=str(error))
             print(f"dnd-server: {error}", file=sys.stderr)
             return 2
+        if args.command == "rekey":
+            try:
+                done = asyncio.run(run_rekey(url, config.db_timeout_seconds))
+            except MigrationError as error:
+                print(f"dnd-server: {error}", file=sys.stderr)
+                return 2
+            print(
+                f"moved {sum(done.moved.values())}, merged {sum(done.merged.values())}, "
+                f"left as they were (no address now) {done.refused}"
+            )
+            return 0
         applied = asyncio.run(run_migrations(url, config.db_timeout_seconds))
         log.info("migrations_done", applied=applied)
         return 0

@@ -21,7 +21,8 @@ from dnd_server.feed import ChangeFeed
 from dnd_server.metrics import LiveValues
 from dnd_server.rpc import idempotency
 from dnd_server.service import DndService
-from dnd_server.storage.migrations import migrate
+from dnd_server.storage.migrations import REKEY_MIGRATION, MigrationError, migrate
+from dnd_server.storage.rekey import Rekeyed, rekey_addresses
 from dnd_server.storage.store import Store
 from dnd_server.waiting import within
 from dnd_server.watch import WatchSettings
@@ -187,6 +188,25 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
     )
     assert pool is not None
     return pool
+
+
+async def run_rekey(url: str, timeout: float) -> Rekeyed:
+    """``dnd-server rekey``: stored addresses moved to their keys, row by row beside serving
+    servers (``storage/rekey.py``); refused before migration 14 (``migrate`` does it then)."""
+    conn = await asyncpg.connect(url, timeout=timeout)
+    try:
+        applied = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.tables"
+            " WHERE table_name = 'dnd_schema_migrations')"
+        ) and await conn.fetchval("SELECT max(version) FROM dnd_schema_migrations")
+        if not applied or applied < REKEY_MIGRATION:
+            raise MigrationError(
+                f"the database is not at migration {REKEY_MIGRATION} yet: run "
+                "'dnd-server migrate' (it moves the addresses itself)"
+            )
+        return await rekey_addresses(conn)
+    finally:
+        await conn.close()
 
 
 async def run_migrations(url: str, timeout: float) -> list[int]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from dnd_server.cache import ContactCache, Entry, PolicyCache, SettingsCache
+from dnd_server.domain.addresses import former_spellings
 from dnd_server.domain.consent import (
     CONSENT_FOR,
     MARKETING_ONLY_REASONS,
@@ -938,7 +939,11 @@ class DndService:
         key = self._erasure_key
         if not addresses or key is None:
             return {}
-        by_hash = {(c, address_digest(key, location_id, c, a)): (c, a) for c, a in addresses}
+        by_hash = {
+            (c, address_digest(key, location_id, c, spelt)): (c, a)
+            for c, a in addresses
+            for spelt in former_spellings(c, a)
+        }
         found: dict[tuple[Channel, str], list[AddressSuppression]] = {}
         for channel, digest, kept in await self._store.erased_suppressions(
             location_id, list(by_hash)
@@ -946,7 +951,8 @@ class DndService:
             pair = by_hash.get((channel, digest))
             if pair is not None:
                 found.setdefault(pair, []).append(replace(kept, address=pair[1]))
-        return {pair: tuple(kept) for pair, kept in found.items()}
+        # One opt-out may be kept under two spellings (erased before and after migration 14).
+        return {pair: tuple(dict.fromkeys(kept)) for pair, kept in found.items()}
 
     async def erase_contact(
         self,

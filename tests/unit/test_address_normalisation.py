@@ -6,7 +6,12 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-from dnd_server.domain.addresses import normalize_address, normalize_email, visible
+from dnd_server.domain.addresses import (
+    former_spellings,
+    normalize_address,
+    normalize_email,
+    visible,
+)
 from dnd_server.domain.errors import InvalidArgument
 from dnd_server.domain.model import Channel
 from dnd_server.storage.rekey import new_key
@@ -82,6 +87,17 @@ def test_every_spelling_of_a_mailbox_has_its_key(address: str, data: st.DataObje
         ("pat+news@example.com", "pat+news@example.com"),  # subaddresses are mailboxes
         ("p.a.t@gmail.com", "p.a.t@gmail.com"),  # dots are the provider's business
         ("pat@[192.0.2.1]", "pat@[192.0.2.1]"),  # a domain literal keeps its brackets
+        # A mailto link's letters %-encoded (RFC 6068), as encodeURIComponent writes them.
+        ("mailto:jos%C3%A9@example.com", "jos\u00e9@example.com"),
+        ("mailto:pat%2Bnews@example.com?subject=stop", "pat+news@example.com"),
+        ("mailto:pat%40example.com", "pat@example.com"),
+        ("mailto:pat@example.com?subject=" + "x" * 600, "pat@example.com"),  # a long link
+        # What IDNA ignores or maps in a domain: an emoji's variation selector, sigma's case.
+        ("pat@i\u2764\ufe0f.ws", "pat@i\u2764.ws"),
+        ("pat@xn--i-7iq.ws", "pat@i\u2764.ws"),
+        ("pat@\u0391\u03a3-x.gr", "pat@\u03b1\u03c3-x.gr"),
+        ("\u039f\u0394\u039f\u03a3@example.gr", "\u03bf\u03b4\u03bf\u03c3@example.gr"),
+        ("pat\uff20example.com", "pat@example.com"),  # a fullwidth at sign
     ],
 )
 def test_keys(raw: str, key: str) -> None:
@@ -111,6 +127,11 @@ def test_keys(raw: str, key: str) -> None:
         "pat,kim@example.com",
         "pat@exa:mple.com",
         "pat@example.com; kim@example.com",
+        "pat@example.com#x",
+        "pat@exa+mple.com",
+        "pat@\u2474.com",  # NFKC makes it "(1)": a key must be a key again
+        "mailto:%ff@example.com",  # %-encoding that is no UTF-8
+        "pat@xn--ab-ra.com",  # an A-label bringing in a C1 control
         "mailto:",
         "<>",
         "\u200b@example.com",
@@ -163,3 +184,23 @@ def test_the_migration_moves_what_the_rules_key_otherwise(
 def test_the_migration_leaves_what_the_rules_refuse_to_its_caller() -> None:
     with pytest.raises(InvalidArgument):
         new_key("EMAIL", "pat@example..com")
+
+
+def test_former_spellings_are_those_stored_before_the_keys() -> None:
+    """What an erased address's hash may have been taken of before migration 14: the check
+    looks for each (the key first)."""
+    key = "jos\u00e9@b\u00fccher.de"
+    spellings = former_spellings(Channel.EMAIL, key)
+    assert spellings[0] == key
+    assert {
+        "jos\u00e9@b\u00fccher.de.",
+        "jose\u0301@bu\u0308cher.de",
+        "jos\u00e9@xn--bcher-kva.de",
+        "jose\u0301@xn--bcher-kva.de",
+    } <= set(spellings)
+    assert all(normalize_email(s) == key for s in spellings)
+    assert former_spellings(Channel.EMAIL, "pat@example.com") == (
+        "pat@example.com",
+        "pat@example.com.",
+    )
+    assert former_spellings(Channel.SMS, "+14155550100") == ("+14155550100",)

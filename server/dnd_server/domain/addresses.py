@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+import urllib.parse
 
 import phonenumbers
 
@@ -56,49 +57,83 @@ def normalize_email(raw: str, field: str = "address") -> str:
 
 # Dots IDNA reads as the label separator: ideographic, fullwidth and halfwidth full stops.
 _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+# What IDNA (UTS 46) ignores in a domain beyond the format characters ``visible`` drops:
+# variation selectors (an emoji's U+FE0F), the combining grapheme joiner, Mongolian free
+# variation selectors, Khmer inherent vowels, Hangul fillers.
+_IGNORED = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]"
+)
+# ASCII a domain name never holds (letters, digits, hyphens and dots; underscores in some
+# hosts' names): "example.com#x" or "exa mple.com" is no domain.
+_NOT_IN_DOMAIN = re.compile(r"[\x00-\x2c/\x3a-\x40\x5b-\x5e`\x7b-\x7f]")
 _NOT_EMAIL = "is not an email address"
 # What RFC 5322 allows only in quoted local parts and comments, which no sender's address needs:
 # a display name ("Pat <pat@example.com>") or a list must be taken apart by the caller.
 _SPECIALS = re.compile(r'[<>()\[\],;:\\"]')
+# Longest text taken for an email address: a mailto link carries a subject and a body.
+MAX_EMAIL_TEXT = 2048
 
 
 @functools.lru_cache(maxsize=16384)
 def _email_key(raw: str) -> tuple[str, str]:
     """(the key of an email address, "") or ("", what is wrong with it). Cached: the same
     addresses come back check after check."""
-    text = raw.strip()
-    if not text.isascii():
-        text = unicodedata.normalize("NFC", visible(text)).strip()
+    text = _seen(raw)
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1].strip()
     if text[:7].lower() == "mailto:":
-        # A mailto link (as in List-Unsubscribe): its ?subject=... is no part of the address.
-        text = text[7:].split("?", 1)[0].strip()
-    local, at, domain = text.rpartition("@")
+        # A mailto link (as in List-Unsubscribe): its ?subject=... is no part of the address,
+        # and its letters may be %-encoded (RFC 6068).
+        try:
+            text = _seen(urllib.parse.unquote(text[7:].split("?", 1)[0], errors="strict"))
+        except UnicodeDecodeError:
+            return "", f"{_NOT_EMAIL}: its %-encoding is not UTF-8"
+    local, at, domain = text.replace("\uff20", "@").rpartition("@")
     if not at or not local:
         return "", _NOT_EMAIL
     literal = domain.startswith("[") and domain.endswith("]")  # an IP address
-    special = _SPECIALS.search(local) or (not literal and _SPECIALS.search(domain))
-    if special:
-        return "", f"{_NOT_EMAIL}: {special[0]!r} has no place in one"
     domain_key = domain.lower() if literal else _domain_key(domain)
     if domain_key is None:
         return "", f"{_NOT_EMAIL}: its domain {domain!r} is not a domain name"
-    key = f"{local.lower()}@{domain_key}"
+    key = f"{_lower(local)}@{domain_key}"
     if not key.isascii():
         key = unicodedata.normalize("NFC", key)
-    if len(key) > MAX_ADDRESS_LENGTH or not _EMAIL.match(key):
+    special = _SPECIALS.search(key.rpartition("@")[0] if literal else key)
+    if special:
+        return "", f"{_NOT_EMAIL}: {special[0]!r} has no place in one"
+    if len(key) > MAX_ADDRESS_LENGTH:
+        return "", f"{_NOT_EMAIL}: over {MAX_ADDRESS_LENGTH} characters"
+    if _CONTROL.search(key) or not _EMAIL.match(key):
         return "", _NOT_EMAIL
     return key, ""
+
+
+def _seen(text: str) -> str:
+    """``text`` trimmed, as it shows: without invisible characters, in NFC."""
+    text = text.strip()
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFC", visible(text)).strip()
+
+
+def _lower(text: str) -> str:
+    """Lower-case letter by letter: a capital sigma (U+03A3) is the small sigma U+03C3
+    wherever it stands (``str.lower`` writes the final sigma U+03C2 at a word's end), as mail
+    systems and IDNA lower it."""
+    if text.isascii():
+        return text.lower()
+    return "".join(ch.lower() for ch in text)
 
 
 def _domain_key(domain: str) -> str | None:
     """A domain as people read it, lower-case, or None when it is no domain name."""
     if not domain.isascii():
-        domain = unicodedata.normalize("NFKC", domain).translate(_DOTS)
-    domain = domain.lower()
+        domain = _IGNORED.sub("", unicodedata.normalize("NFKC", domain).translate(_DOTS))
+    domain = _lower(domain)
     if domain.endswith("."):
         domain = domain[:-1]  # the root's dot: "example.com." is example.com
+    if _NOT_IN_DOMAIN.search(domain):
+        return None
     labels = domain.split(".")
     for i, label in enumerate(labels):
         if not label:
@@ -108,9 +143,11 @@ def _domain_key(domain: str) -> str | None:
                 decoded = label[4:].encode("ascii").decode("punycode")
             except (UnicodeError, IndexError, ValueError):
                 return None
-            decoded = unicodedata.normalize("NFKC", decoded).lower()
+            decoded = _lower(_IGNORED.sub("", visible(unicodedata.normalize("NFKC", decoded))))
             if not decoded or decoded.isascii() or "." in decoded.translate(_DOTS):
                 return None  # an A-label always stands for a label beyond ASCII
+            if _NOT_IN_DOMAIN.search(decoded):
+                return None
             labels[i] = decoded
     return ".".join(labels)
 
@@ -128,8 +165,9 @@ def normalize_address(
     channel: Channel, raw: str, default_region: str = "US", field: str = "address"
 ) -> str:
     """The canonical form of ``raw`` as an address on ``channel``."""
-    if len(raw) > MAX_ADDRESS_LENGTH:
-        raise InvalidArgument.one(field, f"at most {MAX_ADDRESS_LENGTH} characters")
+    limit = MAX_EMAIL_TEXT if channel is Channel.EMAIL else MAX_ADDRESS_LENGTH
+    if len(raw) > limit:
+        raise InvalidArgument.one(field, f"at most {limit} characters")
     if _CONTROL.search(raw.strip()):  # surrounding whitespace is trimmed, inner is refused
         raise InvalidArgument.one(field, "must not contain control characters")
     if channel is Channel.EMAIL:
@@ -140,3 +178,29 @@ def normalize_address(
     if not text or any(ch.isspace() or ord(ch) < 32 for ch in text):
         raise InvalidArgument.one(field, f"{raw!r} is not a usable {channel.value} address")
     return text
+
+
+def former_spellings(channel: Channel, key: str) -> tuple[str, ...]:
+    """Spellings an email address may have been stored under before its key was what
+    ``normalize_email`` gives (migration 14), most likely first and ``key`` among them. Rows
+    stored then were moved to their keys, but an erased address is kept only as the keyed hash
+    of what was stored: a check looks for these too. The spelling as it was then is lost, so
+    these are the usual ones: its letters decomposed (NFD), its domain in A-labels, the root's
+    dot."""
+    if channel is not Channel.EMAIL:
+        return (key,)
+    local, _, domain = key.rpartition("@")
+    spellings = [key, key + "."]
+    if not key.isascii():
+        ascii_domain = ".".join(
+            label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
+            for label in domain.split(".")
+        )
+        nfd_local = unicodedata.normalize("NFD", local)
+        spellings += [
+            unicodedata.normalize("NFD", key),
+            f"{local}@{ascii_domain}",
+            f"{nfd_local}@{ascii_domain}",
+            f"{nfd_local}@{unicodedata.normalize('NFD', domain)}",
+        ]
+    return tuple(dict.fromkeys(spellings))

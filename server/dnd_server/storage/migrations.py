@@ -30,7 +30,8 @@ async def _rekey(conn: asyncpg.Connection) -> None:
 
 # Data steps: Python run right after a migration's SQL, in its transaction, for what SQL alone
 # cannot do (the addresses' keys are computed by the domain's normalisation).
-DATA_STEPS: dict[int, Callable[[asyncpg.Connection], Awaitable[None]]] = {14: _rekey}
+REKEY_MIGRATION = 14
+DATA_STEPS: dict[int, Callable[[asyncpg.Connection], Awaitable[None]]] = {REKEY_MIGRATION: _rekey}
 
 
 class MigrationError(RuntimeError):

@@ -72,21 +72,17 @@ def new_key(channel_text: str, address: str) -> str | None:
 
 
 async def rekey_addresses(conn: asyncpg.Connection) -> Rekeyed:
+    """Move every stored address to its key. Each row moves in a transaction of its own (a
+    savepoint inside the migration's), under the locks the service's writers take: the
+    addresses' advisory locks for a suppression, the contact's row for its consents and
+    blocks (whose state document is built again with them). So it can run again beside
+    serving servers (``dnd-server rekey``): after a rolling update, for the rows the servers of
+    the version before wrote under their old keys meanwhile."""
     done = Rekeyed()
     await _suppressions(conn, done)
-    await _consents(conn, done)
-    await _blocks(conn, done)
+    await _contact_rows(conn, done, _CONSENTS)
+    await _contact_rows(conn, done, _BLOCKS)
     await _changes(conn, done)
-    if done.contacts:
-        await conn.execute(
-            """
-            UPDATE dnd_contacts c SET state = dnd_contact_state(c.location_id, c.contact_id)
-            FROM unnest($1::text[], $2::text[]) AS k(location_id, contact_id)
-            WHERE c.location_id = k.location_id AND c.contact_id = k.contact_id
-            """,
-            [loc for loc, _ in done.contacts],
-            [contact for _, contact in done.contacts],
-        )
     log.info(
         "addresses_rekeyed",
         moved=done.moved,
@@ -97,109 +93,151 @@ async def rekey_addresses(conn: asyncpg.Connection) -> Rekeyed:
     return done
 
 
+_LOCK_ADDRESS = (
+    "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2 || chr(31) || $3, 0))"
+)
+_SUPPRESSION = "location_id = $1 AND channel = $2 AND address = $3 AND reason = $4"
+
+
 async def _suppressions(conn: asyncpg.Connection, done: Rekeyed) -> None:
     rows = await conn.fetch(
-        "SELECT location_id, channel, address, reason, contact_id, since "
-        "FROM dnd_address_suppressions WHERE " + _candidates("address", "channel")
+        "SELECT location_id, channel, address, reason FROM dnd_address_suppressions WHERE "
+        + _candidates("address", "channel")
     )
     for row in rows:
         key = _key_of(row["channel"], row["address"], done)
         if key is None:
             continue
-        old = (row["location_id"], row["channel"], row["address"], row["reason"])
-        merged = await conn.execute(
-            """
-            UPDATE dnd_address_suppressions
-            SET contact_id = CASE WHEN contact_id = $5 THEN contact_id ELSE '' END,
-                since = least(since, $6)
-            WHERE location_id = $1 AND channel = $2 AND address = $3 AND reason = $4
-            """,
+        loc, channel, old, reason = (
             row["location_id"],
             row["channel"],
-            key,
+            row["address"],
             row["reason"],
-            row["contact_id"],
-            row["since"],
         )
-        if merged == "UPDATE 1":
-            await conn.execute(
-                "DELETE FROM dnd_address_suppressions "
-                "WHERE location_id = $1 AND channel = $2 AND address = $3 AND reason = $4",
-                *old,
-            )
-            done.count("dnd_address_suppressions", merged=True)
-        else:
-            await conn.execute(
-                "UPDATE dnd_address_suppressions SET address = $5 "
-                "WHERE location_id = $1 AND channel = $2 AND address = $3 AND reason = $4",
-                *old,
-                key,
-            )
-            done.count("dnd_address_suppressions")
-
-
-async def _consents(conn: asyncpg.Connection, done: Rekeyed) -> None:
-    rows = await conn.fetch(
-        "SELECT location_id, contact_id, channel, purpose, address, updated_at "
-        "FROM dnd_consents WHERE " + _candidates("address", "channel")
-    )
-    for row in rows:
-        key = _key_of(row["channel"], row["address"], done)
-        if key is None:
-            continue
-        loc, contact, channel, purpose = (
-            row["location_id"],
-            row["contact_id"],
-            row["channel"],
-            row["purpose"],
-        )
-        pk = "location_id = $1 AND contact_id = $2 AND channel = $3 AND purpose = $4"
-        other = await conn.fetchval(
-            f"SELECT updated_at FROM dnd_consents WHERE {pk} AND address = $5",
-            loc,
-            contact,
-            channel,
-            purpose,
-            key,
-        )
-        if other is not None and other > row["updated_at"]:
-            # The consent under the new key is the later word: the old spelling's goes.
-            await conn.execute(
-                f"DELETE FROM dnd_consents WHERE {pk} AND address = $5",
+        async with conn.transaction():
+            for address in sorted((old, key)):  # the writers' order
+                await conn.execute(_LOCK_ADDRESS, loc, channel, address)
+            moving = await conn.fetchrow(
+                f"SELECT contact_id, since FROM dnd_address_suppressions WHERE {_SUPPRESSION}",
                 loc,
-                contact,
                 channel,
-                purpose,
-                row["address"],
+                old,
+                reason,
             )
-        else:
-            if other is not None:
+            if moving is None:  # cleared meanwhile
+                continue
+            merged = await conn.execute(
+                "UPDATE dnd_address_suppressions"
+                " SET contact_id = CASE WHEN contact_id = $5 THEN contact_id ELSE '' END,"
+                f" since = least(since, $6) WHERE {_SUPPRESSION}",
+                loc,
+                channel,
+                key,
+                reason,
+                moving["contact_id"],
+                moving["since"],
+            )
+            if merged == "UPDATE 1":
                 await conn.execute(
-                    f"DELETE FROM dnd_consents WHERE {pk} AND address = $5",
+                    f"DELETE FROM dnd_address_suppressions WHERE {_SUPPRESSION}",
                     loc,
-                    contact,
                     channel,
-                    purpose,
+                    old,
+                    reason,
+                )
+            else:
+                await conn.execute(
+                    f"UPDATE dnd_address_suppressions SET address = $5 WHERE {_SUPPRESSION}",
+                    loc,
+                    channel,
+                    old,
+                    reason,
                     key,
                 )
+        done.count("dnd_address_suppressions", merged=merged == "UPDATE 1")
+
+
+_CONSENTS = "dnd_consents"
+_BLOCKS = "dnd_blocks"
+
+
+async def _contact_rows(conn: asyncpg.Connection, done: Rekeyed, table: str) -> None:
+    """A table of contacts' rows (consents, blocks): each contact's moved under its lock, its
+    state document built again in the same transaction."""
+    channel_column = "channel" if table == _CONSENTS else "scope"
+    rows = await conn.fetch(
+        f"SELECT DISTINCT location_id, contact_id FROM {table} WHERE "
+        + _candidates("address", channel_column)
+    )
+    for row in rows:
+        loc, contact = row["location_id"], row["contact_id"]
+        async with conn.transaction():
             await conn.execute(
-                f"UPDATE dnd_consents SET address = $6 WHERE {pk} AND address = $5",
+                "SELECT 1 FROM dnd_contacts WHERE location_id = $1 AND contact_id = $2 FOR UPDATE",
                 loc,
                 contact,
-                channel,
-                purpose,
-                row["address"],
-                key,
             )
-        done.count("dnd_consents", merged=other is not None)
-        done.contacts.add((loc, contact))
+            if table == _CONSENTS:
+                moved = await _consents_of(conn, done, loc, contact)
+            else:
+                moved = await _blocks_of(conn, done, loc, contact)
+            if moved:
+                await conn.execute(
+                    "UPDATE dnd_contacts SET state = dnd_contact_state(location_id, contact_id)"
+                    " WHERE location_id = $1 AND contact_id = $2",
+                    loc,
+                    contact,
+                )
+                done.contacts.add((loc, contact))
 
 
-async def _blocks(conn: asyncpg.Connection, done: Rekeyed) -> None:
+async def _consents_of(conn: asyncpg.Connection, done: Rekeyed, loc: str, contact: str) -> bool:
     rows = await conn.fetch(
-        "SELECT location_id, contact_id, direction, scope, reason, address "
-        "FROM dnd_blocks WHERE " + _candidates("address", "scope")
+        "SELECT channel, purpose, address, status, updated_at FROM dnd_consents "
+        "WHERE location_id = $1 AND contact_id = $2 AND " + _candidates("address", "channel"),
+        loc,
+        contact,
     )
+    pk = "location_id = $1 AND contact_id = $2 AND channel = $3 AND purpose = $4 AND address = $5"
+    moved = False
+    for row in rows:
+        key = _key_of(row["channel"], row["address"], done)
+        if key is None:
+            continue
+        at = (loc, contact, row["channel"], row["purpose"])
+        other = await conn.fetchrow(
+            f"SELECT status, updated_at FROM dnd_consents WHERE {pk}", *at, key
+        )
+        if other is not None and _stands(other, over=row):
+            # The consent under the key is the later word (or a revoke as late): it stays.
+            await conn.execute(f"DELETE FROM dnd_consents WHERE {pk}", *at, row["address"])
+        else:
+            if other is not None:
+                await conn.execute(f"DELETE FROM dnd_consents WHERE {pk}", *at, key)
+            await conn.execute(
+                f"UPDATE dnd_consents SET address = $6 WHERE {pk}", *at, row["address"], key
+            )
+        done.count(_CONSENTS, merged=other is not None)
+        moved = True
+    return moved
+
+
+def _stands(kept: asyncpg.Record, over: asyncpg.Record) -> bool:
+    """Whether consent ``kept`` stands over ``over`` when their addresses meet: the one
+    updated last; of two as late, a revoke (the contact's no is never lost to a tie)."""
+    if kept["updated_at"] != over["updated_at"]:
+        return bool(kept["updated_at"] > over["updated_at"])
+    return bool(kept["status"] == "REVOKED" or over["status"] != "REVOKED")
+
+
+async def _blocks_of(conn: asyncpg.Connection, done: Rekeyed, loc: str, contact: str) -> bool:
+    rows = await conn.fetch(
+        "SELECT direction, scope, reason, address FROM dnd_blocks "
+        "WHERE location_id = $1 AND contact_id = $2 AND " + _candidates("address", "scope"),
+        loc,
+        contact,
+    )
+    moved = False
     for row in rows:
         key = _key_of(row["scope"], row["address"], done)
         if key is None:
@@ -207,15 +245,16 @@ async def _blocks(conn: asyncpg.Connection, done: Rekeyed) -> None:
         await conn.execute(
             "UPDATE dnd_blocks SET address = $6 WHERE location_id = $1 AND contact_id = $2 "
             "AND direction = $3 AND scope = $4 AND reason = $5",
-            row["location_id"],
-            row["contact_id"],
+            loc,
+            contact,
             row["direction"],
             row["scope"],
             row["reason"],
             key,
         )
-        done.count("dnd_blocks")
-        done.contacts.add((row["location_id"], row["contact_id"]))
+        done.count(_BLOCKS)
+        moved = True
+    return moved
 
 
 async def _changes(conn: asyncpg.Connection, done: Rekeyed) -> None:
