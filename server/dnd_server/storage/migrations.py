@@ -1,7 +1,9 @@
 """Versioned SQL migrations: numbered files, only ever added, applied in order.
 
 Replicas starting together serialise on an advisory lock; an applied migration whose file
-changed since is refused, so an edit can never silently diverge from what ran.
+changed since is refused, so an edit can never silently diverge from what ran. A migration may
+have a data step (``DATA_STEPS``): Python run in its transaction after its SQL, for what only
+the domain's code computes.
 """
 
 from __future__ import annotations
