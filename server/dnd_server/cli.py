@@ -76,10 +76,15 @@ def main(argv: list[str] | None = None) -> int:
             except MigrationError as error:
                 print(f"dnd-server: {error}", file=sys.stderr)
                 return 2
+            moved = sum(done.moved.values()) + sum(done.merged.values())
             print(
                 f"moved {sum(done.moved.values())}, merged {sum(done.merged.values())}, "
                 f"left as they were (no address now) {done.refused}"
             )
+            if moved:
+                # The move is no change of the log: servers that cached a moved address's
+                # suppressions (or none) keep them until they start again.
+                print("restart the servers (a rolling restart) so their caches read them")
             return 0
         applied = asyncio.run(run_migrations(url, config.db_timeout_seconds))
         log.info("migrations_done", applied=applied)

@@ -402,11 +402,12 @@ def test_rekey_command_moves_what_servers_of_the_version_before_wrote(
     )
     done = dnd_server_command(url, "rekey")
     assert done.returncode == 0, done.stderr
-    assert "moved 1," in done.stdout
+    assert "moved 1," in done.stdout and "restart the servers" in done.stdout
     [row] = db.fetch("SELECT address FROM dnd_address_suppressions")
     assert row["address"] == "pat@example.com"
     again = dnd_server_command(url, "rekey")
     assert again.returncode == 0 and "moved 0," in again.stdout
+    assert "restart" not in again.stdout
 
 
 def dnd_server_command(url: str, command: str) -> subprocess.CompletedProcess[str]:

@@ -77,7 +77,8 @@ async def rekey_addresses(conn: asyncpg.Connection) -> Rekeyed:
     addresses' advisory locks for a suppression, the contact's row for its consents and
     blocks (whose state document is built again with them). So it can run again beside
     serving servers (``dnd-server rekey``): after a rolling update, for the rows the servers of
-    the version before wrote under their old keys meanwhile."""
+    the version before wrote under their old keys meanwhile. A move writes no change to the
+    log: servers that cached the addresses hear nothing of it until they restart."""
     done = Rekeyed()
     await _suppressions(conn, done)
     await _contact_rows(conn, done, _CONSENTS)
