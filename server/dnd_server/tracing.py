@@ -158,6 +158,8 @@ def _annotator() -> Callable[[Call, grpc.StatusCode], None]:
         if location:
             span.set_attribute(LOCATION_ATTRIBUTE, location)
         if code is _OK:
+            if call.rpc.streaming:  # it said CANCELLED until now
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
             return
         span.set_attribute("rpc.grpc.status_code", code.value[0])
         if code in _SERVER_FAULTS:

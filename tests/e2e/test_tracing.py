@@ -37,6 +37,7 @@ TRACED_ENV = {
 }
 SET_DND = "/dnd.v1.DndService/SetDnd"
 GET_STATUS = "/dnd.v1.DndService/GetStatus"
+WATCH = "/dnd.v1.DndService/WatchChanges"
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +160,34 @@ def test_a_watch_stream_is_one_span_in_the_caller_s_trace(
     watch = wait_span(traced, "/dnd.v1.DndService/WatchChanges", trace_id)
     assert watch["parent_id"] == parent_id
     assert watch["attributes"]["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
+
+
+def test_a_stream_left_while_the_server_sends_says_cancelled(
+    traced: ServerProcess, caller: tuple[Any, InMemorySpanExporter], loc: str
+) -> None:
+    """The client leaves after one message of a long catch-up, while the server is sending
+    the next ones: the interceptor ends the span before the handler hears of it, and the span
+    still says CANCELLED (it did say OK). An export that ends by itself says OK."""
+    tracer, _ = caller
+    with DndClient(traced.addr) as client:
+        first = client.set_dnd(loc, "c0", **enable(channel=Channel.SMS))
+        for i in range(1, 400):
+            client.set_dnd(loc, f"c{i}", **enable(channel=Channel.SMS))
+        codes = []
+        for _ in range(3):
+            with tracer.start_as_current_span("watcher") as span:
+                stream = client.watch(location_ids=[loc], after_cursor=first.cursor)
+                next(iter(stream))
+                stream.close()
+            watch = wait_span(traced, WATCH, hex_ids(span.get_span_context())[0])
+            codes.append(watch["attributes"]["rpc.grpc.status_code"])
+        assert codes == [grpc.StatusCode.CANCELLED.value[0]] * 3
+        with tracer.start_as_current_span("exporter") as span:
+            assert list(client.export_suppressions(loc))  # ends by itself
+        export = wait_span(
+            traced, "/dnd.v1.DndService/ExportSuppressions", hex_ids(span.get_span_context())[0]
+        )
+        assert export["attributes"]["rpc.grpc.status_code"] == grpc.StatusCode.OK.value[0]
 
 
 def test_dndctl_continues_the_trace_of_its_environment(

@@ -367,6 +367,11 @@ def stream(
             call.events = 0
             try:
                 call.admit()
+                if self.annotate is not None:
+                    # Until its end is known the stream's span says CANCELLED: when the client
+                    # leaves while a message is being sent, the tracing interceptor ends the
+                    # span before this handler hears of it.
+                    self.annotate(call, _CANCELLED)
                 async with contextlib.aclosing(fn(self, request, call)) as messages:
                     async for message in messages:
                         yield call.fits(message)
