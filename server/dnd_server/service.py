@@ -27,7 +27,7 @@ from dnd_server.domain.consent import (
     Purpose,
 )
 from dnd_server.domain.erasure import address_digest
-from dnd_server.domain.errors import InvalidArgument, PartlyWritten, Unavailable
+from dnd_server.domain.errors import FieldViolation, InvalidArgument, PartlyWritten, Unavailable
 from dnd_server.domain.expiry import BlockExpiry, plan_expiry
 from dnd_server.domain.keywords import (
     Classification,
@@ -180,6 +180,9 @@ class InboundMessage:
     from_address: str = ""
     # The authenticated caller reporting it (see ChangeMeta.caller).
     caller: str = ""
+    # Why the sender given could not be read as a number (then from_address is ""): an
+    # opt-out still acts, on the contact; anything else is refused with it.
+    unread_sender: tuple[FieldViolation, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +239,8 @@ class InboundDecision:
     reply: ReplyKind | None = None
     reply_language: str = ""
     reply_text: str = ""
+    # Set when the sender given was no number: what the answer says of it.
+    unread_sender: str = ""
 
 
 def sms_failure_effect(code: str) -> tuple[Reason, Source] | None:
@@ -564,6 +569,14 @@ class DndService:
             keyword = classify(msg.body, settings)
             if keyword.kind is not KeywordKind.NONE:
                 replies = await self._store.get_compliance_replies(msg.location_id)
+        if msg.unread_sender and keyword.kind is not KeywordKind.OPT_OUT:
+            raise InvalidArgument(list(msg.unread_sender))
+        # Said without the sender's text: an answer is kept, and erasure finds numbers only.
+        unread = (
+            "; from_address is no phone number: the contact is opted out, no number suppressed"
+            if msg.unread_sender
+            else ""
+        )
         channels = keyword_channels(msg.channel, settings.share_rcs_sms_opt_outs)
         language = keyword.reply_language(settings.default_language)
 
@@ -595,6 +608,7 @@ class DndService:
                 due,
                 language if due is not None else "",
                 text,
+                unread,
             )
             marks = outcome.marks if due is not None else ()
             return Decision(outcome.steps, decided, marks)

@@ -253,7 +253,7 @@ KEYWORDS = [
 ERROR_CODES = ["30004", "30003", "30005", "30006", "21610", " 30004 ", "0", "-1", "9" * 33]
 PROVIDERS = ["twilio", "mailgun", "x" * 64, "x" * 65]
 WORDS = ["ARRET", "ALTO", "PARAR", "OUI", "SI", "stop", "help", "  ", "x" * 33, "Q\x00"]
-BOUNDARY_LENGTHS = [127, 128, 129, 254, 255, 256, 257, 1000, 1001, 1600, 1601, 4000, 4001]
+BOUNDARY_LENGTHS = [127, 128, 129, 254, 255, 256, 257, 1000, 1001, 1600, 1601, 4096, 4097]
 # A long string is one character repeated, at most this many UTF-8 bytes.
 LONG_BYTES = 6000
 

@@ -46,6 +46,7 @@ NON_SMS_CHANNELS = [
 OPT_OUT_WORDS = [
     "STOP",
     "STOPALL",
+    "STOP ALL",
     "UNSUBSCRIBE",
     "CANCEL",
     "END",
@@ -787,12 +788,12 @@ def test_messages_are_delivered_once_inbound_dnd_is_off(stub: Any, loc: str, con
 # --- the body ----------------------------------------------------------------------------------
 
 
-def test_body_over_1600_characters_is_invalid(
+def test_body_over_4096_characters_is_invalid(
     stub: Any, loc: str, contact: str, db: Database
 ) -> None:
     # A keyword padded with whitespace: one character too many is refused, changing nothing.
     with pytest.raises(grpc.RpcError) as caught:
-        inbound(stub, loc, contact, "STOP" + " " * 1597)
+        inbound(stub, loc, contact, "STOP" + " " * 4093)
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert bad_fields(caught.value) == ["body"]
     assert_untouched(stub, db, loc, contact)
@@ -802,8 +803,8 @@ def test_body_over_1600_characters_is_invalid(
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert db.changes(loc) == 0
 
-    # Exactly 1600 characters is fine.
-    answer = inbound(stub, loc, contact, "STOP" + " " * 1596)
+    # Exactly 4096 characters, a WhatsApp message's longest, is fine.
+    answer = inbound(stub, loc, contact, "STOP" + " " * 4092)
     assert answer.action == OPTED_OUT
     assert block_rows(db, loc, contact) == [STOP_BLOCK]
 
@@ -845,3 +846,54 @@ def test_answers_carry_version_cursor_and_history_entries(
     assert "END" in entries[0].provider_detail
     assert "START" in entries[1].provider_detail
     assert "STOP" in entries[2].provider_detail
+
+
+# --- the sender as providers write it ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("on", "sender", "number"),
+    [
+        (pb.CHANNEL_WHATSAPP, "447911123456", "+447911123456"),  # WhatsApp's wa_id: no "+"
+        (pb.CHANNEL_WHATSAPP, "447911123456@s.whatsapp.net", "+447911123456"),  # a JID
+        (pb.CHANNEL_RCS, "sip:+14155552671@ims.mnc260.mcc310.3gppnetwork.org", "+14155552671"),
+        (SMS, "tel:+1-415-555-2671;phone-context=example.com", "+14155552671"),
+    ],
+)
+def test_a_sender_as_providers_write_it_is_its_number(
+    stub: Any, loc: str, contact: str, db: Database, on: int, sender: str, number: str
+) -> None:
+    answer = inbound(stub, loc, contact, "STOP", channel=on, from_address=sender)
+    assert answer.action == OPTED_OUT
+    rows = db.fetch("SELECT address FROM dnd_address_suppressions WHERE location_id = $1", loc)
+    assert {r["address"] for r in rows} == {number}
+    other = stub.CheckSend(factories.check(loc, "someone-else", on, address=number), timeout=10)
+    assert not other.allowed and other.denial == pb.DENIAL_ADDRESS_SUPPRESSED
+
+
+@pytest.mark.parametrize("sender", ["55555", "sip:alice@example.org", "abc", "+1 555"])
+def test_a_stop_from_a_sender_that_is_no_number_opts_the_contact_out(
+    stub: Any, loc: str, contact: str, db: Database, sender: str
+) -> None:
+    """The opt-out acts on the contact whatever the provider wrote as the sender (no number is
+    suppressed, and the answer says so); anything else from such a sender is refused, and
+    changes nothing."""
+    for body in ("START", "HELP", "hello"):
+        with pytest.raises(grpc.RpcError) as caught:
+            inbound(stub, loc, contact, body, from_address=sender)
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_fields(caught.value) == ["from_address"]
+    assert_untouched(stub, db, loc, contact)
+    answer = inbound(stub, loc, contact, "Stop", from_address=sender)
+    assert answer.action == OPTED_OUT and answer.changed
+    assert "no phone number" in answer.explanation and sender not in answer.explanation
+    assert block_rows(db, loc, contact) == [STOP_BLOCK]
+    assert (
+        db.fetchval("SELECT count(*) FROM dnd_address_suppressions WHERE location_id = $1", loc)
+        == 0
+    )
+    assert not check(stub, loc, contact).allowed
+    # The START from it is still refused: only the opt-out acts.
+    with pytest.raises(grpc.RpcError):
+        inbound(stub, loc, contact, "START", from_address=sender)
+    assert block_rows(db, loc, contact) == [STOP_BLOCK]

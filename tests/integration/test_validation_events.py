@@ -166,11 +166,20 @@ BAD_FIELDS: dict[str, tuple[str, dict[str, Any], str]] = {
     # ProcessInboundMessage
     "inbound-channel-missing": ("ProcessInboundMessage", {"channel": UNSET}, "channel"),
     "inbound-channel-99": ("ProcessInboundMessage", {"channel": 99}, "channel"),
-    "inbound-body-1601": ("ProcessInboundMessage", {"body": "s" * 1601}, "body"),
-    "inbound-body-1601-emoji": ("ProcessInboundMessage", {"body": "\U0001f600" * 1601}, "body"),
+    "inbound-body-4097": ("ProcessInboundMessage", {"body": "s" * 4097}, "body"),
+    "inbound-body-4097-emoji": ("ProcessInboundMessage", {"body": "\U0001f600" * 4097}, "body"),
     "inbound-body-nul": ("ProcessInboundMessage", {"body": "ST\x00OP"}, "body"),
-    "inbound-from-abc": ("ProcessInboundMessage", {"from_address": "abc"}, "from_address"),
-    "inbound-from-too-short": ("ProcessInboundMessage", {"from_address": "+1 555"}, "from_address"),
+    # A sender that is no number refuses anything but an opt-out (which acts on the contact).
+    "inbound-from-abc": (
+        "ProcessInboundMessage",
+        {"body": "hello", "from_address": "abc"},
+        "from_address",
+    ),
+    "inbound-from-too-short": (
+        "ProcessInboundMessage",
+        {"body": "HELP", "from_address": "+1 555"},
+        "from_address",
+    ),
     # ReportSmsDeliveryFailure
     "sms-provider-missing": ("ReportSmsDeliveryFailure", {"provider": UNSET}, "provider"),
     "sms-provider-65": ("ReportSmsDeliveryFailure", {"provider": "p" * 65}, "provider"),
@@ -284,7 +293,7 @@ ALL_AT_ONCE: dict[str, tuple[Any, list[str]]] = {
             location_id="",
             contact_id="c" * 129,
             channel=99,  # type: ignore[arg-type]
-            body="b" * 1601,
+            body="b" * 4097,
             idempotency_key="k" * 129,
         ),
         ["location_id", "contact_id", "channel", "body", "idempotency_key"],
@@ -365,8 +374,8 @@ def test_bad_input_on_existing_contact_changes_nothing(
 # --- values at the limits are accepted -------------------------------------------------------
 
 GOOD: dict[str, tuple[str, dict[str, Any]]] = {
-    "inbound-body-1600": ("ProcessInboundMessage", {"body": "STOP" + " " * 1596}),
-    "inbound-body-1600-emoji": ("ProcessInboundMessage", {"body": "\U0001f600" * 1600}),
+    "inbound-body-4096": ("ProcessInboundMessage", {"body": "STOP" + " " * 4092}),
+    "inbound-body-4096-emoji": ("ProcessInboundMessage", {"body": "\U0001f600" * 4096}),
     "inbound-body-multiline": ("ProcessInboundMessage", {"body": "line 1\nline 2\ttab\r\n"}),
     "inbound-no-from": ("ProcessInboundMessage", {"from_address": UNSET}),
     "inbound-from-national": ("ProcessInboundMessage", {"from_address": "(415) 555-0100"}),

@@ -155,6 +155,28 @@ def test_invisible_characters_are_dropped_from_ids_and_refused_alone() -> None:
     assert visible("a\u00adb\ufeffc") == "abc"
 
 
+@pytest.mark.parametrize(
+    ("raw", "number"),
+    [
+        ("sip:+14155550100@ims.mnc260.mcc310.3gppnetwork.org", "+14155550100"),
+        ("sips:+14155550100@ims.example.net;transport=tls", "+14155550100"),
+        ("+14155550100@s.whatsapp.net", "+14155550100"),
+        ("447911123456@s.whatsapp.net", "+447911123456"),
+        ("447911123456", "+447911123456"),  # WhatsApp's wa_id: the country code, no "+"
+        ("4155550100", "+14155550100"),  # a number of the default region stays one
+        ("tel:+1-415-555-0100;phone-context=example.com", "+14155550100"),
+    ],
+)
+def test_phone_numbers_as_providers_write_them(raw: str, number: str) -> None:
+    assert normalize_address(Channel.WHATSAPP, raw) == number
+
+
+@pytest.mark.parametrize("raw", ["55555", "sip:alice@example.org", "0447911123456x", "@"])
+def test_what_is_no_phone_number_is_refused(raw: str) -> None:
+    with pytest.raises(InvalidArgument):
+        normalize_address(Channel.SMS, raw)
+
+
 def test_phone_numbers_keep_their_e164_keys() -> None:
     for raw in (
         "+1 415 555 0100",

@@ -172,6 +172,14 @@ VARIANTS: list[tuple[str, KeywordKind, str]] = [
     ("Opt\u2013out", OPT_OUT, "OPT OUT"),
     ("OPT OUT OPT OUT", OPT_OUT, "OPT OUT"),
     ("(opt  out)", OPT_OUT, "OPT OUT"),
+    ("Stop all", OPT_OUT, "STOP ALL"),
+    ("stop-all!", OPT_OUT, "STOP ALL"),
+    # Small capitals ("fancy text"), which NFKC leaves alone.
+    ("\ua731\u1d1b\u1d0f\u1d18", OPT_OUT, "STOP"),
+    ("\u1d07\u0274\u1d05", OPT_OUT, "END"),
+    ("\u1d04\u1d00\u0274\u1d04\u1d07\u029f", OPT_OUT, "CANCEL"),
+    ("\u1d1c\u0274\ua731\u1d1c\u0299\ua731\u1d04\u0280\u026a\u0299\u1d07", OPT_OUT, "UNSUBSCRIBE"),
+    ("\ua731\u1d1b\u1d00\u0280\u1d1b", OPT_IN, "START"),
     # Opt-in words.
     ("ＳＴＡＲＴ", OPT_IN, "START"),
     ("\u201cStart\u201d", OPT_IN, "START"),
@@ -317,6 +325,26 @@ def test_there_are_enough_variants() -> None:
     assert len(NOT_KEYWORDS) >= 30
     bodies = [body for body, _, _ in VARIANTS + EMOJI_LETTER_VARIANTS]
     assert len(set(bodies)) == len(bodies)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "START \U0001f1f8\U0001f1f9\U0001f1f4\U0001f1f5",
+        "\U0001f1f8\U0001f1f9\U0001f1f4\U0001f1f5 START",
+        "YES \U0001f1f8\U0001f1f9\U0001f1f4\U0001f1f5",
+        "HELP \U0001f1f8\U0001f1f9\U0001f1f4\U0001f1f5",
+        "UNSTOP \U0001f1f6\U0001f1fa\U0001f1ee\U0001f1f9",
+    ],
+)
+def test_a_reading_that_holds_an_opt_out_word_is_no_opt_in(body: str) -> None:
+    """The emoji reading says START; the letters' reading says START STOP: no clear opt-in."""
+    assert classify(body) == Classification(KeywordKind.NONE)
+    assert classify(body, REVOCATION_ON).kind is not KeywordKind.OPT_IN
+
+
+def test_a_flag_beside_an_opt_in_leaves_it_an_opt_in() -> None:
+    assert classify("\U0001f1fa\U0001f1f8 START") == Classification(OPT_IN, "START")
 
 
 @pytest.mark.parametrize(("body", "kind", "word"), VARIANTS, ids=variant_ids(VARIANTS))

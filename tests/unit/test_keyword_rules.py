@@ -41,6 +41,7 @@ NONE = KeywordKind.NONE
 SPEC_OPT_OUT = [
     "STOP",
     "STOPALL",
+    "STOP ALL",
     "UNSUBSCRIBE",
     "CANCEL",
     "END",

@@ -1961,9 +1961,11 @@ class ProcessInboundMessageRequest(_message.Message):
     change nothing.
     """
     body: _builtins.str
-    """The message text (<= 1600 characters). Never logged."""
+    """The message text (<= 4096 characters, WhatsApp's longest). Never logged."""
     from_address: _builtins.str
-    """Optional sender phone number: an opt-out also suppresses it, START clears it."""
+    """Optional sender phone number: an opt-out also suppresses it, START clears it. When it is
+    no phone number, an opt-out still acts on the contact; anything else is INVALID_ARGUMENT.
+    """
     idempotency_key: _builtins.str
     """See SetDndRequest.idempotency_key."""
     def __init__(

@@ -37,6 +37,12 @@ def normalize_phone(raw: str, default_region: str = "US", field: str = "address"
 def _e164(text: str, default_region: str) -> tuple[str, str]:
     """(E.164 form, "") of a phone number, or ("", what it is not). Cached: parsing costs
     more than the rest of a CheckSend, and the same numbers come back."""
+    if "@" in text or ";" in text:
+        # A SIP URI ("sip:+14155550100@ims.example.net;user=phone") or a WhatsApp JID
+        # ("14155550100@s.whatsapp.net"): the number is the user part.
+        text = re.split("[@;]", text, maxsplit=1)[0]
+        if text[:5].lower() in ("sip:", "sips:"):
+            text = text.split(":", 1)[1]
     if text.startswith("00"):
         text = "+" + text[2:]
     try:
@@ -44,6 +50,11 @@ def _e164(text: str, default_region: str) -> tuple[str, str]:
     except phonenumbers.NumberParseException:
         return "", "not a phone number"
     if not phonenumbers.is_possible_number(number):
+        # Digits with their country code but no "+", as WhatsApp writes a sender ("wa_id").
+        if text.isdigit() and not text.startswith("0"):
+            international, problem = _e164("+" + text, default_region)
+            if not problem:
+                return international, ""
         return "", "not a possible phone number"
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), ""
 

@@ -67,7 +67,18 @@ from typing import TypeVar
 from dnd_server.domain.errors import FieldViolation, InvalidArgument
 
 OPT_OUT_WORDS: frozenset[str] = frozenset(
-    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT", "OPT OUT"}
+    {
+        "STOP",
+        "STOPALL",
+        "STOP ALL",
+        "UNSUBSCRIBE",
+        "CANCEL",
+        "END",
+        "QUIT",
+        "REVOKE",
+        "OPTOUT",
+        "OPT OUT",
+    }
 )
 OPT_IN_WORDS: frozenset[str] = frozenset({"START", "YES", "UNSTOP"})
 HELP_WORDS: frozenset[str] = frozenset({"HELP", "INFO"})
@@ -313,6 +324,12 @@ _LETTER_SYMBOLS: dict[int, str] = {
     **{code: letter for code, letter in _NEGATIVE_SQUARED.items() if code not in _EMOJI_LETTERS},
     **_alphabet(0x249C, "a"),  # PARENTHESIZED LATIN SMALL LETTER A..Z
     **_alphabet(0x1F110, "A"),  # PARENTHESIZED LATIN CAPITAL LETTER A..Z
+    # Small capitals, the "fancy text" ꜱᴛᴏᴘ: LATIN LETTER SMALL CAPITAL A..Z, which NFKC
+    # leaves alone and which have no upper case.
+    **{
+        ord(unicodedata.lookup(f"LATIN LETTER SMALL CAPITAL {letter}")): letter
+        for letter in "ABCDEFGHIJKLMNOPRSTUVWYZ"
+    },
 }
 _LETTER_SYMBOL = _char_class(_LETTER_SYMBOLS)
 
@@ -841,6 +858,10 @@ def classify(body: str, settings: KeywordSettings = KeywordSettings()) -> Classi
         phrase = revocation_phrase(body)
         if phrase:
             return Classification(KeywordKind.OPT_OUT, phrase, ("en",))
+    if len(readings) > 1 and _says_opt_out(readings, effective):
+        # "START 🇸🇹🇴🇵": one reading is START, the other says STOP as well; the message is
+        # no clear opt-in (nor a request for help).
+        return Classification(KeywordKind.NONE)
     for word, key in readings:
         if word in effective.opt_in.exact:
             return _found(KeywordKind.OPT_IN, effective.opt_in.exact[word])
@@ -850,6 +871,15 @@ def classify(body: str, settings: KeywordSettings = KeywordSettings()) -> Classi
         if key in effective.help.keyed:
             return _found(KeywordKind.HELP, effective.help.keyed[key])
     return Classification(KeywordKind.NONE)
+
+
+def _says_opt_out(readings: Sequence[tuple[str, str]], effective: EffectiveSettings) -> bool:
+    """Whether a reading of a message holds an opt-out word among its words."""
+    for _, key in readings:
+        padded = f" {key} "
+        if any(f" {word} " in padded for word in effective.opt_out.keyed):
+            return True
+    return False
 
 
 def _describe(raw: str, word: str) -> str:

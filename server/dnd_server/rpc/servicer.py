@@ -552,6 +552,8 @@ def _inbound_answer(channel: Channel, result: WriteResult) -> pb.ProcessInboundM
     verdict = inbound_verdict(
         channel, decided.keyword, decided.action, result.state, decided.channels
     )
+    if decided.unread_sender:
+        verdict = replace(verdict, explanation=verdict.explanation + decided.unread_sender)
     return inbound_to_pb(verdict, result, decided.reply_text, decided.reply_language, decided.reply)
 
 

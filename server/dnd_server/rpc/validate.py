@@ -84,7 +84,8 @@ from dnd_server.watch import WatchFilter
 
 ID_MAX = 128
 KEY_MAX = 128
-BODY_MAX = 1600
+# The longest message any channel carries: WhatsApp's 4,096 (SMS stops at 1,600, ten segments).
+BODY_MAX = 4096
 PROVIDER_MAX = 64
 ERROR_CODE_MAX = 32
 DELIVERY_CODE_MAX = 64
@@ -451,12 +452,20 @@ def inbound_message(request: pb.ProcessInboundMessageRequest, region: str) -> In
         v.add("body", f"{len(request.body)} characters; at most {BODY_MAX} allowed")
     elif "\x00" in request.body:
         v.add("body", "must not contain NUL characters")
-    from_address = v.address("from_address", channel, request.from_address, region)
+    # A sender that is no number does not make the message invalid: an opt-out must act
+    # whatever the provider wrote there (the service refuses anything else with it).
+    sender = Violations()
+    from_address = sender.address("from_address", channel, request.from_address, region)
     v.idempotency_key(request.idempotency_key)
     v.raise_if_any()
     assert channel is not None
     return InboundMessage(
-        request.location_id, request.contact_id, channel, request.body, from_address
+        request.location_id,
+        request.contact_id,
+        channel,
+        request.body,
+        from_address,
+        unread_sender=tuple(sender.items),
     )
 
 
