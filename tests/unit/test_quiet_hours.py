@@ -130,9 +130,10 @@ def test_daylight_saving_nights(at: dt.datetime, not_before: dt.datetime | None)
 
 
 def test_a_number_in_several_zones_must_be_allowed_in_each() -> None:
-    # Alaska's 907 spans Anchorage (UTC-9 in December) and Adak (UTC-10).
+    # Alaska's 907 spans Anchorage (UTC-9 in December) and Adak (UTC-10); a number is judged
+    # in every zone of its area code (Juneau, and Honolulu's for one exchange, too).
     zones, _ = number_facts("+19075551234")
-    assert set(zones) == {"America/Anchorage", "America/Adak"}
+    assert {"America/Anchorage", "America/Adak"} <= set(zones)
     at = local("America/Anchorage", 2026, 12, 2, 8, 30)  # 07:30 in Adak
     assert check(at, zones) == (utc(2026, 12, 2, 18), "US-TCPA")  # 08:00 Adak, 09:00 Anchorage
     assert check(local("America/Anchorage", 2026, 12, 2, 9), zones) == (None, "")
@@ -145,7 +146,7 @@ def test_a_number_in_several_zones_must_be_allowed_in_each() -> None:
 def test_a_state_split_by_a_zone_line() -> None:
     # South Dakota's 605: Mountain and Central. 20:59 Mountain is 21:59 Central.
     zones, state = number_facts("+16055551234")
-    assert set(zones) == {DEN, "America/North_Dakota/Center"} and state == ""
+    assert set(zones) == {DEN, CHI, "America/North_Dakota/Center"} and state == ""
     assert check(local(DEN, 2026, 12, 2, 19, 59), zones) == (None, "")
     # Deferred to 08:00 Mountain, the later of the two mornings.
     assert check(local(DEN, 2026, 12, 2, 20, 59), zones) == (utc(2026, 12, 3, 15), "US-TCPA")
@@ -297,8 +298,10 @@ def test_the_recipient_zone_comes_from_the_request_then_the_number_then_the_loca
     assert recipient("", "", default).zones == (DEN,)
     nowhere = quiet_hours(local(NY, 2026, 12, 2, 23), (), "", Purpose.MARKETING, Channel.SMS)
     assert nowhere.allowed
-    # The Florida panhandle west of the Apalachicola is Central.
-    assert number_facts("+18504331234") == ((CHI,), "FL")
+    # The Florida panhandle west of the Apalachicola is Central, east of it Eastern: a number
+    # of 850 is judged in both (numbers move), as one of 448, its overlay, is.
+    assert number_facts("+18504331234") == ((CHI, NY), "FL")
+    assert number_facts("+14485551234") == ((CHI, NY), "FL")
 
 
 def test_no_zone_known_means_every_us_zone() -> None:
@@ -427,3 +430,30 @@ def test_the_pacific_territories_are_judged_in_their_own_zones() -> None:
     assert number_facts("+16715551234")[0] == ("Pacific/Guam",)
     assert number_facts("+16705551234")[0] == ("Pacific/Saipan",)
     assert recipient("+16842581234", "").zones == ("Pacific/Pago_Pago",)
+
+
+@pytest.mark.parametrize(
+    ("number", "zones"),
+    [
+        ("+13645551234", {CHI, NY}),  # 364 overlays 270, western Kentucky's Central time
+        ("+19305551234", {CHI, NY}),  # 930 overlays 812: Evansville is Central
+        ("+14585551234", {DEN, LA}),  # 458 overlays 541: Malheur County is Mountain
+        ("+12705551234", {CHI, NY}),  # an exchange the data place in one zone of two
+    ],
+)
+def test_a_number_is_judged_in_every_zone_of_its_area_code(number: str, zones: set[str]) -> None:
+    found, _ = number_facts(number)
+    assert set(found) == zones
+    # 08:30 in the eastern of the two zones is 07:30 in the western: too early.
+    east = NY if NY in zones else DEN
+    assert check(local(east, 2025, 1, 15, 8, 30), found)[0] is not None
+    assert check(local(east, 2025, 1, 15, 10), found) == (None, "")
+
+
+def test_numbers_of_no_known_zone_wait_for_atlantic_time_too() -> None:
+    """Toll-free: every US zone, Puerto Rico's Atlantic time among them (an hour ahead of New
+    York in winter): 20:30 in New York is 21:30 in San Juan."""
+    zones = recipient("+18005550100", "").zones
+    assert "America/Puerto_Rico" in zones
+    assert check(local(NY, 2025, 1, 15, 20, 30), zones)[0] is not None
+    assert check(local(NY, 2025, 1, 15, 19, 30), zones) == (None, "")

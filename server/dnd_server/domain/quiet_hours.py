@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
+from phonenumbers import tzdata as phone_tzdata
 
 from dnd_server.domain.consent import Purpose
 from dnd_server.domain.errors import InvalidArgument
@@ -48,6 +49,8 @@ HORIZON_DAYS = 14
 _GEOGRAPHIC_ZONES_MAX = 3
 # No zone known at all: the main zones of the United States, all of them (the most restrictive).
 US_ZONES: tuple[str, ...] = (
+    # Puerto Rico and the US Virgin Islands: Atlantic time, an hour ahead of New York in winter.
+    "America/Puerto_Rico",
     "America/New_York",
     "America/Chicago",
     "America/Denver",
@@ -384,22 +387,70 @@ def number_facts(e164: str) -> tuple[tuple[str, ...], str]:
         number = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:
         return (), ""
-    zones = tuple(
+    named = [
         z
         for z in phone_timezones.time_zones_for_number(number)
-        if z != phone_timezones.UNKNOWN_TIMEZONE and is_zone(z)
-    )
+        if z != phone_timezones.UNKNOWN_TIMEZONE
+    ]
+    zones = tuple(z for z in named if is_zone(z))
+    missing = len(zones) < len(named)
     if len(zones) > _GEOGRAPHIC_ZONES_MAX:
         zones = ()
     state = ""
     if number.country_code == 1:
         national = str(number.national_number)
-        state = AREA_CODE_STATES.get(national[:3], "") if len(national) == 10 else ""
-        if not zones and len(national) == 10:
+        area = national[:3] if len(national) == 10 else ""
+        state = AREA_CODE_STATES.get(area, "")
+        if missing:
+            # A zone this server's zone data lack: judged as a number whose zone is unknown
+            # (every US zone), never in the zones that are left.
+            zones = ()
+        elif zones:
+            # Every zone of the area code, and of the one it overlays: the number data place
+            # an exchange in one zone, but numbers move, and an overlay's data may know only
+            # one of its area's zones (364 overlays 270, which western Kentucky shares with
+            # Central time).
+            zones = tuple(sorted({*zones, *area_code_zones(area)}))
+        elif area:
             # The Pacific territories' area codes are one zone each, whatever the exchange
             # (the number data give the whole plan's zones for some exchanges).
-            zones = _TERRITORY_ZONES.get(national[:3], ())
+            zones = _TERRITORY_ZONES.get(area, ())
     return zones, state
+
+
+# Overlay area codes whose number data know fewer zones than the area code they overlay.
+_OVERLAYS: dict[str, str] = {
+    "364": "270",  # western Kentucky (Central and Eastern)
+    "930": "812",  # southern Indiana (Central and Eastern)
+    "448": "850",  # the Florida Panhandle (Central and Eastern)
+    "458": "541",  # Oregon (Pacific and Mountain)
+    "986": "208",  # Idaho (Mountain and Pacific)
+    "729": "423",  # eastern Tennessee (Eastern and Central)
+    "236": "250",  # British Columbia (Pacific and Mountain)
+    "672": "250",
+    "778": "250",
+    "367": "418",  # eastern Quebec (Eastern and Atlantic)
+    "581": "418",
+    "879": "709",  # Newfoundland and Labrador (Newfoundland and Atlantic)
+}
+
+
+@functools.cache
+def _area_zones() -> dict[str, frozenset[str]]:
+    """Each North American area code's zones: those of every exchange the number data place."""
+    found: dict[str, set[str]] = {}
+    for prefix, names in phone_tzdata.TIMEZONE_DATA.items():
+        if prefix.startswith("1") and len(prefix) >= 4:
+            found.setdefault(prefix[1:4], set()).update(n for n in names if is_zone(n))
+    return {area: frozenset(names) for area, names in found.items()}
+
+
+def area_code_zones(area: str) -> frozenset[str]:
+    """The zones of a North American area code and of the area code it overlays."""
+    table = _area_zones()
+    zones = table.get(area, frozenset())
+    overlaid = _OVERLAYS.get(area)
+    return zones | table.get(overlaid, frozenset()) if overlaid else zones
 
 
 # Area codes of US territories outside the zones of ``US_ZONES``.
