@@ -326,6 +326,35 @@ def test_a_stored_bulk_answer_replays_without_the_erased_address(
     assert PHONE not in text and PHONE[2:] not in text and contact not in text
 
 
+@pytest.mark.parametrize("rpc", ["SetDnd", "ProcessInboundMessage"])
+def test_another_contacts_stored_answer_loses_the_erased_address(
+    stub: Any, db: Database, loc: str, contact: str, rpc: str
+) -> None:
+    """Another contact's write named the address the erased contact opted out: its stored
+    answer showed that contact's suppression (its address, who and why). The erasure scrubs it
+    too, and the replay still answers as the first time otherwise."""
+    stopped = stub.ProcessInboundMessage(
+        f.inbound(loc, contact, "STOP", from_address=PHONE), timeout=T
+    )
+    assert stopped.changed
+    other = new_id("contact")
+    if rpc == "ProcessInboundMessage":
+        request: Any = f.inbound(loc, other, "STOP", from_address=PHONE, idempotency_key="kB")
+        call = stub.ProcessInboundMessage
+    else:
+        request = f.enable(loc, other, address=PHONE, idempotency_key="kB")
+        call = stub.SetDnd
+    first = call(request, timeout=T)
+    assert PHONE in str(first.status.address_suppressions)
+    erased = stub.EraseContact(f.erase(loc, contact, phone_numbers=[PHONE]), timeout=T)
+    assert erased.erased.idempotent_answers_scrubbed >= 1
+    replay = call(request, timeout=T)
+    assert replay.cursor == first.cursor and replay.status.version == first.status.version
+    text = str(replay)
+    assert PHONE not in text and PHONE[2:] not in text, text
+    assert "keyword:STOP" not in str(replay.status.address_suppressions)
+
+
 def test_watchers_see_the_erasure_without_personal_data(
     server: ServerProcess, stub: Any, loc: str, contact: str
 ) -> None:

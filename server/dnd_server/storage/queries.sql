@@ -643,11 +643,14 @@ WHERE c.location_id = $1 AND c.kind <> 'ERASURE'
                    false))
 
 -- erasure_answers --
--- Stored idempotent answers about the contact (or about no one contact), to scrub.
+-- Stored idempotent answers to scrub: about the contact (or about no one contact), or another
+-- contact's that name one of the erased addresses ($3), as a suppression it shares does.
 SELECT key, method, response
 FROM dnd_idempotency
-WHERE location_id = $1 AND contact_id IN ($2, '') AND response IS NOT NULL
-  AND method <> 'EraseContact'
+WHERE location_id = $1 AND response IS NOT NULL AND method <> 'EraseContact'
+  AND (contact_id IN ($2, '')
+       OR EXISTS (SELECT 1 FROM unnest($3::text[]) AS a(address)
+                  WHERE position(convert_to(a.address, 'UTF8') IN response) > 0))
 FOR UPDATE
 
 -- scrub_answer --

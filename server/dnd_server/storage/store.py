@@ -583,7 +583,16 @@ class Store:
                 )
             )
             scrubbed_answers = []
-            for row in await conn.fetch(QUERIES["erasure_answers"], location_id, contact_id):
+            erased_addresses = sorted(
+                {x.address for x in plan.suppressions}
+                | {k.address for k in plan.kept}
+                | {address for _, address in named}
+                | {b.address for b in before.blocks if b.address}
+                | {c.address for c in before.consents if c.address}
+            )
+            for row in await conn.fetch(
+                QUERIES["erasure_answers"], location_id, contact_id, erased_addresses
+            ):
                 kept_answer = bytes(row["response"])
                 answer = scrub_answer(row["method"], kept_answer)
                 if answer != kept_answer:
