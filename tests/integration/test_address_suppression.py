@@ -706,11 +706,18 @@ def test_get_status_rejects_unusable_addresses(stub: Any, loc: str, contact: str
 def test_unusable_sender_address_is_invalid_and_changes_nothing(
     stub: Any, loc: str, contact: str, db: Database
 ) -> None:
+    """Anything but an opt-out from a sender that is no number is refused; the opt-out acts
+    on the contact and suppresses no number (tests/integration/test_keywords.py)."""
     with pytest.raises(grpc.RpcError) as caught:
-        inbound(stub, loc, contact, "STOP", from_address="12")
+        inbound(stub, loc, contact, "START", from_address="12")
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert bad_fields(caught.value) == ["from_address"]
     assert db.changes(loc) == 0
+    assert inbound(stub, loc, contact, "STOP", from_address="12").changed
+    assert (
+        db.fetchval("SELECT count(*) FROM dnd_address_suppressions WHERE location_id = $1", loc)
+        == 0
+    )
     with pytest.raises(grpc.RpcError) as caught:
         check(stub, loc, contact, SMS, "call me maybe")
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
