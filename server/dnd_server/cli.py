@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import asyncpg
 import structlog
 
 from dnd_server.app import StartupError, database_url, serve
@@ -76,9 +77,13 @@ def main(argv: list[str] | None = None) -> int:
             except MigrationError as error:
                 print(f"dnd-server: {error}", file=sys.stderr)
                 return 2
+            except (OSError, asyncpg.PostgresError) as error:
+                print(f"dnd-server: the database failed: {error}", file=sys.stderr)
+                return 1
             moved = sum(done.moved.values()) + sum(done.merged.values())
             print(
                 f"moved {sum(done.moved.values())}, merged {sum(done.merged.values())}, "
+                f"dropped (copied by migration 14) {done.dropped}, "
                 f"left as they were (no address now) {done.refused}"
             )
             if moved:

@@ -207,6 +207,9 @@ class ProviderEvent:
     table: str = ""
     # What decided the effect, once resolved.
     resolution: Resolution | None = None
+    # Why the address given could not be read (then address is ""): an event that sets a
+    # block still sets it, on the contact; anything else is refused with it.
+    unread_address: tuple[FieldViolation, ...] = ()
 
     @property
     def source(self) -> Source:
@@ -569,8 +572,7 @@ class DndService:
             keyword = classify(msg.body, settings)
             if keyword.kind is not KeywordKind.NONE:
                 replies = await self._store.get_compliance_replies(msg.location_id)
-        if msg.unread_sender and keyword.kind is not KeywordKind.OPT_OUT:
-            raise InvalidArgument(list(msg.unread_sender))
+        refused = bool(msg.unread_sender) and keyword.kind is not KeywordKind.OPT_OUT
         # Said without the sender's text: an answer is kept, and erasure finds numbers only.
         unread = (
             "; from_address is no phone number: the contact is opted out, no number suppressed"
@@ -581,6 +583,9 @@ class DndService:
         language = keyword.reply_language(settings.default_language)
 
         def plan(state: ContactState, now: dt.datetime) -> Decision:
+            # In the plan, after a replay was looked for: a retry answers as the first time.
+            if refused:
+                raise InvalidArgument(list(msg.unread_sender))
             last = next(
                 (
                     m.at
@@ -639,6 +644,9 @@ class DndService:
         effect = event.effect
 
         def plan(state: ContactState, now: dt.datetime) -> Sequence[Step]:
+            # In the plan, after a replay was looked for: a retry answers as the first time.
+            if event.unread_address and (effect is None or event.clears):
+                raise InvalidArgument(list(event.unread_address))
             if effect is None:
                 return []
             reason, source = effect

@@ -18,6 +18,7 @@ from dnd.v1 import dnd_pb2 as pb
 from dnd_server.domain.erasure import address_digest
 from dnd_server.domain.model import Channel
 from dnd_server.storage.migrations import load_migrations, migrate
+from dnd_server.storage.rekey import rekey_addresses
 
 from tests import factories
 from tests.support import REPO, Database, ServerProcess, bad_fields, new_id, run_async, stub_for
@@ -161,7 +162,7 @@ def test_what_is_no_email_address_is_refused_and_changes_nothing(
 ) -> None:
     contact = new_id("contact")
     for call in (
-        lambda: unsubscribe(stub, loc, contact, address),
+        lambda: stub.SetDnd(factories.enable(loc, contact, EMAIL, address=address), timeout=T),
         lambda: check(stub, loc, contact, address),
     ):
         with pytest.raises(grpc.RpcError) as caught:
@@ -169,6 +170,13 @@ def test_what_is_no_email_address_is_refused_and_changes_nothing(
         assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
         assert bad_fields(caught.value), caught.value.details()
     assert db.changes(loc) == 0 and db.blocks(loc) == 0
+    # A provider's unsubscribe to it still blocks the contact (tests/integration/
+    # test_unreadable_addresses.py), suppressing no address.
+    assert unsubscribe(stub, loc, contact, address).changed
+    assert (
+        db.fetchval("SELECT count(*) FROM dnd_address_suppressions WHERE location_id = $1", loc)
+        == 0
+    )
 
 
 def test_invisible_characters_leave_other_channels_addresses(
@@ -293,6 +301,24 @@ def test_migration_moves_stored_spellings_to_their_keys(empty_database: Any) -> 
             )
             applied = await migrate(conn)
             assert REKEY.version in applied
+            # The migration copied the suppressions, keeping the old spellings' rows for the
+            # servers of the version before; 'dnd-server rekey' drops them after the update.
+            kept = await conn.fetch(
+                "SELECT address FROM dnd_address_suppressions s WHERE EXISTS (SELECT 1 FROM"
+                " dnd_rekeyed_suppressions r WHERE (r.location_id, r.channel, r.address,"
+                " r.reason) = (s.location_id, s.channel, s.address, s.reason)) ORDER BY 1"
+            )
+            assert [r["address"] for r in kept] == sorted(
+                [
+                    "jose\u0301@bu\u0308cher.de",
+                    "kim@example.com.",
+                    "lee@xn--bcher-kva.de",
+                    "mailto:pat@example.com?subject=stop",
+                    "\u200b2718281828",
+                ]
+            )
+            done = await rekey_addresses(conn)
+            assert done.dropped == 5 and not done.moved.get("dnd_address_suppressions")
             result: dict[str, list[tuple[Any, ...]]] = {}
             for name, query in {
                 "suppressions": "SELECT location_id, channel, address, reason, contact_id,"

@@ -355,6 +355,19 @@ def test_another_contacts_stored_answer_loses_the_erased_address(
     assert "keyword:STOP" not in str(replay.status.address_suppressions)
 
 
+def test_an_answer_naming_a_longer_address_is_left_alone(stub: Any, loc: str, contact: str) -> None:
+    """The erased address "pat@example.co" is no part of "pat@example.com": another contact's
+    stored answer naming only the longer one replays as it was."""
+    other = new_id("contact")
+    mail = pb.CHANNEL_EMAIL
+    stub.SetDnd(f.enable(loc, contact, mail, address="pat@example.co"), timeout=T)
+    request = f.enable(loc, other, mail, address="pat@example.com", idempotency_key="kC")
+    first = stub.SetDnd(request, timeout=T)
+    erase = f.erase(loc, contact, email_addresses=["pat@example.co"])
+    assert stub.EraseContact(erase, timeout=T).changed
+    assert stub.SetDnd(request, timeout=T) == first
+
+
 def test_watchers_see_the_erasure_without_personal_data(
     server: ServerProcess, stub: Any, loc: str, contact: str
 ) -> None:

@@ -98,6 +98,15 @@ def test_every_spelling_of_a_mailbox_has_its_key(address: str, data: st.DataObje
         ("pat@\u0391\u03a3-x.gr", "pat@\u03b1\u03c3-x.gr"),
         ("\u039f\u0394\u039f\u03a3@example.gr", "\u03bf\u03b4\u03bf\u03c3@example.gr"),
         ("pat\uff20example.com", "pat@example.com"),  # a fullwidth at sign
+        # A word-final sigma typed small, and the capital: one letter, one key.
+        (
+            "\u03bf\u03b4\u03c5\u03c3\u03c3\u03b5\u03c5\u03c2@x.gr",
+            "\u03bf\u03b4\u03c5\u03c3\u03c3\u03b5\u03c5\u03c3@x.gr",
+        ),
+        (
+            "\u039f\u0394\u03a5\u03a3\u03a3\u0395\u03a5\u03a3@x.gr",
+            "\u03bf\u03b4\u03c5\u03c3\u03c3\u03b5\u03c5\u03c3@x.gr",
+        ),
     ],
 )
 def test_keys(raw: str, key: str) -> None:
@@ -165,10 +174,21 @@ def test_invisible_characters_are_dropped_from_ids_and_refused_alone() -> None:
         ("447911123456", "+447911123456"),  # WhatsApp's wa_id: the country code, no "+"
         ("4155550100", "+14155550100"),  # a number of the default region stays one
         ("tel:+1-415-555-0100;phone-context=example.com", "+14155550100"),
+        ("tel:5550100;phone-context=+1-415", "+14155550100"),  # RFC 3966's local number
+        ("14155550100:12@s.whatsapp.net", "+14155550100"),  # a linked device's JID
     ],
 )
 def test_phone_numbers_as_providers_write_them(raw: str, number: str) -> None:
     assert normalize_address(Channel.WHATSAPP, raw) == number
+
+
+def test_digits_are_read_as_an_international_number_on_whatsapp_only() -> None:
+    """WhatsApp's wa_id has the country code without "+"; on SMS the same digits are no
+    number of the default region (a US number with a digit too many is no Swiss number)."""
+    assert normalize_address(Channel.WHATSAPP, "41555501001") == "+41555501001"
+    for channel in (Channel.SMS, Channel.CALL, Channel.RCS):
+        with pytest.raises(InvalidArgument):
+            normalize_address(channel, "41555501001")
 
 
 @pytest.mark.parametrize("raw", ["55555", "sip:alice@example.org", "0447911123456x", "@"])
@@ -226,3 +246,6 @@ def test_former_spellings_are_those_stored_before_the_keys() -> None:
         "pat@example.com.",
     )
     assert former_spellings(Channel.SMS, "+14155550100") == ("+14155550100",)
+    # str.lower wrote a word-final sigma in its final form.
+    greek = "\u03bf\u03b4\u03bf\u03c3@x.gr"
+    assert "\u03bf\u03b4\u03bf\u03c2@x.gr" in former_spellings(Channel.EMAIL, greek)

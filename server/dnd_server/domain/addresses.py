@@ -26,23 +26,31 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 PHONE_CHANNELS = frozenset({Channel.SMS, Channel.CALL, Channel.WHATSAPP, Channel.RCS})
 
 
-def normalize_phone(raw: str, default_region: str = "US", field: str = "address") -> str:
-    e164, problem = _e164(raw.strip(), default_region)
+def normalize_phone(
+    raw: str, default_region: str = "US", field: str = "address", wa_id: bool = False
+) -> str:
+    """E.164 of ``raw``; ``wa_id``: digits that are no number of ``default_region`` may be
+    one with its country code but no "+", as WhatsApp writes its users (WhatsApp only: on
+    other channels such digits are a mistyped number, refused rather than read as another
+    country's)."""
+    e164, problem = _e164(raw.strip(), default_region, wa_id)
     if problem:
         raise InvalidArgument.one(field, f"{raw!r} is {problem}")
     return e164
 
 
 @functools.lru_cache(maxsize=16384)
-def _e164(text: str, default_region: str) -> tuple[str, str]:
+def _e164(text: str, default_region: str, wa_id: bool = False) -> tuple[str, str]:
     """(E.164 form, "") of a phone number, or ("", what it is not). Cached: parsing costs
     more than the rest of a CheckSend, and the same numbers come back."""
-    if "@" in text or ";" in text:
+    sip = text[:4].lower() == "sip:" or text[:5].lower() == "sips:"
+    if sip or "@" in text:
         # A SIP URI ("sip:+14155550100@ims.example.net;user=phone") or a WhatsApp JID
-        # ("14155550100@s.whatsapp.net"): the number is the user part.
+        # ("14155550100@s.whatsapp.net", "14155550100:12@s.whatsapp.net" from a linked
+        # device): the number is the user part. (A tel: URI keeps its ";phone-context=",
+        # which phonenumbers reads.)
         text = re.split("[@;]", text, maxsplit=1)[0]
-        if text[:5].lower() in ("sip:", "sips:"):
-            text = text.split(":", 1)[1]
+        text = text.split(":", 1)[1] if sip else text.split(":", 1)[0]
     if text.startswith("00"):
         text = "+" + text[2:]
     try:
@@ -51,10 +59,12 @@ def _e164(text: str, default_region: str) -> tuple[str, str]:
         return "", "not a phone number"
     if not phonenumbers.is_possible_number(number):
         # Digits with their country code but no "+", as WhatsApp writes a sender ("wa_id").
-        if text.isdigit() and not text.startswith("0"):
-            international, problem = _e164("+" + text, default_region)
-            if not problem:
-                return international, ""
+        if wa_id and text.isdigit() and not text.startswith("0"):
+            international = phonenumbers.parse("+" + text, None)
+            if phonenumbers.is_valid_number(international):
+                return phonenumbers.format_number(
+                    international, phonenumbers.PhoneNumberFormat.E164
+                ), ""
         return "", "not a possible phone number"
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), ""
 
@@ -127,13 +137,17 @@ def _seen(text: str) -> str:
     return unicodedata.normalize("NFC", visible(text)).strip()
 
 
+_SIGMA, _FINAL_SIGMA = "\u03c3", "\u03c2"
+
+
 def _lower(text: str) -> str:
-    """Lower-case letter by letter: a capital sigma (U+03A3) is the small sigma U+03C3
-    wherever it stands (``str.lower`` writes the final sigma U+03C2 at a word's end), as mail
-    systems and IDNA lower it."""
+    """Lower-case letter by letter, the final sigma (U+03C2) as the sigma (U+03C3): the
+    capital sigma is one letter wherever it stands, and a word ends in the final form when
+    typed in small letters but in the capital when typed in capitals (``str.lower`` writes
+    the final form at a word's end): every spelling of one mailbox has one key."""
     if text.isascii():
         return text.lower()
-    return "".join(ch.lower() for ch in text)
+    return "".join(ch.lower() for ch in text).replace(_FINAL_SIGMA, _SIGMA)
 
 
 def _domain_key(domain: str) -> str | None:
@@ -184,7 +198,7 @@ def normalize_address(
     if channel is Channel.EMAIL:
         return normalize_email(raw, field)
     if channel in PHONE_CHANNELS:
-        return normalize_phone(raw, default_region, field)
+        return normalize_phone(raw, default_region, field, wa_id=channel is Channel.WHATSAPP)
     text = visible(raw).strip()
     if not text or any(ch.isspace() or ord(ch) < 32 for ch in text):
         raise InvalidArgument.one(field, f"{raw!r} is not a usable {channel.value} address")
@@ -197,7 +211,7 @@ def former_spellings(channel: Channel, key: str) -> tuple[str, ...]:
     stored then were moved to their keys, but an erased address is kept only as the keyed hash
     of what was stored: a check looks for these too. The spelling as it was then is lost, so
     these are the usual ones: its letters decomposed (NFD), its domain in A-labels, the root's
-    dot."""
+    dot, a word-final sigma in its final form."""
     if channel is not Channel.EMAIL:
         return (key,)
     local, _, domain = key.rpartition("@")
@@ -208,6 +222,8 @@ def former_spellings(channel: Channel, key: str) -> tuple[str, ...]:
             for label in domain.split(".")
         )
         nfd_local = unicodedata.normalize("NFD", local)
+        # Lower-cased as str.lower does: a sigma ending a word as the final sigma.
+        spellings.append(re.sub(r"(?<=\w)\u03c3(?!\w)", _FINAL_SIGMA, key))
         spellings += [
             unicodedata.normalize("NFD", key),
             f"{local}@{ascii_domain}",

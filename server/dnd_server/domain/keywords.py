@@ -330,6 +330,7 @@ _LETTER_SYMBOLS: dict[int, str] = {
         ord(unicodedata.lookup(f"LATIN LETTER SMALL CAPITAL {letter}")): letter
         for letter in "ABCDEFGHIJKLMNOPRSTUVWYZ"
     },
+    0xA7AF: "Q",  # LATIN LETTER SMALL CAPITAL Q
 }
 _LETTER_SYMBOL = _char_class(_LETTER_SYMBOLS)
 

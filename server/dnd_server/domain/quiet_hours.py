@@ -402,9 +402,9 @@ def number_facts(e164: str) -> tuple[tuple[str, ...], str]:
         area = national[:3] if len(national) == 10 else ""
         state = AREA_CODE_STATES.get(area, "")
         if missing:
-            # A zone this server's zone data lack: judged as a number whose zone is unknown
-            # (every US zone), never in the zones that are left.
-            zones = ()
+            # A zone this server's zone data lack: judged in every US zone, never in the
+            # zones that are left (nor in a location's default zone).
+            zones = US_ZONES
         elif zones:
             # Every zone of the area code, and of the one it overlays: the number data place
             # an exchange in one zone, but numbers move, and an overlay's data may know only

@@ -590,6 +590,9 @@ def _event_answer(cls: type[_E], event: ProviderEvent, result: WriteResult) -> _
     outcome, explanation = event_outcome(
         event.effect, event.channel, bool(result.steps), event.clears, event.resolution
     )
+    if event.unread_address:
+        # Said without the address's text: an answer is kept, and erasure finds keys only.
+        explanation += "; the address given is no address: the contact is blocked, none suppressed"
     reason = event.effect[0] if event.effect else None
     answer = provider_event_to_pb(cls, outcome, explanation, reason, result)
     if isinstance(answer, pb.ReportDeliveryEventResponse) and event.resolution is not None:

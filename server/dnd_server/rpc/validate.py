@@ -485,7 +485,8 @@ def sms_failure(request: pb.ReportSmsDeliveryFailureRequest, region: str) -> Pro
         v.add("error_code", "required: the provider's error code, e.g. 30004")
     else:
         v.text("error_code", request.error_code, ERROR_CODE_MAX)
-    address = v.address("to_address", Channel.SMS, request.to_address, region)
+    unread = Violations()  # an unreadable address does not stop a block (ProviderEvent)
+    address = unread.address("to_address", Channel.SMS, request.to_address, region)
     v.idempotency_key(request.idempotency_key)
     v.raise_if_any()
     return ProviderEvent(
@@ -500,6 +501,7 @@ def sms_failure(request: pb.ReportSmsDeliveryFailureRequest, region: str) -> Pro
         # overrides of it).
         code=code,
         table="twilio",
+        unread_address=tuple(unread.items),
     )
 
 
@@ -514,7 +516,8 @@ def email_event(request: pb.ReportEmailEventRequest, region: str) -> ProviderEve
     _provider(v, request.provider)
     event = v.enum("event", request.event, _EMAIL_EVENTS)
     v.text("provider_detail", request.provider_detail, DETAIL_MAX)
-    address = v.address("to_address", Channel.EMAIL, request.to_address, region)
+    unread = Violations()  # an unreadable address does not stop a block (ProviderEvent)
+    address = unread.address("to_address", Channel.EMAIL, request.to_address, region)
     v.idempotency_key(request.idempotency_key)
     v.raise_if_any()
     assert event is not None
@@ -532,6 +535,7 @@ def email_event(request: pb.ReportEmailEventRequest, region: str) -> ProviderEve
         detail=detail,
         effect=effect,
         address=address,
+        unread_address=tuple(unread.items),
     )
 
 
@@ -543,7 +547,8 @@ def delivery_event(request: pb.ReportDeliveryEventRequest, region: str) -> Provi
     channel = v.enum("channel", request.channel, CHANNEL_FROM_PB)
     provider = _provider_name(v, "provider", request.provider)
     code = _code(v, "code", request.code)
-    address = v.address("address", channel, request.address, region)
+    unread = Violations()  # an unreadable address does not stop a block (ProviderEvent)
+    address = unread.address("address", channel, request.address, region)
     v.idempotency_key(request.idempotency_key)
     v.raise_if_any()
     assert channel is not None
@@ -556,6 +561,7 @@ def delivery_event(request: pb.ReportDeliveryEventRequest, region: str) -> Provi
         effect=None,
         address=address,
         code=code,
+        unread_address=tuple(unread.items),
     )
 
 

@@ -27,7 +27,7 @@ _LOCK_KEY = 0x444E44  # "DND"
 
 
 async def _rekey(conn: asyncpg.Connection) -> None:
-    await rekey.rekey_addresses(conn)
+    await rekey.rekey_addresses(conn, migrating=True)
 
 
 # Data steps: Python run right after a migration's SQL, in its transaction, for what SQL alone

@@ -644,13 +644,14 @@ WHERE c.location_id = $1 AND c.kind <> 'ERASURE'
 
 -- erasure_answers --
 -- Stored idempotent answers to scrub: about the contact (or about no one contact), or another
--- contact's that name one of the erased addresses ($3), as a suppression it shares does.
+-- contact's that name one of the erased addresses, as a suppression it shares does ($3: each
+-- address as a protobuf string field's value, its length then its bytes).
 SELECT key, method, response
 FROM dnd_idempotency
 WHERE location_id = $1 AND response IS NOT NULL AND method <> 'EraseContact'
   AND (contact_id IN ($2, '')
-       OR EXISTS (SELECT 1 FROM unnest($3::text[]) AS a(address)
-                  WHERE position(convert_to(a.address, 'UTF8') IN response) > 0))
+       OR EXISTS (SELECT 1 FROM unnest($3::bytea[]) AS a(field)
+                  WHERE position(a.field IN response) > 0))
 FOR UPDATE
 
 -- scrub_answer --

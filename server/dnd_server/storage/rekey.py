@@ -23,6 +23,7 @@ import structlog
 from dnd_server.domain.addresses import PHONE_CHANNELS, normalize_address
 from dnd_server.domain.errors import InvalidArgument
 from dnd_server.domain.model import Channel
+from dnd_server.storage.sql import QUERIES
 
 log = structlog.get_logger("dnd_server.rekey")
 
@@ -48,6 +49,8 @@ class Rekeyed:
 
     moved: dict[str, int] = field(default_factory=dict)
     merged: dict[str, int] = field(default_factory=dict)
+    # Old spellings' suppressions the migration had copied to their keys, dropped.
+    dropped: int = 0
     refused: int = 0
     contacts: set[tuple[str, str]] = field(default_factory=set)
 
@@ -71,16 +74,20 @@ def new_key(channel_text: str, address: str) -> str | None:
     return key if key != address else None
 
 
-async def rekey_addresses(conn: asyncpg.Connection) -> Rekeyed:
+async def rekey_addresses(conn: asyncpg.Connection, migrating: bool = False) -> Rekeyed:
     """Move every stored address to its key. Each row moves in a transaction of its own (a
     savepoint inside the migration's), under the locks the service's writers take: the
-    addresses' advisory locks for a suppression, the contact's row for its consents and
+    addresses' advisory lock for a suppression, the contact's row for its consents and
     blocks (whose state document is built again with them). So it can run again beside
-    serving servers (``dnd-server rekey``): after a rolling update, for the rows the servers of
-    the version before wrote under their old keys meanwhile. A move writes no change to the
-    log: servers that cached the addresses hear nothing of it until they restart."""
+    serving servers (``dnd-server rekey``).
+
+    ``migrating`` (migration 14): a suppression is copied to its key, not moved, and the copy
+    recorded (``dnd_rekeyed_suppressions``): servers of the version before, still serving in a
+    rolling update, look for it under its old spelling. ``dnd-server rekey`` after the update
+    drops those old rows, and moves the ones such servers wrote meanwhile. A move writes no
+    change to the log: servers that cached the key hear nothing of it until they restart."""
     done = Rekeyed()
-    await _suppressions(conn, done)
+    await _suppressions(conn, done, migrating)
     await _contact_rows(conn, done, _CONSENTS)
     await _contact_rows(conn, done, _BLOCKS)
     await _changes(conn, done)
@@ -88,19 +95,17 @@ async def rekey_addresses(conn: asyncpg.Connection) -> Rekeyed:
         "addresses_rekeyed",
         moved=done.moved,
         merged=done.merged,
+        dropped=done.dropped,
         refused=done.refused,
         contacts=len(done.contacts),
     )
     return done
 
 
-_LOCK_ADDRESS = (
-    "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2 || chr(31) || $3, 0))"
-)
 _SUPPRESSION = "location_id = $1 AND channel = $2 AND address = $3 AND reason = $4"
 
 
-async def _suppressions(conn: asyncpg.Connection, done: Rekeyed) -> None:
+async def _suppressions(conn: asyncpg.Connection, done: Rekeyed, migrating: bool) -> None:
     rows = await conn.fetch(
         "SELECT location_id, channel, address, reason FROM dnd_address_suppressions WHERE "
         + _candidates("address", "channel")
@@ -116,16 +121,25 @@ async def _suppressions(conn: asyncpg.Connection, done: Rekeyed) -> None:
             row["reason"],
         )
         async with conn.transaction():
-            for address in sorted((old, key)):  # the writers' order
-                await conn.execute(_LOCK_ADDRESS, loc, channel, address)
+            # The writers' lock, in their order (one statement sorts as theirs does).
+            await conn.execute(QUERIES["lock_addresses"], loc, [channel] * 2, [old, key])
+            pk = (loc, channel, old, reason)
             moving = await conn.fetchrow(
                 f"SELECT contact_id, since FROM dnd_address_suppressions WHERE {_SUPPRESSION}",
-                loc,
-                channel,
-                old,
-                reason,
+                *pk,
             )
             if moving is None:  # cleared meanwhile
+                continue
+            copied = await conn.fetchval(
+                f"DELETE FROM dnd_rekeyed_suppressions WHERE {_SUPPRESSION} RETURNING true", *pk
+            )
+            if copied and not migrating:
+                # Copied by the migration, kept for the servers before it: its key holds it
+                # (or held it until a clear there, which must stand).
+                await conn.execute(
+                    f"DELETE FROM dnd_address_suppressions WHERE {_SUPPRESSION}", *pk
+                )
+                done.dropped += 1
                 continue
             merged = await conn.execute(
                 "UPDATE dnd_address_suppressions"
@@ -138,22 +152,25 @@ async def _suppressions(conn: asyncpg.Connection, done: Rekeyed) -> None:
                 moving["contact_id"],
                 moving["since"],
             )
-            if merged == "UPDATE 1":
+            if merged != "UPDATE 1":
                 await conn.execute(
-                    f"DELETE FROM dnd_address_suppressions WHERE {_SUPPRESSION}",
-                    loc,
-                    channel,
-                    old,
-                    reason,
+                    "INSERT INTO dnd_address_suppressions (location_id, channel, address, reason,"
+                    " source, contact_id, actor_id, note, evidence, provider_detail, since)"
+                    " SELECT location_id, channel, $5, reason, source, contact_id, actor_id, note,"
+                    " evidence, provider_detail, since FROM dnd_address_suppressions"
+                    f" WHERE {_SUPPRESSION}",
+                    *pk,
+                    key,
+                )
+            if migrating:
+                await conn.execute(
+                    "INSERT INTO dnd_rekeyed_suppressions (location_id, channel, address, reason)"
+                    " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    *pk,
                 )
             else:
                 await conn.execute(
-                    f"UPDATE dnd_address_suppressions SET address = $5 WHERE {_SUPPRESSION}",
-                    loc,
-                    channel,
-                    old,
-                    reason,
-                    key,
+                    f"DELETE FROM dnd_address_suppressions WHERE {_SUPPRESSION}", *pk
                 )
         done.count("dnd_address_suppressions", merged=merged == "UPDATE 1")
 

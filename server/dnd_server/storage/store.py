@@ -19,6 +19,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from dnd_server import lanes
+from dnd_server.cursor import varint
 from dnd_server.domain.consent import Consent, ConsentPolicy, consent_sort_key
 from dnd_server.domain.erasure import ErasureCounts, ErasureDone, plan_erasure
 from dnd_server.domain.errors import (
@@ -590,8 +591,12 @@ class Store:
                 | {b.address for b in before.blocks if b.address}
                 | {c.address for c in before.consents if c.address}
             )
+            # A stored answer is a protobuf message: a string field holding exactly the
+            # address is its length (a varint) and its bytes ("a@b.co" then finds no answer
+            # that names only "a@b.com").
+            fields = [varint(len(e)) + e for e in (a.encode() for a in erased_addresses if a)]
             for row in await conn.fetch(
-                QUERIES["erasure_answers"], location_id, contact_id, erased_addresses
+                QUERIES["erasure_answers"], location_id, contact_id, fields
             ):
                 kept_answer = bytes(row["response"])
                 answer = scrub_answer(row["method"], kept_answer)
