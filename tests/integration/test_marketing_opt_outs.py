@@ -488,7 +488,7 @@ def test_delivery_events_are_idempotent(stub: Stub, db: Database, loc: str, cont
         ({"code": " 131050"}, "code"),
         ({"code": "c" * 65}, "code"),
         ({"code": "131\n050"}, "code"),
-        ({"address": "not a phone"}, "address"),
+        ({"address": "not a\x00phone"}, "address"),  # (no phone number: blocks the contact)
         ({"idempotency_key": "k" * 129}, "idempotency_key"),
     ],
 )

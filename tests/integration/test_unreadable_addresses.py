@@ -36,7 +36,16 @@ def allowed(stub: Any, loc: str, contact: str, channel: int) -> bool:
 
 @pytest.mark.parametrize(
     "address",
-    ['"john.doe"@example.com', "pat@example..com", "(work)pat@example.com", "pat@example.com#1"],
+    [
+        '"john.doe"@example.com',
+        "pat@example..com",
+        "(work)pat@example.com",
+        "pat@example.com#1",
+        "not-an-email",
+        "pat@example",
+        "a@b@c.com",
+        "a" * 243 + "@example.com",
+    ],
 )
 def test_an_email_opt_out_to_an_unreadable_address_blocks_the_contact(
     stub: Any, db: Database, loc: str, address: str

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 from dnd.v1 import dnd_pb2 as pb
 
 from dnd_server.cursor import decode_cursor, decode_page_token
-from dnd_server.domain.addresses import normalize_address
+from dnd_server.domain.addresses import MAX_ADDRESS_LENGTH, MAX_EMAIL_TEXT, normalize_address
 from dnd_server.domain.consent import (
     DEFAULT_DOUBLE_OPT_IN_WINDOW,
     EVIDENCE_LIMITS,
@@ -148,6 +148,22 @@ class Violations:
         except InvalidArgument as error:
             self.items.extend(error.violations)
             return ""
+
+    def provider_address(
+        self, field: str, channel: Channel | None, raw: str, region: str
+    ) -> tuple[str, tuple[FieldViolation, ...]]:
+        """An address a provider reported: (its key, ()) or, when it reads as no address,
+        ("", why) for the service to judge (an opt-out still acts on the contact). Text no
+        request may carry, too long or with control characters, is a violation here."""
+        limit = MAX_EMAIL_TEXT if channel is Channel.EMAIL else MAX_ADDRESS_LENGTH
+        if len(raw) > limit:
+            self.add(field, f"at most {limit} characters")
+            return "", ()
+        if _CONTROL.search(raw.strip()):
+            self.add(field, "must not contain control characters")
+            return "", ()
+        unread = Violations()
+        return unread.address(field, channel, raw, region), tuple(unread.items)
 
     def idempotency_key(self, value: str) -> None:
         if len(value) > KEY_MAX:
@@ -454,8 +470,9 @@ def inbound_message(request: pb.ProcessInboundMessageRequest, region: str) -> In
         v.add("body", "must not contain NUL characters")
     # A sender that is no number does not make the message invalid: an opt-out must act
     # whatever the provider wrote there (the service refuses anything else with it).
-    sender = Violations()
-    from_address = sender.address("from_address", channel, request.from_address, region)
+    from_address, unread_sender = v.provider_address(
+        "from_address", channel, request.from_address, region
+    )
     v.idempotency_key(request.idempotency_key)
     v.raise_if_any()
     assert channel is not None
@@ -465,7 +482,7 @@ def inbound_message(request: pb.ProcessInboundMessageRequest, region: str) -> In
         channel,
         request.body,
         from_address,
-        unread_sender=tuple(sender.items),
+        unread_sender=unread_sender,
     )
 
 
@@ -485,8 +502,8 @@ def sms_failure(request: pb.ReportSmsDeliveryFailureRequest, region: str) -> Pro
         v.add("error_code", "required: the provider's error code, e.g. 30004")
     else:
         v.text("error_code", request.error_code, ERROR_CODE_MAX)
-    unread = Violations()  # an unreadable address does not stop a block (ProviderEvent)
-    address = unread.address("to_address", Channel.SMS, request.to_address, region)
+    # An address that reads as none does not stop a block (ProviderEvent.unread_address).
+    address, unread = v.provider_address("to_address", Channel.SMS, request.to_address, region)
     v.idempotency_key(request.idempotency_key)
     v.raise_if_any()
     return ProviderEvent(
@@ -501,7 +518,7 @@ def sms_failure(request: pb.ReportSmsDeliveryFailureRequest, region: str) -> Pro
         # overrides of it).
         code=code,
         table="twilio",
-        unread_address=tuple(unread.items),
+        unread_address=unread,
     )
 
 
@@ -516,8 +533,8 @@ def email_event(request: pb.ReportEmailEventRequest, region: str) -> ProviderEve
     _provider(v, request.provider)
     event = v.enum("event", request.event, _EMAIL_EVENTS)
     v.text("provider_detail", request.provider_detail, DETAIL_MAX)
-    unread = Violations()  # an unreadable address does not stop a block (ProviderEvent)
-    address = unread.address("to_address", Channel.EMAIL, request.to_address, region)
+    # An address that reads as none does not stop a block (ProviderEvent.unread_address).
+    address, unread = v.provider_address("to_address", Channel.EMAIL, request.to_address, region)
     v.idempotency_key(request.idempotency_key)
     v.raise_if_any()
     assert event is not None
@@ -535,7 +552,7 @@ def email_event(request: pb.ReportEmailEventRequest, region: str) -> ProviderEve
         detail=detail,
         effect=effect,
         address=address,
-        unread_address=tuple(unread.items),
+        unread_address=unread,
     )
 
 
@@ -547,8 +564,8 @@ def delivery_event(request: pb.ReportDeliveryEventRequest, region: str) -> Provi
     channel = v.enum("channel", request.channel, CHANNEL_FROM_PB)
     provider = _provider_name(v, "provider", request.provider)
     code = _code(v, "code", request.code)
-    unread = Violations()  # an unreadable address does not stop a block (ProviderEvent)
-    address = unread.address("address", channel, request.address, region)
+    # An address that reads as none does not stop a block (ProviderEvent.unread_address).
+    address, unread = v.provider_address("address", channel, request.address, region)
     v.idempotency_key(request.idempotency_key)
     v.raise_if_any()
     assert channel is not None
@@ -561,7 +578,7 @@ def delivery_event(request: pb.ReportDeliveryEventRequest, region: str) -> Provi
         effect=None,
         address=address,
         code=code,
-        unread_address=tuple(unread.items),
+        unread_address=unread,
     )
 
 
