@@ -15,6 +15,7 @@ updated last stands. An address the rules now refuse is left as it was: no check
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -179,10 +180,13 @@ _CONSENTS = "dnd_consents"
 _BLOCKS = "dnd_blocks"
 
 
+_MoveRows = Callable[[asyncpg.Connection, Rekeyed, str, str], Awaitable[bool]]
+
+
 async def _contact_rows(conn: asyncpg.Connection, done: Rekeyed, table: str) -> None:
     """A table of contacts' rows (consents, blocks): each contact's moved under its lock, its
     state document built again in the same transaction."""
-    channel_column = "channel" if table == _CONSENTS else "scope"
+    channel_column, move = _CONTACT_TABLES[table]
     rows = await conn.fetch(
         f"SELECT DISTINCT location_id, contact_id FROM {table} WHERE "
         + _candidates("address", channel_column)
@@ -195,10 +199,7 @@ async def _contact_rows(conn: asyncpg.Connection, done: Rekeyed, table: str) -> 
                 loc,
                 contact,
             )
-            if table == _CONSENTS:
-                moved = await _consents_of(conn, done, loc, contact)
-            else:
-                moved = await _blocks_of(conn, done, loc, contact)
+            moved = await move(conn, done, loc, contact)
             if moved:
                 await conn.execute(
                     "UPDATE dnd_contacts SET state = dnd_contact_state(location_id, contact_id)"
@@ -273,6 +274,13 @@ async def _blocks_of(conn: asyncpg.Connection, done: Rekeyed, loc: str, contact:
         done.count(_BLOCKS)
         moved = True
     return moved
+
+
+# Each table of contacts' rows: the column naming its channel, and how a contact's move.
+_CONTACT_TABLES: dict[str, tuple[str, _MoveRows]] = {
+    _CONSENTS: ("channel", _consents_of),
+    _BLOCKS: ("scope", _blocks_of),
+}
 
 
 async def _changes(conn: asyncpg.Connection, done: Rekeyed) -> None:
