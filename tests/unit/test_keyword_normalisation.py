@@ -335,6 +335,7 @@ def test_there_are_enough_variants() -> None:
         "YES \U0001f1f8\U0001f1f9\U0001f1f4\U0001f1f5",
         "HELP \U0001f1f8\U0001f1f9\U0001f1f4\U0001f1f5",
         "UNSTOP \U0001f1f6\U0001f1fa\U0001f1ee\U0001f1f9",
+        "START\u200b\U0001f1f8\U0001f1f9\U0001f1f4\U0001f1f5",  # joined by a zero-width space
     ],
 )
 def test_a_reading_that_holds_an_opt_out_word_is_no_opt_in(body: str) -> None:

@@ -859,7 +859,7 @@ def classify(body: str, settings: KeywordSettings = KeywordSettings()) -> Classi
         phrase = revocation_phrase(body)
         if phrase:
             return Classification(KeywordKind.OPT_OUT, phrase, ("en",))
-    if len(readings) > 1 and _says_opt_out(readings, effective):
+    if len(readings) > 1 and _says_opt_out(body, effective):
         # "START 🇸🇹🇴🇵": one reading is START, the other says STOP as well; the message is
         # no clear opt-in (nor a request for help).
         return Classification(KeywordKind.NONE)
@@ -874,12 +874,14 @@ def classify(body: str, settings: KeywordSettings = KeywordSettings()) -> Classi
     return Classification(KeywordKind.NONE)
 
 
-def _says_opt_out(readings: Sequence[tuple[str, str]], effective: EffectiveSettings) -> bool:
-    """Whether a reading of a message holds an opt-out word among its words."""
-    for _, key in readings:
-        padded = f" {key} "
-        if any(f" {word} " in padded for word in effective.opt_out.keyed):
-            return True
+def _says_opt_out(body: str, effective: EffectiveSettings) -> bool:
+    """Whether a reading of a message holds an opt-out word among its words, its invisible
+    characters read as spaces too ("START\u200b🇸🇹🇴🇵" is START STOP)."""
+    for reading in _readings(body):
+        for text in {reading, _INVISIBLE.sub(" ", reading)}:
+            padded = f" {_key(normalize_keyword(text))} "
+            if any(f" {word} " in padded for word in effective.opt_out.keyed):
+                return True
     return False
 
 
